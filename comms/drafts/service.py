@@ -1,0 +1,494 @@
+"""Drafts through their life: write, edit, submit, approve or reject, withdraw.
+
+Every mutation locks the draft row first, so two Decision Makers approving at the same moment
+both see each other's approval, and an edit racing an approval cannot slip between the count
+and the status change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.audit import service as audit
+from comms.clock import utcnow
+from comms.destinations.models import Destination
+from comms.drafts.gate import Quorum, evaluate
+from comms.drafts.models import (
+    EDITABLE,
+    Approval,
+    Decision,
+    Draft,
+    DraftStatus,
+    DraftVersion,
+)
+from comms.drafts.payload import DraftOptions, build_payload, content_hash
+from comms.enums import Severity
+from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
+from comms.incidents import service as incidents
+from comms.incidents.models import Incident, LogKind
+from comms.outbox import service as outbox
+from comms.permissions import Action, require
+from comms.rendering import RenderContext, TemplateRegistry, TemplateSpec, check_values, validate_values
+from comms.settings import Settings
+from comms.users.models import User
+
+REASON_MAX = 2000
+
+
+@lru_cache(maxsize=8)
+def _registry(path: Path | None) -> TemplateRegistry:
+    return TemplateRegistry.default(path)
+
+
+def registry_for(settings: Settings) -> TemplateRegistry:
+    return _registry(settings.templates_dir)
+
+
+async def get(session: AsyncSession, *, draft_id: int) -> Draft | None:
+    return await session.get(Draft, draft_id)
+
+
+async def require_draft(session: AsyncSession, *, draft_id: int, field: str = "draft") -> Draft:
+    draft = await session.get(Draft, draft_id)
+    if draft is None:
+        raise NotFound(f"no draft #{draft_id}", field=field)
+    return draft
+
+
+async def _lock(session: AsyncSession, draft_id: int) -> Draft:
+    """Re-read the draft under a row lock (PostgreSQL) with fresh approvals."""
+    draft = await session.get(Draft, draft_id, with_for_update=True, populate_existing=True)
+    if draft is None:
+        raise NotFound(f"no draft #{draft_id}", field="draft")
+    await session.refresh(draft, ["approvals", "destinations", "incident"])
+    return draft
+
+
+async def list_drafts(
+    session: AsyncSession, *, incident: Incident | None = None,
+    statuses: set[DraftStatus] | None = None, author: User | None = None,
+) -> list[Draft]:
+    query = select(Draft).order_by(Draft.updated_at.desc(), Draft.id.desc())
+    if incident is not None:
+        query = query.where(Draft.incident_id == incident.id)
+    if statuses:
+        query = query.where(Draft.status.in_([s.value for s in statuses]))
+    if author is not None:
+        query = query.where(Draft.author_id == author.id)
+    return list((await session.scalars(query)).all())
+
+
+async def versions(session: AsyncSession, *, draft: Draft) -> list[DraftVersion]:
+    query = select(DraftVersion).where(DraftVersion.draft_id == draft.id).order_by(
+        DraftVersion.version
+    )
+    return list((await session.scalars(query)).all())
+
+
+async def get_version(session: AsyncSession, *, draft_id: int, version: int) -> DraftVersion | None:
+    return await session.scalar(
+        select(DraftVersion).where(DraftVersion.draft_id == draft_id, DraftVersion.version == version)
+    )
+
+
+def quorum(draft: Draft, *, settings: Settings, now: datetime | None = None) -> Quorum:
+    return evaluate(
+        draft, severity=Severity(draft.incident.severity), settings=settings, now=now or utcnow()
+    )
+
+
+def _render_context(incident: Incident, settings: Settings) -> RenderContext:
+    return RenderContext(
+        protocol_name=settings.protocol_name,
+        incident_key=incident.key,
+        incident_title=incident.title,
+        severity=Severity(incident.severity),
+    )
+
+
+def _check_destinations(destinations: list[Destination]) -> None:
+    if not destinations:
+        raise InvalidInput(FieldProblem("destinations", "choose at least one destination"))
+    names = [d.name for d in destinations]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InvalidInput(FieldProblem("destinations", f"listed twice: {', '.join(duplicates)}"))
+
+
+async def _freeze(
+    session: AsyncSession,
+    *,
+    draft: Draft,
+    spec: TemplateSpec,
+    values: dict[str, str],
+    destinations: list[Destination],
+    options: DraftOptions,
+    settings: Settings,
+    editor: User,
+    reason: str,
+) -> None:
+    """Render, hash and store version ``draft.version`` as a frozen snapshot."""
+    payload = build_payload(
+        draft_id=draft.id, version=draft.version, spec=spec, values=values,
+        ctx=_render_context(draft.incident, settings), destinations=destinations,
+        options=options, correction_of=draft.correction_of_id,
+    )
+    digest = content_hash(payload)
+    warnings = check_values(
+        spec, values, official_domains=settings.official_domains,
+        known_contracts=settings.known_contracts,
+    )
+    draft.variables = values
+    draft.options = options.to_json()
+    draft.publish_at = options.publish_at
+    draft.payload = payload
+    draft.content_hash = digest
+    draft.warnings = [
+        {"code": w.code, "message": w.message, "field": w.field} for w in warnings
+    ]
+    draft.destinations = list(destinations)
+    draft.last_editor_id = editor.id
+    draft.updated_at = utcnow()
+    session.add(DraftVersion(
+        draft_id=draft.id, version=draft.version, content_hash=digest, payload=payload,
+        variables=values, editor_id=editor.id, reason=reason, created_at=draft.updated_at,
+    ))
+    await session.flush()
+
+
+async def create(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    template: str,
+    variables: Mapping[str, str],
+    destinations: list[Destination],
+    actor: User,
+    settings: Settings,
+    options: DraftOptions | None = None,
+    correction_of: Draft | None = None,
+) -> Draft:
+    require(actor, Action.DRAFT_WRITE)
+    spec = registry_for(settings).get(template)
+    if spec.audience != "public":
+        raise InvalidInput(FieldProblem("template", f"{template} is an internal template"))
+    if not incident.is_open:
+        raise RuleViolation("incident.closed", f"{incident.key} is closed", field="incident")
+    values = validate_values(spec, variables)
+    _check_destinations(destinations)
+    if correction_of is not None:
+        if correction_of.incident_id != incident.id:
+            raise InvalidInput(FieldProblem("correction_of", "must belong to the same incident"))
+        if correction_of.status not in (DraftStatus.PUBLISHED.value,
+                                        DraftStatus.PARTIALLY_FAILED.value):
+            raise InvalidInput(FieldProblem(
+                "correction_of", f"draft #{correction_of.id} has not been published"
+            ))
+    if getattr(spec, "is_correction", False) and correction_of is None:
+        raise InvalidInput(FieldProblem(
+            "correction_of", "a correction names the published announcement it corrects"
+        ))
+    now = utcnow()
+    draft = Draft(
+        incident_id=incident.id, template=spec.name, version=1, status=DraftStatus.DRAFT.value,
+        author_id=actor.id, last_editor_id=actor.id, content_hash="", created_at=now,
+        updated_at=now, correction_of_id=correction_of.id if correction_of else None,
+    )
+    session.add(draft)
+    await session.flush()
+    await session.refresh(draft, ["incident", "approvals", "destinations"])
+    await _freeze(
+        session, draft=draft, spec=spec, values=values, destinations=destinations,
+        options=options or DraftOptions(), settings=settings, editor=actor, reason="created",
+    )
+    await incidents.log(
+        session, incident=incident, kind=LogKind.COMMS, actor=actor,
+        text=f"Draft #{draft.id} ({spec.name}) started",
+    )
+    await audit.record(
+        session, actor=actor.username, action="draft.create", target=f"draft:{draft.id}",
+        details={"incident": incident.key, "template": spec.name, "version": 1,
+                 "content_hash": draft.content_hash},
+    )
+    return draft
+
+
+async def edit(
+    session: AsyncSession,
+    *,
+    draft: Draft,
+    actor: User,
+    settings: Settings,
+    variables: Mapping[str, str] | None = None,
+    replace_variables: bool = False,
+    destinations: list[Destination] | None = None,
+    options: DraftOptions | None = None,
+    expected_version: int | None = None,
+) -> Draft:
+    """Make a new version. Earlier approvals stop counting; an approved draft goes back to review."""
+    require(actor, Action.DRAFT_WRITE)
+    return await _revise(
+        session, draft_id=draft.id, editor=actor, actor=actor, settings=settings,
+        variables=variables, replace_variables=replace_variables, destinations=destinations,
+        options=options, expected_version=expected_version, reason="edited",
+    )
+
+
+async def _revise(
+    session: AsyncSession,
+    *,
+    draft_id: int,
+    editor: User,
+    actor: User,
+    settings: Settings,
+    reason: str,
+    variables: Mapping[str, str] | None = None,
+    replace_variables: bool = False,
+    destinations: list[Destination] | None = None,
+    options: DraftOptions | None = None,
+    expected_version: int | None = None,
+) -> Draft:
+    draft = await _lock(session, draft_id)
+    status = draft.status_enum
+    if expected_version is not None and expected_version != draft.version:
+        raise Conflict(
+            f"draft #{draft.id} is at version {draft.version}, not {expected_version}; "
+            "reload and apply your change again", field="version",
+        )
+    if status not in EDITABLE:
+        raise RuleViolation("draft.not_editable", f"draft #{draft.id} is {status.value}")
+    if status is DraftStatus.APPROVED and not await outbox.all_unsent(session, draft=draft):
+        raise RuleViolation(
+            "draft.not_editable",
+            f"draft #{draft.id} is already being published; write a correction instead",
+        )
+    spec = registry_for(settings).get(draft.template)
+    merged = dict(variables or {}) if replace_variables else {**draft.variables, **(variables or {})}
+    values = validate_values(spec, merged)
+    new_destinations = list(draft.destinations) if destinations is None else destinations
+    _check_destinations(new_destinations)
+    new_options = options or DraftOptions.from_json(draft.options)
+    if status is DraftStatus.APPROVED:
+        await outbox.cancel_unsent(session, draft=draft, reason=f"draft {reason} after approval")
+    old_hash, old_version = draft.content_hash, draft.version
+    draft.version += 1
+    await _freeze(
+        session, draft=draft, spec=spec, values=values, destinations=new_destinations,
+        options=new_options, settings=settings, editor=editor, reason=reason,
+    )
+    if status is DraftStatus.REJECTED:
+        draft.status = DraftStatus.DRAFT.value
+    elif status is DraftStatus.APPROVED:
+        draft.status = DraftStatus.IN_REVIEW.value
+        draft.approved_at = None
+    voided = [a for a in draft.approvals if a.content_hash == old_hash
+              and a.decision == Decision.APPROVE.value]
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        text=(f"Draft #{draft.id} {reason}: v{old_version} → v{draft.version}"
+              + (f"; {len(voided)} approval(s) of v{old_version} no longer count" if voided else "")),
+    )
+    await audit.record(
+        session, actor=actor.username, action="draft.edit", target=f"draft:{draft.id}",
+        details={"from_version": old_version, "version": draft.version,
+                 "from_hash": old_hash, "content_hash": draft.content_hash,
+                 "voided_approvals": len(voided), "reason": reason},
+    )
+    return draft
+
+
+async def submit(session: AsyncSession, *, draft: Draft, actor: User) -> Draft:
+    require(actor, Action.DRAFT_WRITE)
+    draft = await _lock(session, draft.id)
+    status = draft.status_enum
+    if status is DraftStatus.REJECTED:
+        raise RuleViolation(
+            "draft.resubmit_unchanged",
+            f"draft #{draft.id} was rejected; edit it before submitting again",
+        )
+    if status is not DraftStatus.DRAFT:
+        raise RuleViolation("draft.not_submittable", f"draft #{draft.id} is {status.value}")
+    if not draft.incident.is_open:
+        raise RuleViolation("incident.closed", f"{draft.incident.key} is closed")
+    draft.status = DraftStatus.IN_REVIEW.value
+    draft.submitted_at = utcnow()
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        text=f"Draft #{draft.id} v{draft.version} ({draft.template}) submitted for approval",
+    )
+    await audit.record(
+        session, actor=actor.username, action="draft.submit", target=f"draft:{draft.id}",
+        details={"version": draft.version, "content_hash": draft.content_hash},
+    )
+    return draft
+
+
+def _check_expected(draft: Draft, expected_hash: str | None) -> None:
+    if expected_hash is not None and expected_hash != draft.content_hash:
+        raise Conflict(
+            f"draft #{draft.id} changed since you loaded it (now version {draft.version}, "
+            f"hash {draft.content_hash[:12]}); review the new version",
+            field="content_hash",
+        )
+
+
+async def approve(
+    session: AsyncSession,
+    *,
+    draft: Draft,
+    actor: User,
+    settings: Settings,
+    expected_hash: str | None = None,
+) -> Draft:
+    """Record an approval of the current version; on reaching quorum, write the outbox."""
+    require(actor, Action.DRAFT_APPROVE)
+    draft = await _lock(session, draft.id)
+    _check_expected(draft, expected_hash)
+    if draft.status_enum is not DraftStatus.IN_REVIEW:
+        raise RuleViolation(
+            "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
+        )
+    if not settings.allow_self_approval:
+        if actor.id == draft.author_id:
+            raise RuleViolation("approval.self_approval", "you wrote this draft; another Decision "
+                                "Maker must approve it")
+        if actor.id == draft.last_editor_id:
+            raise RuleViolation("approval.last_editor", "you made the last edit; another "
+                                "Decision Maker must approve it")
+    if any(a.approver_id == actor.id and a.content_hash == draft.content_hash
+           and a.decision == Decision.APPROVE.value for a in draft.approvals):
+        raise RuleViolation("approval.duplicate",
+                            f"you already approved version {draft.version}")
+    now = utcnow()
+    approval = Approval(
+        draft_id=draft.id, version=draft.version, content_hash=draft.content_hash,
+        approver_id=actor.id, decision=Decision.APPROVE.value, at=now,
+    )
+    session.add(approval)
+    await session.flush()
+    await session.refresh(draft, ["approvals"])
+    await audit.record(
+        session, actor=actor.username, action="draft.approve", target=f"draft:{draft.id}",
+        details={"version": draft.version, "content_hash": draft.content_hash},
+    )
+    state = quorum(draft, settings=settings, now=now)
+    if state.blocked:
+        raise RuleViolation("approval.stale_render", state.blocked)
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        text=f"Draft #{draft.id} v{draft.version} approved by {actor.username} "
+             f"({state.have} of {state.needed})",
+    )
+    if state.met:
+        await _mark_approved(session, draft=draft, state=state, now=now)
+    return draft
+
+
+async def _mark_approved(
+    session: AsyncSession, *, draft: Draft, state: Quorum, now: datetime
+) -> None:
+    draft.status = DraftStatus.APPROVED.value
+    draft.approved_at = now
+    created = await outbox.enqueue(session, draft=draft, now=now)
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=None,
+        text=(f"Draft #{draft.id} v{draft.version} reached quorum ({state.have} of "
+              f"{state.needed}: {', '.join(state.approvers)}); "
+              f"{sum(1 for d in created if d.state == 'pending')} deliveries queued"
+              + (f" for {draft.publish_at:%Y-%m-%d %H:%M} UTC" if draft.publish_at else "")),
+    )
+    await audit.record(
+        session, actor=audit.SYSTEM_ACTOR, action="draft.approved", target=f"draft:{draft.id}",
+        details={"version": draft.version, "content_hash": draft.content_hash,
+                 "approvers": state.approvers, "needed": state.needed,
+                 "deliveries": [d.id for d in created]},
+    )
+
+
+async def reject(
+    session: AsyncSession,
+    *,
+    draft: Draft,
+    actor: User,
+    reason: str,
+    expected_hash: str | None = None,
+) -> Draft:
+    """Send the draft back to its author with a reason."""
+    require(actor, Action.DRAFT_APPROVE)
+    why = reason.strip()
+    if not why:
+        raise InvalidInput(FieldProblem("reason", "a rejection needs a reason"))
+    if len(why) > REASON_MAX:
+        raise InvalidInput(FieldProblem("reason", f"is {len(why)} characters; the limit is {REASON_MAX}"))
+    draft = await _lock(session, draft.id)
+    _check_expected(draft, expected_hash)
+    if draft.status_enum is not DraftStatus.IN_REVIEW:
+        raise RuleViolation(
+            "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
+        )
+    session.add(Approval(
+        draft_id=draft.id, version=draft.version, content_hash=draft.content_hash,
+        approver_id=actor.id, decision=Decision.REJECT.value, reason=why, at=utcnow(),
+    ))
+    draft.status = DraftStatus.REJECTED.value
+    draft.rejection_reason = why
+    await session.flush()
+    await session.refresh(draft, ["approvals"])
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        text=f"Draft #{draft.id} v{draft.version} rejected by {actor.username}", rationale=why,
+    )
+    await audit.record(
+        session, actor=actor.username, action="draft.reject", target=f"draft:{draft.id}",
+        details={"version": draft.version, "content_hash": draft.content_hash, "reason": why},
+    )
+    return draft
+
+
+async def withdraw(session: AsyncSession, *, draft: Draft, actor: User, reason: str) -> Draft:
+    require(actor, Action.DRAFT_WRITE)
+    why = reason.strip()
+    if not why:
+        raise InvalidInput(FieldProblem("reason", "say why the draft is withdrawn"))
+    draft = await _lock(session, draft.id)
+    if draft.status_enum not in EDITABLE:
+        raise RuleViolation("draft.not_withdrawable", f"draft #{draft.id} is {draft.status}")
+    if draft.status_enum is DraftStatus.APPROVED:
+        await outbox.cancel_unsent(session, draft=draft, reason="draft withdrawn")
+    draft.status = DraftStatus.WITHDRAWN.value
+    await incidents.log(
+        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        text=f"Draft #{draft.id} withdrawn", rationale=why,
+    )
+    await audit.record(
+        session, actor=actor.username, action="draft.withdraw", target=f"draft:{draft.id}",
+        details={"version": draft.version, "reason": why},
+    )
+    return draft
+
+
+async def rerender_open_drafts(
+    session: AsyncSession, *, incident: Incident, actor: User, settings: Settings
+) -> list[Draft]:
+    """After a severity change: re-render every unsent draft, voiding its approvals.
+
+    The quorum and the @everyone rule depend on severity, so what was approved under the old
+    severity is not what would be approved now.
+    """
+    touched = []
+    for draft in await list_drafts(session, incident=incident, statuses=set(EDITABLE)):
+        if draft.status_enum is DraftStatus.APPROVED and not await outbox.all_unsent(
+            session, draft=draft
+        ):
+            continue  # already going out; the change applies to the next announcement
+        touched.append(await _revise(
+            session, draft_id=draft.id, editor=draft.last_editor, actor=actor,
+            settings=settings, reason=f"re-rendered for severity {incident.severity}",
+        ))
+    return touched

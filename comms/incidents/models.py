@@ -1,0 +1,159 @@
+"""Incidents, who holds which incident role, and the append-only Incident Log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from comms.clock import utcnow
+from comms.db import Base, UTCDateTime
+from comms.users.models import User
+
+
+class IncidentStatus(StrEnum):
+    DETECTED = "detected"
+    COORDINATING = "coordinating"
+    INVESTIGATING = "investigating"
+    MITIGATED = "mitigated"
+    MONITORING = "monitoring"
+    POST_INCIDENT = "post_incident"
+    CLOSED = "closed"
+
+    @property
+    def summary(self) -> str:
+        """The status word of the Incident Log layout: Active, Mitigated or Resolved."""
+        if self in (IncidentStatus.DETECTED, IncidentStatus.COORDINATING,
+                    IncidentStatus.INVESTIGATING):
+            return "Active"
+        if self in (IncidentStatus.MITIGATED, IncidentStatus.MONITORING):
+            return "Mitigated"
+        return "Resolved"
+
+
+class IncidentRole(StrEnum):
+    """Roles within one incident (the policy's), distinct from service-wide user roles."""
+
+    DETECTOR = "detector"
+    INCIDENT_LEADER = "incident_leader"
+    SCRIBE = "scribe"
+    COMMS_MANAGER = "comms_manager"
+    DECISION_MAKER = "decision_maker"
+    RESPONDER = "responder"
+
+    @property
+    def title(self) -> str:
+        return _ROLE_TITLES[self]
+
+
+_ROLE_TITLES = {
+    IncidentRole.DETECTOR: "Detector",
+    IncidentRole.INCIDENT_LEADER: "Incident Leader",
+    IncidentRole.SCRIBE: "Scribe",
+    IncidentRole.COMMS_MANAGER: "Communication Manager",
+    IncidentRole.DECISION_MAKER: "Decision Maker",
+    IncidentRole.RESPONDER: "Responder / SME",
+}
+
+
+class LogKind(StrEnum):
+    NOTE = "note"
+    DECISION = "decision"
+    ACTION = "action"
+    STATUS = "status"
+    SEVERITY = "severity"
+    ROLE = "role"
+    COMMS = "comms"
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(16), unique=True)
+    title: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    severity: Mapped[str] = mapped_column(String(2))
+    status: Mapped[str] = mapped_column(String(16), default=IncidentStatus.DETECTED.value)
+    affected_services: Mapped[str] = mapped_column(Text, default="")
+    call_link: Mapped[str] = mapped_column(String(500), default="")
+    chat_channel: Mapped[str] = mapped_column(String(200), default="")
+    opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    mitigated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    opened_by: Mapped[User] = relationship(lazy="selectin")
+    assignments: Mapped[list[IncidentAssignment]] = relationship(
+        back_populates="incident", lazy="selectin", order_by="IncidentAssignment.id"
+    )
+
+    @property
+    def is_open(self) -> bool:
+        return self.status != IncidentStatus.CLOSED.value
+
+    def holders(self, role: IncidentRole) -> list[IncidentAssignment]:
+        """Current (not ended) assignments for ``role``; a leader counts only once acknowledged."""
+        return [
+            a for a in self.assignments
+            if a.role == role.value and a.ended_at is None
+            and (role is not IncidentRole.INCIDENT_LEADER or a.acknowledged_at is not None)
+        ]
+
+    @property
+    def leader(self) -> User | None:
+        current = self.holders(IncidentRole.INCIDENT_LEADER)
+        return current[-1].user if current else None
+
+    @property
+    def pending_leader(self) -> IncidentAssignment | None:
+        pending = [
+            a for a in self.assignments
+            if a.role == IncidentRole.INCIDENT_LEADER.value and a.ended_at is None
+            and a.acknowledged_at is None
+        ]
+        return pending[-1] if pending else None
+
+    def __repr__(self) -> str:
+        return f"<Incident {self.key} {self.severity} {self.status}>"
+
+
+class IncidentAssignment(Base):
+    __tablename__ = "incident_assignments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assigned_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    incident: Mapped[Incident] = relationship(back_populates="assignments")
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="selectin")
+    assigned_by: Mapped[User] = relationship(foreign_keys=[assigned_by_id], lazy="selectin")
+
+
+class IncidentLogEntry(Base):
+    """One line of the Incident Log. The table refuses UPDATE and DELETE (triggers)."""
+
+    __tablename__ = "incident_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    channel: Mapped[str] = mapped_column(String(200), default="")
+
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id], lazy="selectin")
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="selectin")

@@ -1,0 +1,403 @@
+"""Incidents: opening, the status machine, severity, roles, the leader hand-off, the log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.audit import service as audit
+from comms.clock import utcnow
+from comms.enums import Role, Severity
+from comms.errors import FieldProblem, InvalidInput, NotFound, PermissionDenied, RuleViolation
+from comms.incidents.models import (
+    Incident,
+    IncidentAssignment,
+    IncidentLogEntry,
+    IncidentRole,
+    IncidentStatus,
+    LogKind,
+)
+from comms.permissions import Action, require
+from comms.users.models import User
+
+S = IncidentStatus
+
+# Forward through the policy's steps, back to investigating when a mitigation fails or the
+# problem recurs, and closed early for a false alarm. Anything else is refused.
+TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
+    S.DETECTED: frozenset({S.COORDINATING, S.INVESTIGATING, S.CLOSED}),
+    S.COORDINATING: frozenset({S.INVESTIGATING, S.MITIGATED, S.CLOSED}),
+    S.INVESTIGATING: frozenset({S.MITIGATED, S.CLOSED}),
+    S.MITIGATED: frozenset({S.MONITORING, S.INVESTIGATING}),
+    S.MONITORING: frozenset({S.POST_INCIDENT, S.INVESTIGATING, S.CLOSED}),
+    S.POST_INCIDENT: frozenset({S.CLOSED}),
+    S.CLOSED: frozenset(),
+}
+ORDER = list(IncidentStatus)
+# The policy requires a post-mortem for P1-P3: those close only through post_incident.
+POST_MORTEM_REQUIRED = frozenset({Severity.P1, Severity.P2, Severity.P3})
+
+# Which service-wide role a person needs to take an incident role.
+ROLE_REQUIREMENT: dict[IncidentRole, Role | None] = {
+    IncidentRole.INCIDENT_LEADER: Role.INCIDENT_LEADER,
+    IncidentRole.SCRIBE: Role.SCRIBE,
+    IncidentRole.COMMS_MANAGER: Role.COMMS_MANAGER,
+    IncidentRole.DECISION_MAKER: Role.DECISION_MAKER,
+    IncidentRole.RESPONDER: None,
+    IncidentRole.DETECTOR: None,
+}
+
+TITLE_MAX = 200
+TEXT_MAX = 5000
+
+
+def parse_severity(value: str, *, field: str = "severity") -> Severity:
+    try:
+        return Severity(value.strip().upper())
+    except ValueError:
+        raise InvalidInput(FieldProblem(field, f"{value!r} is not a severity (use P1..P5)")) from None
+
+
+def parse_status(value: str, *, field: str = "status") -> IncidentStatus:
+    try:
+        return IncidentStatus(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(s.value for s in IncidentStatus)
+        raise InvalidInput(FieldProblem(field, f"{value!r} is not a status ({choices})")) from None
+
+
+def parse_incident_role(value: str, *, field: str = "role") -> IncidentRole:
+    try:
+        return IncidentRole(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(r.value for r in IncidentRole)
+        raise InvalidInput(FieldProblem(field, f"{value!r} is not an incident role ({choices})")) \
+            from None
+
+
+def _check_text(field: str, value: str, *, required: bool, limit: int) -> str:
+    text = value.strip()
+    if required and not text:
+        raise InvalidInput(FieldProblem(field, "is required"))
+    if len(text) > limit:
+        raise InvalidInput(FieldProblem(field, f"is {len(text)} characters; the limit is {limit}"))
+    return text
+
+
+async def get_by_key(session: AsyncSession, *, key: str) -> Incident | None:
+    return await session.scalar(select(Incident).where(Incident.key == key.strip().upper()))
+
+
+async def require_incident(session: AsyncSession, *, key: str, field: str = "incident") -> Incident:
+    incident = await get_by_key(session, key=key)
+    if incident is None:
+        raise NotFound(f"no incident {key!r}", field=field)
+    return incident
+
+
+async def get(session: AsyncSession, *, incident_id: int) -> Incident | None:
+    return await session.get(Incident, incident_id)
+
+
+async def list_incidents(session: AsyncSession, *, open_only: bool = False) -> list[Incident]:
+    query = select(Incident).order_by(Incident.opened_at.desc(), Incident.id.desc())
+    if open_only:
+        query = query.where(Incident.status != S.CLOSED.value)
+    return list((await session.scalars(query)).all())
+
+
+async def _next_key(session: AsyncSession, year: int) -> str:
+    prefix = f"INC-{year}-"
+    last = await session.scalar(
+        select(func.max(Incident.key)).where(Incident.key.like(f"{prefix}%"))
+    )
+    number = int(last.rsplit("-", 1)[1]) + 1 if last else 1
+    return f"{prefix}{number:04d}"
+
+
+async def log(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    kind: LogKind,
+    text: str,
+    actor: User | None,
+    rationale: str = "",
+    owner: User | None = None,
+    due_at: datetime | None = None,
+    channel: str = "",
+) -> IncidentLogEntry:
+    """Append to the Incident Log (used by every incident and comms event)."""
+    entry = IncidentLogEntry(
+        incident_id=incident.id, at=utcnow(), actor_id=actor.id if actor else None,
+        kind=kind.value, text=text, rationale=rationale, owner_id=owner.id if owner else None,
+        due_at=due_at, channel=channel,
+    )
+    session.add(entry)
+    incident.updated_at = entry.at
+    await session.flush()
+    return entry
+
+
+async def open_incident(
+    session: AsyncSession,
+    *,
+    title: str,
+    severity: Severity,
+    actor: User,
+    summary: str = "",
+) -> Incident:
+    """Open an incident; the opener is recorded as its Detector."""
+    require(actor, Action.INCIDENT_OPEN)
+    clean_title = _check_text("title", title, required=True, limit=TITLE_MAX)
+    clean_summary = _check_text("summary", summary, required=False, limit=TEXT_MAX)
+    now = utcnow()
+    for _attempt in range(5):
+        key = await _next_key(session, now.year)
+        try:
+            async with session.begin_nested():
+                incident = Incident(
+                    key=key, title=clean_title, summary=clean_summary, severity=severity.value,
+                    status=S.DETECTED.value, opened_by_id=actor.id, opened_at=now, updated_at=now,
+                )
+                session.add(incident)
+                await session.flush()
+            break
+        except IntegrityError:
+            continue  # another process took this key; compute the next one
+    else:  # pragma: no cover - five collisions in a row
+        raise RuleViolation("incident.key", "could not allocate an incident key; try again")
+    session.add(IncidentAssignment(
+        incident_id=incident.id, role=IncidentRole.DETECTOR.value, user_id=actor.id,
+        assigned_by_id=actor.id, assigned_at=now, acknowledged_at=now,
+    ))
+    await session.flush()
+    await session.refresh(incident, ["assignments"])
+    await log(
+        session, incident=incident, kind=LogKind.STATUS, actor=actor,
+        text=f"Incident opened as {severity.value} ({severity.label}): {clean_title}",
+    )
+    await audit.record(
+        session, actor=actor.username, action="incident.open", target=f"incident:{key}",
+        details={"severity": severity.value, "title": clean_title},
+    )
+    return incident
+
+
+async def change_status(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    status: IncidentStatus,
+    actor: User,
+    rationale: str = "",
+) -> Incident:
+    require(actor, Action.INCIDENT_MANAGE)
+    current = IncidentStatus(incident.status)
+    why = _check_text("rationale", rationale, required=False, limit=TEXT_MAX)
+    if status == current:
+        raise RuleViolation("incident.transition", f"{incident.key} is already {status.value}")
+    if status not in TRANSITIONS[current]:
+        allowed = ", ".join(s.value for s in sorted(TRANSITIONS[current], key=ORDER.index))
+        raise RuleViolation(
+            "incident.transition",
+            f"{incident.key} cannot go from {current.value} to {status.value} "
+            f"(allowed: {allowed or 'none, it is closed'})",
+            field="status",
+        )
+    backwards = ORDER.index(status) < ORDER.index(current)
+    early_close = status is S.CLOSED and current is not S.POST_INCIDENT
+    if (backwards or early_close) and not why:
+        raise InvalidInput(FieldProblem(
+            "rationale", "is required when an incident goes back a step or closes early"
+        ))
+    if early_close and current is S.MONITORING and Severity(incident.severity) in POST_MORTEM_REQUIRED:
+        raise RuleViolation(
+            "incident.post_mortem_required",
+            f"{incident.key} is {incident.severity}: P1-P3 incidents close through post_incident "
+            "(a post-mortem is required)",
+            field="status",
+        )
+    now = utcnow()
+    incident.status = status.value
+    if status is S.MITIGATED and incident.mitigated_at is None:
+        incident.mitigated_at = now
+    if status in (S.POST_INCIDENT, S.CLOSED) and incident.resolved_at is None:
+        incident.resolved_at = now
+    if status is S.INVESTIGATING:
+        incident.resolved_at = None
+    await log(
+        session, incident=incident, kind=LogKind.STATUS, actor=actor, rationale=why,
+        text=f"Status {current.value} → {status.value}",
+    )
+    await audit.record(
+        session, actor=actor.username, action="incident.status", target=f"incident:{incident.key}",
+        details={"from": current.value, "to": status.value, "rationale": why},
+    )
+    return incident
+
+
+async def change_severity(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    severity: Severity,
+    actor: User,
+    rationale: str,
+) -> Severity:
+    """Change the severity; returns the old one. Callers re-render open drafts (see flows)."""
+    require(actor, Action.INCIDENT_MANAGE)
+    why = _check_text("rationale", rationale, required=True, limit=TEXT_MAX)
+    old = Severity(incident.severity)
+    if severity == old:
+        raise RuleViolation("incident.severity", f"{incident.key} is already {severity.value}")
+    if not incident.is_open:
+        raise RuleViolation("incident.closed", f"{incident.key} is closed")
+    incident.severity = severity.value
+    await log(
+        session, incident=incident, kind=LogKind.SEVERITY, actor=actor, rationale=why,
+        text=f"Severity {old.value} → {severity.value} ({severity.label})",
+    )
+    await audit.record(
+        session, actor=actor.username, action="incident.severity",
+        target=f"incident:{incident.key}",
+        details={"from": old.value, "to": severity.value, "rationale": why},
+    )
+    return old
+
+
+async def assign(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    role: IncidentRole,
+    user: User,
+    actor: User,
+) -> IncidentAssignment:
+    """Assign an incident role.
+
+    A new Incident Leader takes over only when they acknowledge (``acknowledge``); until then
+    the current leader stays in charge. Assigning yourself is acknowledged at once.
+    """
+    require(actor, Action.INCIDENT_MANAGE)
+    if not incident.is_open:
+        raise RuleViolation("incident.closed", f"{incident.key} is closed")
+    needed = ROLE_REQUIREMENT[role]
+    if not user.active:
+        raise RuleViolation("incident.assign", f"{user.username} is disabled", field="user")
+    if needed is not None and not user.has_role(needed):
+        raise RuleViolation(
+            "incident.assign", f"{user.username} does not hold the {needed.value} role",
+            field="user",
+        )
+    if any(a.user_id == user.id for a in incident.holders(role)):
+        raise RuleViolation(
+            "incident.assign", f"{user.username} is already {role.title} of {incident.key}",
+            field="user",
+        )
+    now = utcnow()
+    is_leader = role is IncidentRole.INCIDENT_LEADER
+    if is_leader:
+        pending = incident.pending_leader
+        if pending is not None:
+            pending.ended_at = now  # superseded before acknowledging
+    self_ack = is_leader and user.id == actor.id
+    assignment = IncidentAssignment(
+        incident_id=incident.id, role=role.value, user_id=user.id, assigned_by_id=actor.id,
+        assigned_at=now, acknowledged_at=now if (self_ack or not is_leader) else None,
+    )
+    session.add(assignment)
+    await session.flush()
+    await session.refresh(incident, ["assignments"])
+    if is_leader and self_ack:
+        await _complete_handoff(session, incident=incident, assignment=assignment, actor=actor)
+    elif is_leader:
+        await log(
+            session, incident=incident, kind=LogKind.ROLE, actor=actor,
+            text=f"Incident Leader hand-off offered to {user.username}; awaiting acknowledgment",
+        )
+    else:
+        await log(
+            session, incident=incident, kind=LogKind.ROLE, actor=actor,
+            text=f"{user.username} assigned as {role.title}",
+        )
+    await audit.record(
+        session, actor=actor.username, action="incident.assign", target=f"incident:{incident.key}",
+        details={"role": role.value, "user": user.username},
+    )
+    return assignment
+
+
+async def _complete_handoff(
+    session: AsyncSession, *, incident: Incident, assignment: IncidentAssignment, actor: User
+) -> None:
+    previous = [
+        a for a in incident.holders(IncidentRole.INCIDENT_LEADER) if a.id != assignment.id
+    ]
+    for old in previous:
+        old.ended_at = assignment.acknowledged_at
+    names = ", ".join(a.user.username for a in previous) or "nobody"
+    await log(
+        session, incident=incident, kind=LogKind.ROLE, actor=actor,
+        text=f"Incident Leader hand-off {names} → {assignment.user.username} acknowledged",
+    )
+
+
+async def acknowledge_leadership(
+    session: AsyncSession, *, incident: Incident, actor: User
+) -> IncidentAssignment:
+    """The offered leader accepts; only now does the hand-off take effect and get logged."""
+    pending = incident.pending_leader
+    if pending is None:
+        raise RuleViolation("incident.handoff", f"no Incident Leader hand-off is pending on {incident.key}")
+    if pending.user_id != actor.id:
+        raise PermissionDenied(
+            f"the hand-off on {incident.key} was offered to {pending.user.username}, not you",
+            rule="incident.handoff",
+        )
+    if not actor.has_role(Role.INCIDENT_LEADER):
+        raise PermissionDenied("you no longer hold the incident_leader role", rule="incident.handoff")
+    pending.acknowledged_at = utcnow()
+    await session.flush()
+    await _complete_handoff(session, incident=incident, assignment=pending, actor=actor)
+    await audit.record(
+        session, actor=actor.username, action="incident.handoff",
+        target=f"incident:{incident.key}", details={"leader": actor.username},
+    )
+    return pending
+
+
+async def add_entry(
+    session: AsyncSession,
+    *,
+    incident: Incident,
+    kind: LogKind,
+    text: str,
+    actor: User,
+    rationale: str = "",
+    owner: User | None = None,
+    due_at: datetime | None = None,
+) -> IncidentLogEntry:
+    """A person's entry: a note, a decision (rationale required) or an action (owner)."""
+    require(actor, Action.INCIDENT_LOG)
+    if kind not in (LogKind.NOTE, LogKind.DECISION, LogKind.ACTION):
+        raise InvalidInput(FieldProblem("kind", "choose note, decision or action"))
+    body = _check_text("text", text, required=True, limit=TEXT_MAX)
+    why = _check_text("rationale", rationale, required=kind is LogKind.DECISION, limit=TEXT_MAX)
+    if owner is not None and kind is not LogKind.ACTION:
+        raise InvalidInput(FieldProblem("owner", "only actions have an owner"))
+    return await log(
+        session, incident=incident, kind=kind, text=body, actor=actor, rationale=why,
+        owner=owner, due_at=due_at,
+    )
+
+
+async def entries(session: AsyncSession, *, incident: Incident) -> list[IncidentLogEntry]:
+    query = (
+        select(IncidentLogEntry).where(IncidentLogEntry.incident_id == incident.id)
+        .order_by(IncidentLogEntry.at, IncidentLogEntry.id)
+    )
+    return list((await session.scalars(query)).all())

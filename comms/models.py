@@ -1,0 +1,26 @@
+"""Every ORM model, imported in one place so the metadata (and Alembic) sees all tables."""
+
+from comms.audit.models import AuditEvent, AuditHead
+from comms.db import Base
+from comms.destinations.models import Destination
+from comms.drafts.models import Approval, Draft, DraftDestination, DraftVersion
+from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
+from comms.outbox.models import Delivery
+from comms.users.models import User, UserRole
+
+__all__ = [
+    "Approval",
+    "AuditEvent",
+    "AuditHead",
+    "Base",
+    "Delivery",
+    "Destination",
+    "Draft",
+    "DraftDestination",
+    "DraftVersion",
+    "Incident",
+    "IncidentAssignment",
+    "IncidentLogEntry",
+    "User",
+    "UserRole",
+]

@@ -1,0 +1,230 @@
+"""One settings object for every process (CLI, panel, worker, bots).
+
+Values come from ``COMMS_*`` environment variables and, optionally, a TOML file named by
+``COMMS_CONFIG``. A bad value stops the process at start with a message that names the
+setting, because a misconfigured approval quorum discovered mid-incident is worse than a
+refusal to start.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from comms.enums import Role, Severity
+
+ENV_PREFIX = "COMMS_"
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+class ConfigError(Exception):
+    """Raised when the configuration is invalid; the message names each bad setting."""
+
+
+class TelegramUncertainPolicy(StrEnum):
+    HOLD = "hold"
+    RESEND = "resend"
+
+
+def _split_pairs(raw: str, setting: str) -> list[tuple[str, str]]:
+    pairs: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"{setting}: expected NAME=VALUE pairs separated by commas, got {item!r}")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+class Settings(BaseSettings):
+    """Service configuration. Field ``foo`` is set by ``COMMS_FOO``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        env_ignore_empty=True,
+        validate_default=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./comms.db"
+    protocol_name: str = Field(default="Example Protocol", min_length=1, max_length=80)
+
+    approval_quorum: Annotated[dict[Severity, int], NoDecode] = Field(default_factory=dict)
+    allow_self_approval: bool = False
+    approval_ttl_minutes: int | None = Field(default=None, gt=0)
+    official_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    known_contracts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+
+    # Panel
+    session_idle_minutes: int = Field(default=30, gt=0)
+    session_absolute_hours: int = Field(default=12, gt=0)
+    stepup_minutes: int = Field(default=5, gt=0)
+    require_2fa_for: Annotated[list[Role], NoDecode] = Field(
+        default_factory=lambda: [Role.DECISION_MAKER, Role.ADMIN]
+    )
+    login_max_attempts_per_hour: int = Field(default=100, gt=0, le=100)
+    lockout_after_failures: int = Field(default=10, gt=0)
+    lockout_minutes: int = Field(default=15, gt=0)
+    secure_cookies: bool | None = None  # None: decided per request from the scheme
+
+    # Platforms
+    discord_token: SecretStr | None = None
+    discord_api_base: str = "https://discord.com/api/v10"
+    telegram_token: SecretStr | None = None
+    telegram_api_base: str = "https://api.telegram.org/bot"
+    telegram_uncertain: TelegramUncertainPolicy = TelegramUncertainPolicy.HOLD
+
+    templates_dir: Path | None = None
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_path = os.environ.get("COMMS_CONFIG")
+        if config_path:
+            path = Path(config_path)
+            if not path.is_file():
+                raise ConfigError(f"COMMS_CONFIG: no such file: {config_path}")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("approval_quorum", mode="before")
+    @classmethod
+    def _parse_quorum(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = dict(_split_pairs(value, "severity=count"))
+        if isinstance(value, dict):
+            parsed: dict[str, int] = {}
+            for key, count in value.items():
+                sev = str(key).strip().upper()
+                if sev not in Severity.__members__:
+                    raise ValueError(f"unknown severity {key!r} (use P1..P5)")
+                try:
+                    number = int(count)
+                except (TypeError, ValueError):
+                    raise ValueError(f"{sev}: quorum must be a whole number, got {count!r}") from None
+                if number < 1:
+                    raise ValueError(f"{sev}: quorum must be at least 1, got {number}")
+                parsed[sev] = number
+            return parsed
+        return value
+
+    @field_validator("official_domains", mode="before")
+    @classmethod
+    def _parse_domains(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",")]
+        if isinstance(value, list):
+            domains: list[str] = []
+            for item in value:
+                text = str(item).strip().lower().rstrip(".")
+                if not text:
+                    continue
+                try:
+                    ascii_form = text.encode("idna").decode("ascii")
+                except UnicodeError:
+                    raise ValueError(f"{item!r} is not a valid domain name") from None
+                if not _DOMAIN.match(ascii_form):
+                    raise ValueError(f"{item!r} is not a valid domain name")
+                domains.append(ascii_form)
+            return domains
+        return value
+
+    @field_validator("known_contracts", mode="before")
+    @classmethod
+    def _parse_contracts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = dict(_split_pairs(value, "address=label"))
+        if isinstance(value, dict):
+            contracts: dict[str, str] = {}
+            for address, label in value.items():
+                addr = str(address).strip()
+                if not _ADDRESS.match(addr):
+                    raise ValueError(f"{addr!r} is not an address (0x and 40 hex digits)")
+                if not str(label).strip():
+                    raise ValueError(f"{addr}: label is empty")
+                contracts[addr.lower()] = str(label).strip()
+            return contracts
+        return value
+
+    @field_validator("require_2fa_for", mode="before")
+    @classmethod
+    def _parse_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+            raise ValueError(
+                "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (async drivers)"
+            )
+        return value
+
+    @field_validator("discord_api_base", "telegram_api_base")
+    @classmethod
+    def _check_base(cls, value: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value.endswith("/api/v10/") else value
+
+    @model_validator(mode="after")
+    def _fill_quorum(self) -> Settings:
+        for sev in Severity:
+            self.approval_quorum.setdefault(sev, 1)
+        return self
+
+    def quorum_for(self, severity: Severity) -> int:
+        return self.approval_quorum[severity]
+
+    def contract_label(self, address: str) -> str | None:
+        return self.known_contracts.get(address.lower())
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else "?"
+        message = str(item["msg"]).removeprefix("Value error, ")
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the configuration, raising ConfigError with setting names."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,117 @@
+"""Shared fixtures: a clean, migrated database per test, on SQLite or PostgreSQL.
+
+``COMMS_TEST_DATABASE_URL`` selects PostgreSQL (CI sets it); otherwise each test gets a copy
+of a migrated SQLite file. Tests that use the database are marked ``db`` automatically so CI
+can run exactly those a second time on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from comms.clock import FrozenClock, use_clock
+from comms.db import Database
+from comms.migrate import upgrade
+from comms.models import Base
+from comms.settings import Settings, load_settings
+
+PG_URL = os.environ.get("COMMS_TEST_DATABASE_URL", "")
+DB_FIXTURES = {"db", "database_url", "settings", "cli_env"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+
+
+def _reset_postgres(url: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def reset() -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await connection.close()
+
+    asyncio.run(reset())
+
+
+@pytest.fixture(scope="session")
+def _migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Run the real migrations once per session; tests start from this state."""
+    if PG_URL:
+        _reset_postgres(PG_URL)
+        upgrade(PG_URL)
+        return PG_URL
+    template = tmp_path_factory.mktemp("dbtemplate") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{template}")
+    return str(template)
+
+
+@pytest.fixture
+def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
+    """A clean database for this test (a fresh SQLite copy, or a truncated PostgreSQL)."""
+    if PG_URL:
+        import asyncio
+
+        import asyncpg
+
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+
+        async def truncate() -> None:
+            connection = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://",
+                                                              "postgresql://"))
+            try:
+                await connection.execute(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
+            finally:
+                await connection.close()
+
+        asyncio.run(truncate())
+        yield PG_URL
+        return
+    target = tmp_path / "comms.db"
+    shutil.copyfile(_migrated, target)
+    yield f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return load_settings(database_url=database_url, protocol_name="Example Protocol",
+                         official_domains=["example.org"])
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    database = Database(database_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def clock() -> Iterator[FrozenClock]:
+    with use_clock(FrozenClock()) as frozen:
+        assert isinstance(frozen, FrozenClock)
+        yield frozen
+
+
+@pytest.fixture
+def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Environment for running the ``comms`` CLI against this test's database."""
+    for key in list(os.environ):
+        if key.startswith("COMMS_") and key != "COMMS_TEST_DATABASE_URL":
+            monkeypatch.delenv(key)
+    env = {"COMMS_DATABASE_URL": database_url, "COMMS_PASSWORD": "correct horse battery"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
