@@ -1,0 +1,49 @@
+"""Announcement templates and their rendering for Discord and Telegram.
+
+Typical use::
+
+    registry = TemplateRegistry.default(settings.templates_dir)
+    spec = registry.get("protocol-paused")
+    values = validate_values(spec, form)                      # InvalidInput naming each field
+    warnings = check_values(spec, values, official_domains=..., known_contracts=...)
+    rendered = render(spec, values, RenderContext(...), everyone=is_p1 and allowed)
+
+The strings in ``Rendered`` are the exact bytes hashed, approved and sent. See docs/TEMPLATES.md.
+"""
+
+from comms.rendering.checks import RenderWarning, check_values
+from comms.rendering.engine import (
+    OfficialLink,
+    RenderContext,
+    Rendered,
+    message_length,
+    render,
+    telegram_visible_length,
+)
+from comms.rendering.limits import DISCORD_MESSAGE_LIMIT, TELEGRAM_MESSAGE_LIMIT
+from comms.rendering.registry import TemplateRegistry, default_templates_dir
+from comms.rendering.spec import TemplateLoadError, TemplateSpec, VariableSpec, parse_template
+from comms.rendering.validation import validate_values
+from comms.rendering.values import VarType, eip55
+
+__all__ = [
+    "DISCORD_MESSAGE_LIMIT",
+    "TELEGRAM_MESSAGE_LIMIT",
+    "OfficialLink",
+    "RenderContext",
+    "RenderWarning",
+    "Rendered",
+    "TemplateLoadError",
+    "TemplateRegistry",
+    "TemplateSpec",
+    "VarType",
+    "VariableSpec",
+    "check_values",
+    "default_templates_dir",
+    "eip55",
+    "message_length",
+    "parse_template",
+    "render",
+    "telegram_visible_length",
+    "validate_values",
+]
