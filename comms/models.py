@@ -5,7 +5,7 @@ from comms.db import Base
 from comms.destinations.models import Destination
 from comms.drafts.models import Approval, Draft, DraftDestination, DraftVersion
 from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
-from comms.outbox.models import Delivery
+from comms.outbox.models import Delivery, Notification
 from comms.users.models import User, UserRole
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Incident",
     "IncidentAssignment",
     "IncidentLogEntry",
+    "Notification",
     "User",
     "UserRole",
 ]

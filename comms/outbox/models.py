@@ -43,6 +43,12 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     idempotency_key: Mapped[str] = mapped_column(String(25))
     platform_message_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    platform_thread_id: Mapped[str] = mapped_column(String(32), default="")
+    # Index of the message whose request may be on the wire; None when nothing is in flight.
+    # After a crash it tells "maybe sent" (uncertain) from "certainly not sent" (safe to retry).
+    inflight_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    # How many times the outcome was unknown; > 0 flags a possible duplicate on Telegram.
+    uncertain_count: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_error: Mapped[str] = mapped_column(Text, default="")
     claimed_by: Mapped[str] = mapped_column(String(64), default="")
@@ -58,3 +64,37 @@ class Delivery(Base):
 
     def __repr__(self) -> str:
         return f"<Delivery #{self.id} draft {self.draft_id} v{self.draft_version} {self.state}>"
+
+
+class NotificationState(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Notification(Base):
+    """An internal notification (approval request, delivery failure, responder alert).
+
+    Kept apart from ``deliveries`` on purpose: announcements pass the approval gate, these
+    never do, and the gate's code path has no exemption for them. They go only to private
+    destinations, from fixed templates.
+    """
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    dedup_key: Mapped[str] = mapped_column(String(200), unique=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    ping_role: Mapped[str] = mapped_column(String(32), default="")
+    state: Mapped[str] = mapped_column(String(12), default=NotificationState.PENDING.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    platform_message_id: Mapped[str] = mapped_column(String(32), default="")
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    destination: Mapped[Destination] = relationship(lazy="selectin")

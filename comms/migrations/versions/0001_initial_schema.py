@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 08:37:37.299591
+Create Date: 2026-11-27 08:42:48.371355
 """
 
 from collections.abc import Sequence
@@ -107,6 +107,34 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_incidents")),
         sa.UniqueConstraint("key", name=op.f("uq_incidents_key")),
     )
+    op.create_table(
+        "notifications",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("dedup_key", sa.String(length=200), nullable=False),
+        sa.Column("destination_id", sa.Integer(), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("ping_role", sa.String(length=32), nullable=False),
+        sa.Column("state", sa.String(length=12), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("platform_message_id", sa.String(length=32), nullable=False),
+        sa.Column("last_error", sa.Text(), nullable=False),
+        sa.Column("created_at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("sent_at", comms.db.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["destination_id"],
+            ["destinations.id"],
+            name=op.f("fk_notifications_destination_id_destinations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+        sa.UniqueConstraint("dedup_key", name=op.f("uq_notifications_dedup_key")),
+    )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_notifications_destination_id"), ["destination_id"], unique=False
+        )
+
     op.create_table(
         "user_roles",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -253,6 +281,9 @@ def upgrade() -> None:
         sa.Column("next_attempt_at", comms.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("idempotency_key", sa.String(length=25), nullable=False),
         sa.Column("platform_message_ids", sa.JSON(), nullable=False),
+        sa.Column("platform_thread_id", sa.String(length=32), nullable=False),
+        sa.Column("inflight_index", sa.Integer(), nullable=True),
+        sa.Column("uncertain_count", sa.Integer(), nullable=False),
         sa.Column("sent_at", comms.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=False),
         sa.Column("claimed_by", sa.String(length=64), nullable=False),
@@ -387,6 +418,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_user_roles_user_id"))
 
     op.drop_table("user_roles")
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_notifications_destination_id"))
+
+    op.drop_table("notifications")
     op.drop_table("incidents")
     op.drop_table("users")
     op.drop_table("destinations")
