@@ -818,7 +818,8 @@ async def draft_submit(app: AppContext, draft_id: int, by: str) -> None:
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         found = await drafts.require_draft(session, draft_id=draft_id)
-        submitted = await drafts.submit(session, draft=found, actor=actor)
+        submitted = await drafts.submit(session, draft=found, actor=actor,
+                                         settings=app.settings)
         state = drafts.quorum(submitted, settings=app.settings)
         click.echo(f"draft #{submitted.id} v{submitted.version} is in review "
                    f"(needs {state.needed} approval(s))")

@@ -106,6 +106,7 @@ def build_payload(
             "silent": destination.silent if options.silent is None else options.silent,
             "crosspost": destination.crosspost and is_discord,
             "thread_updates": destination.thread_updates and is_discord,
+            "lock_thread": spec.locks_thread and destination.thread_updates and is_discord,
         })
     return {
         "schema": PAYLOAD_SCHEMA,

@@ -32,6 +32,7 @@ from comms.enums import Severity
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident, LogKind
+from comms.outbox import notify
 from comms.outbox import service as outbox
 from comms.permissions import Action, require
 from comms.rendering import RenderContext, TemplateRegistry, TemplateSpec, check_values, validate_values
@@ -303,7 +304,10 @@ async def _revise(
     return draft
 
 
-async def submit(session: AsyncSession, *, draft: Draft, actor: User) -> Draft:
+async def submit(
+    session: AsyncSession, *, draft: Draft, actor: User, settings: Settings
+) -> Draft:
+    """Put the draft in review and queue the approval request to the Decision Makers."""
     require(actor, Action.DRAFT_WRITE)
     draft = await _lock(session, draft.id)
     status = draft.status_enum
@@ -326,6 +330,7 @@ async def submit(session: AsyncSession, *, draft: Draft, actor: User) -> Draft:
         session, actor=actor.username, action="draft.submit", target=f"draft:{draft.id}",
         details={"version": draft.version, "content_hash": draft.content_hash},
     )
+    await notify.approval_request(session, draft=draft, settings=settings)
     return draft
 
 
@@ -372,6 +377,7 @@ async def approve(
     )
     session.add(approval)
     await session.flush()
+    await session.refresh(approval, ["approver"])
     await session.refresh(draft, ["approvals"])
     await audit.record(
         session, actor=actor.username, action="draft.approve", target=f"draft:{draft.id}",
@@ -432,13 +438,15 @@ async def reject(
         raise RuleViolation(
             "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
         )
-    session.add(Approval(
+    rejection = Approval(
         draft_id=draft.id, version=draft.version, content_hash=draft.content_hash,
         approver_id=actor.id, decision=Decision.REJECT.value, reason=why, at=utcnow(),
-    ))
+    )
+    session.add(rejection)
     draft.status = DraftStatus.REJECTED.value
     draft.rejection_reason = why
     await session.flush()
+    await session.refresh(rejection, ["approver"])
     await session.refresh(draft, ["approvals"])
     await incidents.log(
         session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,

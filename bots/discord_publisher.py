@@ -1,0 +1,189 @@
+"""Publishing to Discord with discord.py over REST (no gateway connection is needed to send).
+
+Every message carries a deterministic nonce (delivery key + index) and discord.py adds
+``enforce_nonce``, so a retry after a timeout or a crash returns the message Discord already
+created instead of posting it twice. Mentions are off (``AllowedMentions.none()``) except
+@everyone on an approved P1 alert where the destination allows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import aiohttp
+import discord
+from aiolimiter import AsyncLimiter
+
+from comms.enums import Platform
+from comms.outbox.ports import Outcome, ProgressCallback, PublishError, SendJob, SendResult
+
+log = logging.getLogger("comms.discord")
+T = TypeVar("T")
+
+ALREADY_CROSSPOSTED = 40033
+THREAD_EXISTS = 160004
+
+
+def use_api_base(api_base: str) -> None:
+    """Point discord.py at ``api_base`` (a REST proxy in production, the sandbox in tests).
+
+    discord.py builds every URL from the class attribute ``Route.BASE``.
+    """
+    discord.http.Route.BASE = api_base.rstrip("/")
+
+
+class DiscordPublisher:
+    platform = Platform.DISCORD
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_base: str,
+        request_timeout: float = 15.0,
+        global_rate: float = 50.0,
+    ) -> None:
+        self._token = token
+        self._api_base = api_base
+        self._timeout = request_timeout
+        # Discord allows 50 requests/s per bot; pacing ourselves avoids global 429s, which
+        # would stall every destination at once.
+        self._limiter = AsyncLimiter(global_rate, 1.0)
+        self._client = discord.Client(
+            intents=discord.Intents.none(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_ratelimit_timeout=30.0,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        use_api_base(self._api_base)
+        try:
+            await asyncio.wait_for(self._client.login(self._token), self._timeout)
+        except discord.LoginFailure as error:
+            raise PublishError(f"Discord refused the bot token: {error}",
+                               outcome=Outcome.PERMANENT, status=401) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            raise PublishError(f"cannot reach Discord at {self._api_base}: {error!r}",
+                               outcome=Outcome.TRANSIENT) from None
+        self._started = True
+        user = self._client.user
+        log.info("Discord publisher logged in as %s", user.name if user else "?")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        """Run one request under the rate limiter and a timeout, mapping errors to outcomes."""
+        async with self._limiter:
+            try:
+                return await asyncio.wait_for(awaitable, self._timeout)
+            except TimeoutError:
+                raise PublishError(f"no answer from Discord within {self._timeout:g} s",
+                                   outcome=Outcome.AMBIGUOUS) from None
+            except discord.RateLimited as error:
+                raise PublishError(f"rate limited for {error.retry_after:.1f} s",
+                                   outcome=Outcome.TRANSIENT,
+                                   retry_after=error.retry_after, status=429) from None
+            except discord.DiscordServerError as error:
+                raise PublishError(str(error), outcome=Outcome.TRANSIENT,
+                                   status=error.status) from None
+            except discord.HTTPException as error:
+                transient = error.status == 429 or error.status >= 500
+                raise PublishError(str(error), status=error.status,
+                                   outcome=Outcome.TRANSIENT if transient
+                                   else Outcome.PERMANENT) from None
+            except aiohttp.ClientConnectorError as error:
+                raise PublishError(f"cannot connect to Discord: {error}",
+                                   outcome=Outcome.TRANSIENT) from None
+            except (aiohttp.ClientError, OSError) as error:
+                raise PublishError(f"connection lost: {error!r}",
+                                   outcome=Outcome.AMBIGUOUS) from None
+
+    def _mentions(self, everyone: bool) -> discord.AllowedMentions:
+        if everyone:
+            return discord.AllowedMentions(everyone=True, users=False, roles=False,
+                                           replied_user=False)
+        return discord.AllowedMentions.none()
+
+    async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
+        if not self._started:
+            await self.start()
+        if job.edit_ids:
+            return await self._edit(job, progress)
+        http = self._client.http
+        channel_id = int(job.into_thread or job.target)
+        channel = self._client.get_partial_messageable(channel_id)
+        ids = list(job.sent_ids)
+        for index in range(job.start_index, len(job.messages)):
+            message = await self._call(channel.send(
+                job.messages[index],
+                nonce=f"{job.nonce}{index:02d}",
+                allowed_mentions=self._mentions(job.mention_everyone and index == 0),
+                silent=job.silent,
+                suppress_embeds=not job.link_previews,
+            ))
+            ids.append(str(message.id))
+            await progress(ids)
+        result = SendResult(message_ids=ids)
+        first = int(ids[0])
+        if job.pin:
+            await self._call(http.pin_message(channel_id, first))
+        if job.crosspost and job.into_thread is None:
+            for message_id in ids:
+                await self._tolerate(ALREADY_CROSSPOSTED,
+                                     http.publish_message(channel_id, int(message_id)))
+        if job.thread_name:
+            await self._tolerate(THREAD_EXISTS, http.start_thread_with_message(
+                channel_id, first, name=job.thread_name, auto_archive_duration=10080,
+                rate_limit_per_user=None))
+            result.thread_id = str(first)  # a thread started from a message shares its id
+        if job.lock_thread is not None:
+            thread_id = job.lock_thread or result.thread_id
+            if thread_id:
+                await self._call(http.edit_channel(int(thread_id), locked=True))
+                result.notes.append(f"thread {thread_id} locked")
+        return result
+
+    async def _tolerate(self, code: int, awaitable: Awaitable[Any]) -> None:
+        """Run a follow-up step that a resumed delivery may already have done."""
+        try:
+            await self._call(awaitable)
+        except PublishError as error:
+            if f"error code: {code}" not in error.message:
+                raise
+
+    async def _edit(self, job: SendJob, progress: ProgressCallback) -> SendResult:
+        """A correction: replace the text of the messages the original announcement sent."""
+        channel = self._client.get_partial_messageable(int(job.target))
+        ids: list[str] = []
+        for index, text in enumerate(job.messages):
+            if index < len(job.edit_ids):
+                message = channel.get_partial_message(int(job.edit_ids[index]))
+                await self._call(message.edit(content=text, allowed_mentions=self._mentions(False)))
+                ids.append(job.edit_ids[index])
+            else:  # the correction is longer than the original: post the rest
+                sent = await self._call(channel.send(
+                    text, nonce=f"{job.nonce}{index:02d}", silent=job.silent,
+                    allowed_mentions=self._mentions(False), suppress_embeds=not job.link_previews))
+                ids.append(str(sent.id))
+            await progress(ids)
+        return SendResult(message_ids=ids, notes=[f"edited {min(len(ids), len(job.edit_ids))} "
+                                                  "message(s) in place"])
+
+    async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:
+        if not self._started:
+            await self.start()
+        channel = self._client.get_partial_messageable(int(target))
+        if ping_role:
+            content = f"<@&{ping_role}> {text}"
+            mentions = discord.AllowedMentions(everyone=False, users=False,
+                                               roles=[discord.Object(id=int(ping_role))])
+        else:
+            content, mentions = text, discord.AllowedMentions.none()
+        message = await self._call(channel.send(content, allowed_mentions=mentions,
+                                                suppress_embeds=True))
+        return str(message.id)

@@ -1,0 +1,165 @@
+"""Publishing to Telegram with python-telegram-bot.
+
+Telegram has no idempotency key, so the outcome of a request matters: a refused connection or a
+429 certainly did not post (retry), a read timeout or a dropped reply may have posted (the
+delivery becomes ``uncertain`` for a person). Messages go out as HTML, link previews off unless
+the draft asks, follow-ups as replies to the incident's first announcement in the chat.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import defaultdict
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+import httpx
+from aiolimiter import AsyncLimiter
+from telegram import LinkPreviewOptions, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.ext import AIORateLimiter, ExtBot
+from telegram.request import HTTPXRequest
+
+from comms.enums import Platform
+from comms.outbox.ports import Outcome, ProgressCallback, PublishError, SendJob, SendResult
+
+log = logging.getLogger("comms.telegram")
+T = TypeVar("T")
+
+# httpx errors raised before the request could reach the server: retrying cannot duplicate.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _retry_after_seconds(error: RetryAfter) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = error.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def classify(error: TelegramError) -> PublishError:
+    """Map a python-telegram-bot error to what the outbox should do about it."""
+    if isinstance(error, RetryAfter):
+        seconds = _retry_after_seconds(error)
+        return PublishError(f"429 Too Many Requests: retry after {seconds:g} s",
+                            outcome=Outcome.TRANSIENT, retry_after=seconds, status=429)
+    if isinstance(error, ChatMigrated):
+        return PublishError(f"the group became a supergroup with id {error.new_chat_id}; "
+                            "update the destination's target", outcome=Outcome.PERMANENT)
+    if isinstance(error, BadRequest):
+        return PublishError(f"400 Bad Request: {error.message}", outcome=Outcome.PERMANENT,
+                            status=400)
+    if isinstance(error, Forbidden):
+        return PublishError(f"403 Forbidden: {error.message}", outcome=Outcome.PERMANENT,
+                            status=403)
+    if isinstance(error, InvalidToken):
+        return PublishError(f"401 Unauthorized: {error.message}", outcome=Outcome.PERMANENT,
+                            status=401)
+    cause = error.__cause__
+    if isinstance(error, TimedOut | NetworkError) and isinstance(cause, NOT_SENT):
+        return PublishError(f"cannot reach Telegram: {cause!r}", outcome=Outcome.TRANSIENT)
+    if isinstance(error, TimedOut):
+        return PublishError("no answer from Telegram in time", outcome=Outcome.AMBIGUOUS)
+    if isinstance(error, NetworkError) and isinstance(cause, httpx.HTTPError):
+        return PublishError(f"connection lost: {cause!r}", outcome=Outcome.AMBIGUOUS)
+    # An HTTP 5xx answer: Telegram reports it did not process the request.
+    return PublishError(f"Telegram server error: {error.message}", outcome=Outcome.TRANSIENT)
+
+
+class TelegramPublisher:
+    platform = Platform.TELEGRAM
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        api_base: str,
+        read_timeout: float = 15.0,
+        per_chat_rate: float = 1.0,
+    ) -> None:
+        request = HTTPXRequest(
+            connection_pool_size=128, connect_timeout=5.0, read_timeout=read_timeout,
+            write_timeout=read_timeout, pool_timeout=60.0,
+        )
+        # PTB's limiter keeps us under 30 messages/s overall and 20/min per group; it must
+        # not retry by itself (max_retries=0): retries belong to the outbox, which records them.
+        self._bot = ExtBot(
+            token=token, base_url=api_base, request=request,
+            rate_limiter=AIORateLimiter(max_retries=0),
+        )
+        self._per_chat_rate = per_chat_rate
+        self._chat_limiters: defaultdict[str, AsyncLimiter] = defaultdict(
+            lambda: AsyncLimiter(1, 1.0 / self._per_chat_rate)
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        try:
+            await self._bot.initialize()
+        except TelegramError as error:
+            raise classify(error) from None
+        self._started = True
+        log.info("Telegram publisher ready as @%s", self._bot.username)
+
+    async def close(self) -> None:
+        if self._started:
+            await self._bot.shutdown()
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except TelegramError as error:
+            raise classify(error) from None
+
+    async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
+        if not self._started:
+            await self.start()
+        previews = LinkPreviewOptions(is_disabled=not job.link_previews)
+        chat = job.target
+        ids = list(job.sent_ids)
+        if job.edit_ids:
+            for index, text in enumerate(job.messages[: len(job.edit_ids)]):
+                async with self._chat_limiters[chat]:
+                    await self._call(self._bot.edit_message_text(
+                        chat_id=chat, message_id=int(job.edit_ids[index]), text=text,
+                        parse_mode=ParseMode.HTML, link_preview_options=previews))
+                ids.append(job.edit_ids[index])
+                await progress(ids)
+            return SendResult(message_ids=ids, notes=[f"edited {len(ids)} message(s) in place"])
+        for index in range(job.start_index, len(job.messages)):
+            reply_to = job.reply_to if index == 0 else ids[-1] if ids else None
+            async with self._chat_limiters[chat]:
+                message = await self._call(self._bot.send_message(
+                    chat_id=chat, text=job.messages[index], parse_mode=ParseMode.HTML,
+                    disable_notification=job.silent, link_preview_options=previews,
+                    reply_parameters=ReplyParameters(
+                        message_id=int(reply_to), allow_sending_without_reply=True)
+                    if reply_to else None,
+                ))
+            ids.append(str(message.message_id))
+            await progress(ids)
+        if job.pin and ids:
+            await self._call(self._bot.pin_chat_message(
+                chat_id=chat, message_id=int(ids[0]), disable_notification=job.silent))
+        return SendResult(message_ids=ids)
+
+    async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:
+        if not self._started:
+            await self.start()
+        async with self._chat_limiters[target]:
+            message = await self._call(self._bot.send_message(
+                chat_id=target, text=text, parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True)))
+        return str(message.message_id)

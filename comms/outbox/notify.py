@@ -1,0 +1,122 @@
+"""Internal notifications, queued in the same transaction as the event they report.
+
+Fixed templates only, private destinations only, and no ping except the responders role a
+destination names. Each has a dedup key, so a retried transaction or a second worker cannot
+notify twice about the same event.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.destinations import service as destinations
+from comms.destinations.models import Destination, InternalUse
+from comms.enums import Platform, Severity
+from comms.errors import CommsError
+from comms.outbox.models import Delivery, Notification
+from comms.rendering import RenderContext, TemplateRegistry, render, validate_values
+from comms.settings import Settings
+
+if TYPE_CHECKING:
+    from comms.drafts.models import Draft
+
+log = logging.getLogger("comms.notify")
+
+
+def _registry(settings: Settings) -> TemplateRegistry:
+    from comms.drafts.service import registry_for
+
+    return registry_for(settings)
+
+
+async def _queue(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    use: InternalUse,
+    kind: str,
+    dedup_key: str,
+    template: str,
+    values: dict[str, str],
+    ctx: RenderContext,
+) -> list[Notification]:
+    targets = await destinations.for_internal_use(session, use=use)
+    if not targets:
+        log.info("no private destination receives %s notifications (%s)", use.value, dedup_key)
+        return []
+    spec = _registry(settings).get(template)
+    clean = validate_values(spec, {k: v for k, v in values.items() if v})
+    rendered = render(spec, clean, ctx)
+    queued = []
+    for destination in targets:
+        key = f"{dedup_key}:dest:{destination.id}"
+        if await session.scalar(select(Notification.id).where(Notification.dedup_key == key)):
+            continue
+        texts = rendered.discord if destination.platform == Platform.DISCORD.value \
+            else rendered.telegram
+        note = Notification(
+            kind=kind, dedup_key=key, destination_id=destination.id, text="\n\n".join(texts),
+            ping_role=destination.responders_role_id if use is InternalUse.RESPONDERS else "",
+        )
+        session.add(note)
+        queued.append(note)
+    await session.flush()
+    return queued
+
+
+def _ctx(settings: Settings, *, key: str, title: str, severity: str) -> RenderContext:
+    return RenderContext(protocol_name=settings.protocol_name, incident_key=key,
+                         incident_title=title, severity=Severity(severity))
+
+
+async def approval_request(session: AsyncSession, *, draft: Draft, settings: Settings) -> None:
+    """Tell the Decision Makers' private destination that a draft waits for them."""
+    values = {
+        "kind": draft.template,
+        "version": str(draft.version),
+        "content_hash": draft.content_hash,
+        "author": draft.author.username,
+        "destinations": ", ".join(d.name for d in draft.destinations),
+        "scheduled_for": draft.publish_at.strftime("%Y-%m-%dT%H:%MZ") if draft.publish_at else "",
+    }
+    try:
+        await _queue(
+            session, settings=settings, use=InternalUse.APPROVERS, kind="approval_request",
+            dedup_key=f"approval:{draft.id}:{draft.content_hash}",
+            template="internal-approval-request", values=values,
+            ctx=_ctx(settings, key=draft.incident.key, title=draft.incident.title,
+                     severity=draft.incident.severity),
+        )
+    except CommsError:  # a notification must never block the announcement itself
+        log.exception("could not queue the approval request for draft %s", draft.id)
+
+
+async def delivery_problem(session: AsyncSession, *, delivery: Delivery, settings: Settings) -> None:
+    """Tell the Communication Manager's private destination that a delivery needs a person."""
+    from comms.drafts.models import Draft
+
+    draft = await session.get(Draft, delivery.draft_id)
+    destination = await session.get(Destination, delivery.destination_id)
+    if draft is None or destination is None:
+        return
+    values = {
+        "destination": destination.name,
+        "state": delivery.state,
+        "draft": f"#{draft.id} v{delivery.draft_version} ({draft.template})",
+        "error": delivery.last_error[:600],
+        "attempts": str(delivery.attempts),
+    }
+    try:
+        await _queue(
+            session, settings=settings, use=InternalUse.COMMS, kind="delivery_problem",
+            dedup_key=f"delivery:{delivery.id}:{delivery.state}:{delivery.attempts}",
+            template="internal-delivery-problem", values=values,
+            ctx=_ctx(settings, key=draft.incident.key, title=draft.incident.title,
+                     severity=draft.incident.severity),
+        )
+    except CommsError:
+        log.exception("could not queue the delivery-problem notice for delivery %s", delivery.id)

@@ -1,0 +1,705 @@
+"""The outbox worker: claims due deliveries, checks the gate again, sends, records.
+
+Crash safety comes from the order of writes:
+
+1. claim: ``pending|retrying`` → ``sending`` with a lease and ``attempts + 1`` (committed);
+2. pre-send check, under the draft's row lock: the frozen version still hashes to the approved
+   hash, the draft still holds that hash, the quorum still counts; ``inflight_index`` marks the
+   message about to go out (committed);
+3. each accepted message's id is committed at once (``inflight_index`` moves on);
+4. done: ``sent`` with the ids, an Incident Log entry and an audit event (committed).
+
+A worker killed anywhere leaves ``sending`` with an expired lease. ``recover`` then resumes it:
+Discord from the first unrecorded message with the same nonces (Discord deduplicates), Telegram
+the same when nothing was in flight, otherwise ``uncertain`` for a person to decide (Telegram
+has no idempotency key), unless ``COMMS_TELEGRAM_UNCERTAIN=resend``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from comms.audit import service as audit
+from comms.clock import utcnow
+from comms.db import Database
+from comms.destinations.models import Destination
+from comms.drafts.gate import evaluate
+from comms.drafts.models import Draft, DraftStatus, DraftVersion
+from comms.drafts.payload import content_hash
+from comms.enums import Platform, Severity
+from comms.incidents import service as incidents
+from comms.incidents.models import LogKind
+from comms.outbox import notify
+from comms.outbox.models import (
+    Delivery,
+    DeliveryState,
+    Notification,
+    NotificationState,
+)
+from comms.outbox.ports import Outcome, PublishError, Publisher, SendJob, SendResult
+from comms.settings import Settings, TelegramUncertainPolicy
+
+log = logging.getLogger("comms.worker")
+
+CLAIMABLE = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+# Platforms whose API deduplicates a retried create (Discord's nonce + enforce_nonce).
+IDEMPOTENT = frozenset({Platform.DISCORD})
+PUBLISHABLE = frozenset({DraftStatus.APPROVED, DraftStatus.PUBLISHING, DraftStatus.PUBLISHED,
+                         DraftStatus.PARTIALLY_FAILED})
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class WorkerConfig:
+    worker_id: str = field(default_factory=_default_worker_id)
+    batch_size: int = 64
+    concurrency: int = 256
+    poll_interval: float = 0.2
+    lease_seconds: float = 30.0
+    max_attempts: int = 10
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+
+
+class Worker:
+    """One worker process (or task). Any number may share a database."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        settings: Settings,
+        publishers: Mapping[Platform, Publisher],
+        config: WorkerConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.db = database
+        self.settings = settings
+        self.publishers = dict(publishers)
+        self.config = config or WorkerConfig()
+        self.rng = rng or random.Random()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight: set[int] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then let in-flight sends finish."""
+        log.info("outbox worker %s starting", self.worker_id)
+        renewer = asyncio.create_task(self._renew_leases(stop))
+        try:
+            while not stop.is_set():
+                await self.recover()
+                busy = await self.dispatch()
+                if not busy:
+                    await self._idle(stop)
+        finally:
+            renewer.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.config.lease_seconds)
+            log.info("outbox worker %s stopped", self.worker_id)
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (e.g. right after an approval)."""
+        self._wake.set()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.config.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def dispatch(self) -> int:
+        """Claim what is due (up to free capacity) and start sending it; returns how many."""
+        free = self.config.concurrency - len(self._tasks)
+        if free <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        ids = await self.claim(limit=min(free, self.config.batch_size))
+        for delivery_id in ids:
+            self._start(self.process(delivery_id))
+        notes = await self.claim_notifications(limit=16)
+        for note_id in notes:
+            self._start(self.process_notification(note_id))
+        return len(ids) + len(notes)
+
+    def _start(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run_until_settled(self, *, timeout: float = 60.0) -> None:
+        """Work until no delivery or notification is waiting (tests and benchmarks)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await self.recover()
+            started = await self.dispatch()
+            if self._tasks:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if started:
+                continue
+            wait = await self._seconds_until_next_due()
+            if wait is None:
+                return
+            if asyncio.get_running_loop().time() + wait > deadline:
+                raise TimeoutError("outbox did not settle in time")
+            await asyncio.sleep(max(wait, 0.01))
+
+    async def _seconds_until_next_due(self) -> float | None:
+        async with self.db.transaction() as session:
+            soonest = await session.scalar(
+                select(Delivery.next_attempt_at).where(
+                    Delivery.state.in_([*CLAIMABLE, DeliveryState.SENDING.value])
+                ).order_by(Delivery.next_attempt_at).limit(1)
+            )
+            note = await session.scalar(
+                select(Notification.next_attempt_at).where(
+                    Notification.state.in_([NotificationState.PENDING.value,
+                                            NotificationState.SENDING.value])
+                ).order_by(Notification.next_attempt_at).limit(1)
+            )
+        candidates = [t for t in (soonest, note) if t is not None]
+        if not candidates:
+            return None
+        return max((min(candidates) - utcnow()).total_seconds(), 0.0)
+
+    # ------------------------------------------------------------------ claiming
+
+    async def claim(self, *, limit: int) -> list[int]:
+        """Atomically take up to ``limit`` due deliveries.
+
+        PostgreSQL: ``FOR UPDATE SKIP LOCKED`` lets workers claim disjoint rows concurrently.
+        SQLite: the transaction is already exclusive (``BEGIN IMMEDIATE``) and the update is
+        conditional on the state, so a row is never claimed twice. Per destination, a newer
+        delivery waits while an older one is still in progress, so updates keep their order.
+        """
+        now = utcnow()
+        older = aliased(Delivery)
+        blocker = exists().where(and_(
+            older.destination_id == Delivery.destination_id,
+            older.id < Delivery.id,
+            (older.state.in_([DeliveryState.SENDING.value, DeliveryState.RETRYING.value]))
+            | and_(older.state == DeliveryState.PENDING.value, older.next_attempt_at <= now),
+        ))
+        async with self.db.transaction() as session:
+            query = (
+                select(Delivery.id)
+                .where(Delivery.state.in_(CLAIMABLE), Delivery.next_attempt_at <= now, ~blocker)
+                .order_by(Delivery.id)
+                .limit(limit)
+            )
+            if session.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=Delivery)
+            ids = list((await session.scalars(query)).all())
+            if not ids:
+                return []
+            result = await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.state.in_(CLAIMABLE))
+                .values(
+                    state=DeliveryState.SENDING.value,
+                    claimed_by=self.worker_id,
+                    lease_until=now + timedelta(seconds=self.config.lease_seconds),
+                    attempts=Delivery.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+            claimed = sorted(result.scalars().all())
+        self._inflight.update(claimed)
+        return claimed
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        interval = max(self.config.lease_seconds / 3, 0.05)
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            if not self._inflight:
+                continue
+            try:
+                async with self.db.transaction() as session:
+                    await session.execute(
+                        update(Delivery)
+                        .where(Delivery.id.in_(list(self._inflight)),
+                               Delivery.claimed_by == self.worker_id,
+                               Delivery.state == DeliveryState.SENDING.value)
+                        .values(lease_until=utcnow()
+                                + timedelta(seconds=self.config.lease_seconds))
+                        .execution_options(synchronize_session=False)
+                    )
+            except Exception:  # a missed renewal only risks an early recovery
+                log.exception("lease renewal failed")
+
+    async def recover(self) -> int:
+        """Resume deliveries whose worker died mid-send (their lease ran out)."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            stale = list((await session.scalars(
+                select(Delivery).where(Delivery.state == DeliveryState.SENDING.value,
+                                       Delivery.lease_until < now)
+                .with_for_update()
+            )).all())
+            for delivery in stale:
+                platform = Platform(delivery.destination.platform)
+                maybe_sent = delivery.inflight_index is not None and platform not in IDEMPOTENT
+                previous = delivery.claimed_by
+                delivery.claimed_by = ""
+                delivery.lease_until = None
+                delivery.updated_at = now
+                if not maybe_sent:
+                    delivery.state = DeliveryState.RETRYING.value
+                    delivery.next_attempt_at = now
+                    delivery.inflight_index = None
+                    delivery.last_error = (
+                        f"worker {previous} stopped mid-delivery; resumed"
+                        + (" with the same nonce" if platform in IDEMPOTENT else
+                           " (no request was in flight)")
+                    )
+                    action = "delivery.resumed"
+                else:
+                    delivery.uncertain_count += 1
+                    resend = self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND
+                    delivery.state = (DeliveryState.RETRYING if resend
+                                      else DeliveryState.UNCERTAIN).value
+                    delivery.next_attempt_at = now
+                    delivery.last_error = (
+                        f"worker {previous} stopped while message {delivery.inflight_index + 1} "
+                        "was on the wire: it may or may not have been posted"
+                        + ("; resending (COMMS_TELEGRAM_UNCERTAIN=resend)" if resend else
+                           "; check the chat, then resend or dismiss")
+                    )
+                    if resend:
+                        delivery.inflight_index = None
+                    action = "delivery.uncertain"
+                    await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+                await audit.record(
+                    session, actor=audit.SYSTEM_ACTOR, action=action,
+                    target=f"delivery:{delivery.id}",
+                    details={"worker": previous, "error": delivery.last_error},
+                )
+                if delivery.state_enum is DeliveryState.UNCERTAIN:
+                    await _settle_draft(session, draft_id=delivery.draft_id)
+        return len(stale)
+
+    # ------------------------------------------------------------------ one delivery
+
+    async def process(self, delivery_id: int) -> None:
+        try:
+            try:
+                job = await self._prepare(delivery_id)
+            except Exception as exc:  # nothing was sent: give it back for a later attempt
+                log.exception("delivery %s: check before sending failed", delivery_id)
+                await self._failed_attempt(delivery_id, PublishError(
+                    f"internal error before sending: {type(exc).__name__}",
+                    outcome=Outcome.TRANSIENT))
+                return
+            if job is None:
+                return
+            publisher = self.publishers.get(job.platform)
+            if publisher is None:
+                await self._failed_attempt(delivery_id, PublishError(
+                    f"no {job.platform.value} publisher is configured "
+                    f"(set COMMS_{job.platform.value.upper()}_TOKEN)", outcome=Outcome.PERMANENT))
+                return
+
+            async def progress(message_ids: list[str]) -> None:
+                await self._record_progress(delivery_id, message_ids, len(job.messages))
+
+            try:
+                result = await publisher.send(job, progress)
+            except PublishError as error:
+                await self._failed_attempt(delivery_id, error)
+                return
+            except Exception as exc:  # a bug mid-send: the outcome is unknown
+                log.exception("delivery %s: unexpected error while sending", delivery_id)
+                await self._failed_attempt(delivery_id, PublishError(
+                    f"unexpected {type(exc).__name__} while sending", outcome=Outcome.AMBIGUOUS))
+                return
+            await self._complete(delivery_id, job, result)
+        finally:
+            self._inflight.discard(delivery_id)
+
+    async def _prepare(self, delivery_id: int) -> SendJob | None:
+        """Re-check the gate under the draft's lock and build the exact job to send."""
+        now = utcnow()
+        async with self.db.transaction() as session:
+            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
+                                         populate_existing=True)
+            if (delivery is None or delivery.state != DeliveryState.SENDING.value
+                    or delivery.claimed_by != self.worker_id):
+                return None  # lost the lease to another worker
+            draft = await session.get(Draft, delivery.draft_id, with_for_update=True,
+                                      populate_existing=True)
+            assert draft is not None
+            await session.refresh(draft, ["approvals", "incident"])
+            destination = await session.get(Destination, delivery.destination_id,
+                                            populate_existing=True)
+            assert destination is not None
+            version = await session.scalar(select(DraftVersion).where(
+                DraftVersion.draft_id == draft.id, DraftVersion.version == delivery.draft_version))
+            problem = _gate_problem(delivery, draft, version, settings=self.settings, now=now)
+            if problem is not None:
+                await self._refuse(session, delivery, problem)
+                return None
+            assert version is not None
+            if not destination.can_receive:
+                reason = ("destination marked compromised: " + destination.compromised_reason
+                          if destination.compromised else "destination disabled")
+                delivery.state = DeliveryState.SKIPPED.value
+                delivery.last_error = reason
+                delivery.claimed_by = ""
+                await audit.record(session, actor=audit.SYSTEM_ACTOR, action="delivery.skipped",
+                                   target=f"delivery:{delivery.id}", details={"reason": reason})
+                await _settle_draft(session, draft_id=draft.id)
+                return None
+            item = next(i for i in version.payload["deliveries"]
+                        if int(i["destination"]["id"]) == destination.id)
+            job = await _build_job(session, delivery=delivery, draft=draft, payload=version.payload,
+                                   item=item)
+            if draft.status_enum is DraftStatus.APPROVED:
+                draft.status = DraftStatus.PUBLISHING.value
+            delivery.inflight_index = job.start_index if job.start_index < len(job.messages) \
+                else None
+            delivery.updated_at = now
+        return job
+
+    async def _refuse(self, session: AsyncSession, delivery: Delivery, problem: str) -> None:
+        delivery.state = DeliveryState.FAILED.value
+        delivery.last_error = f"refused by the approval gate: {problem}"
+        delivery.claimed_by = ""
+        delivery.inflight_index = None
+        await audit.record(
+            session, actor=audit.SYSTEM_ACTOR, action="delivery.refused",
+            target=f"delivery:{delivery.id}",
+            details={"draft": delivery.draft_id, "version": delivery.draft_version,
+                     "content_hash": delivery.content_hash, "problem": problem},
+        )
+        await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+        await _settle_draft(session, draft_id=delivery.draft_id)
+
+    async def _record_progress(self, delivery_id: int, message_ids: list[str], total: int) -> None:
+        async with self.db.transaction() as session:
+            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
+                                         populate_existing=True)
+            assert delivery is not None
+            delivery.platform_message_ids = list(message_ids)
+            delivery.inflight_index = len(message_ids) if len(message_ids) < total else None
+            delivery.updated_at = utcnow()
+
+    async def _complete(self, delivery_id: int, job: SendJob, result: SendResult) -> None:
+        now = utcnow()
+        async with self.db.transaction() as session:
+            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
+                                         populate_existing=True)
+            assert delivery is not None
+            delivery.state = DeliveryState.SENT.value
+            delivery.sent_at = now
+            delivery.platform_message_ids = list(result.message_ids)
+            if result.thread_id:
+                delivery.platform_thread_id = result.thread_id
+            delivery.inflight_index = None
+            delivery.claimed_by = ""
+            delivery.lease_until = None
+            delivery.last_error = "; ".join(result.notes)
+            delivery.updated_at = now
+            draft = await session.get(Draft, delivery.draft_id)
+            assert draft is not None
+            destination = delivery.destination
+            first_line = job.messages[0].strip().splitlines()[0] if job.messages else ""
+            verb = "edited" if job.edit_ids else "sent"
+            await incidents.log(
+                session, incident=draft.incident, kind=LogKind.COMMS, actor=None,
+                channel=f"{destination.platform} {destination.name}",
+                text=(f"Communications {verb}: draft #{draft.id} v{draft.version} "
+                      f"({draft.template}), {len(result.message_ids)} message(s): "
+                      f"{_plain(first_line)[:140]}"),
+            )
+            if destination.is_public:
+                draft.incident.last_public_update_at = now
+            await audit.record(
+                session, actor=audit.SYSTEM_ACTOR, action="delivery.sent",
+                target=f"delivery:{delivery.id}",
+                details={"draft": draft.id, "version": delivery.draft_version,
+                         "content_hash": delivery.content_hash,
+                         "destination": destination.name, "message_ids": result.message_ids,
+                         "attempts": delivery.attempts, "edited": bool(job.edit_ids)},
+            )
+            await _settle_draft(session, draft_id=draft.id)
+
+    def _backoff(self, attempts: int, retry_after: float | None) -> float:
+        exponential = min(self.config.backoff_cap,
+                          self.config.backoff_base * 2 ** max(attempts - 1, 0))
+        delay = exponential * self.rng.uniform(0.5, 1.0)
+        return max(delay, retry_after or 0.0)
+
+    async def _failed_attempt(self, delivery_id: int, error: PublishError) -> None:
+        now = utcnow()
+        async with self.db.transaction() as session:
+            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
+                                         populate_existing=True)
+            assert delivery is not None
+            platform = Platform(delivery.destination.platform)
+            outcome = error.outcome
+            if outcome is Outcome.AMBIGUOUS and platform in IDEMPOTENT:
+                outcome = Outcome.TRANSIENT  # the retry reuses the nonce
+            delivery.claimed_by = ""
+            delivery.lease_until = None
+            delivery.updated_at = now
+            delivery.last_error = error.message
+            notify_person = False
+            if outcome is Outcome.TRANSIENT and delivery.attempts < self.config.max_attempts:
+                delivery.state = DeliveryState.RETRYING.value
+                delivery.inflight_index = None
+                delivery.next_attempt_at = now + timedelta(
+                    seconds=self._backoff(delivery.attempts, error.retry_after))
+            elif outcome is Outcome.AMBIGUOUS:
+                delivery.uncertain_count += 1
+                if self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND:
+                    delivery.state = DeliveryState.RETRYING.value
+                    delivery.inflight_index = None
+                    delivery.next_attempt_at = now + timedelta(
+                        seconds=self._backoff(delivery.attempts, error.retry_after))
+                else:
+                    delivery.state = DeliveryState.UNCERTAIN.value
+                    delivery.last_error = (f"{error.message} — the message may or may not have "
+                                           "been posted; check the chat, then resend or dismiss")
+                notify_person = True
+            else:
+                delivery.state = DeliveryState.FAILED.value
+                delivery.inflight_index = None
+                if outcome is Outcome.TRANSIENT:
+                    delivery.last_error = (f"gave up after {delivery.attempts} attempts: "
+                                           f"{error.message}")
+                notify_person = True
+            await audit.record(
+                session, actor=audit.SYSTEM_ACTOR, action="delivery.attempt_failed",
+                target=f"delivery:{delivery.id}",
+                details={"attempt": delivery.attempts, "outcome": error.outcome.value,
+                         "status": error.status, "error": error.message,
+                         "state": delivery.state},
+            )
+            if notify_person:
+                await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+            await _settle_draft(session, draft_id=delivery.draft_id)
+
+    # ------------------------------------------------------------------ notifications
+
+    async def claim_notifications(self, *, limit: int) -> list[int]:
+        now = utcnow()
+        async with self.db.transaction() as session:
+            query = (select(Notification.id)
+                     .where(Notification.state == NotificationState.PENDING.value,
+                            Notification.next_attempt_at <= now)
+                     .order_by(Notification.id).limit(limit))
+            if session.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list((await session.scalars(query)).all())
+            if not ids:
+                return []
+            result = await session.execute(
+                update(Notification)
+                .where(Notification.id.in_(ids),
+                       Notification.state == NotificationState.PENDING.value)
+                .values(state=NotificationState.SENDING.value,
+                        attempts=Notification.attempts + 1,
+                        next_attempt_at=now + timedelta(seconds=self.config.lease_seconds))
+                .returning(Notification.id)
+                .execution_options(synchronize_session=False)
+            )
+            return sorted(result.scalars().all())
+
+    async def process_notification(self, note_id: int) -> None:
+        async with self.db.transaction() as session:
+            note = await session.get(Notification, note_id, populate_existing=True)
+            assert note is not None
+            destination = note.destination
+            platform = Platform(destination.platform)
+            target, text, ping = destination.target, note.text, note.ping_role or None
+            usable = destination.can_receive and not destination.is_public
+        publisher = self.publishers.get(platform)
+        error: str | None = None
+        message_id = ""
+        retry = False
+        if not usable:
+            error = "destination is public, disabled or compromised"
+        elif publisher is None:
+            error = f"no {platform.value} publisher is configured"
+        else:
+            try:
+                message_id = await publisher.notify(target, text, ping_role=ping)
+            except PublishError as exc:
+                error = exc.message
+                retry = exc.outcome is Outcome.TRANSIENT
+            except Exception as exc:
+                log.exception("notification %s failed", note_id)
+                error = f"unexpected {type(exc).__name__}"
+        async with self.db.transaction() as session:
+            note = await session.get(Notification, note_id, with_for_update=True,
+                                     populate_existing=True)
+            assert note is not None
+            now = utcnow()
+            if error is None:
+                note.state = NotificationState.SENT.value
+                note.sent_at = now
+                note.platform_message_id = message_id
+                note.last_error = ""
+            elif retry and note.attempts < self.config.max_attempts:
+                note.state = NotificationState.PENDING.value
+                note.next_attempt_at = now + timedelta(seconds=self._backoff(note.attempts, None))
+                note.last_error = error
+            else:
+                note.state = NotificationState.FAILED.value
+                note.last_error = error
+
+
+def _plain(text: str) -> str:
+    """A one-line summary without markup, for the Incident Log."""
+    import re
+
+    no_tags = re.sub(r"<[^>]+>", "", text)
+    return re.sub(r"[*_~`|>#\\]", "", no_tags).strip()
+
+
+def _gate_problem(
+    delivery: Delivery, draft: Draft, version: DraftVersion | None, *, settings: Settings,
+    now: datetime,
+) -> str | None:
+    """The final check before bytes leave: None when sending is allowed."""
+    if version is None:
+        return f"version {delivery.draft_version} of draft #{draft.id} is missing"
+    if content_hash(version.payload) != delivery.content_hash:
+        return "the stored version no longer hashes to the approved content hash"
+    if version.content_hash != delivery.content_hash:
+        return "the version's recorded hash differs from the delivery's"
+    if draft.version != delivery.draft_version or draft.content_hash != delivery.content_hash:
+        return (f"the draft changed after approval (now version {draft.version}, "
+                f"hash {draft.content_hash[:12]})")
+    if draft.status_enum not in PUBLISHABLE:
+        return f"the draft is {draft.status}"
+    quorum = evaluate(draft, severity=Severity(draft.incident.severity), settings=settings,
+                      now=now)
+    if not quorum.met:
+        return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
+    if not any(int(i["destination"]["id"]) == delivery.destination_id
+               for i in version.payload["deliveries"]):
+        return "the destination is not part of the approved content"
+    return None
+
+
+async def _build_job(
+    session: AsyncSession, *, delivery: Delivery, draft: Draft, payload: dict[str, Any],
+    item: dict[str, Any],
+) -> SendJob:
+    platform = Platform(item["destination"]["platform"])
+    messages = tuple(item["messages"])
+    earlier = await _incident_first_delivery(session, draft=draft, delivery=delivery)
+    into_thread = reply_to = thread_name = lock_thread = None
+    edit_ids: tuple[str, ...] = ()
+    if payload.get("correction_of"):
+        original = await session.scalar(
+            select(Delivery).where(
+                Delivery.draft_id == int(payload["correction_of"]),
+                Delivery.destination_id == delivery.destination_id,
+                Delivery.state == DeliveryState.SENT.value,
+            ).order_by(Delivery.id.desc()).limit(1)
+        )
+        if original is not None and original.platform_message_ids:
+            edit_ids = tuple(original.platform_message_ids)
+    if platform is Platform.DISCORD and item.get("thread_updates") and not edit_ids:
+        if earlier is not None and earlier.platform_thread_id:
+            into_thread = earlier.platform_thread_id
+        else:
+            thread_name = f"{payload['incident']} updates"[:100]
+        if item.get("lock_thread"):
+            lock_thread = into_thread or ""  # "" = the thread this delivery opens
+    if platform is Platform.TELEGRAM and earlier is not None and earlier.platform_message_ids \
+            and not edit_ids:
+        reply_to = earlier.platform_message_ids[0]
+    return SendJob(
+        delivery_id=delivery.id,
+        platform=platform,
+        target=str(item["destination"]["target"]),
+        messages=messages,
+        nonce=delivery.idempotency_key,
+        start_index=len(delivery.platform_message_ids),
+        sent_ids=tuple(delivery.platform_message_ids),
+        silent=bool(item.get("silent")),
+        pin=bool(item.get("pin")),
+        crosspost=bool(item.get("crosspost")),
+        mention_everyone="everyone" in item.get("mentions", []),
+        link_previews=bool(payload.get("link_previews")),
+        thread_name=thread_name,
+        into_thread=into_thread,
+        reply_to=reply_to,
+        lock_thread=lock_thread,
+        edit_ids=edit_ids,
+    )
+
+
+async def _incident_first_delivery(
+    session: AsyncSession, *, draft: Draft, delivery: Delivery
+) -> Delivery | None:
+    """The first announcement of this incident already sent to this destination, if any."""
+    return await session.scalar(
+        select(Delivery)
+        .join(Draft, Draft.id == Delivery.draft_id)
+        .where(Draft.incident_id == draft.incident_id,
+               Delivery.destination_id == delivery.destination_id,
+               Delivery.draft_id != draft.id,
+               Delivery.state == DeliveryState.SENT.value)
+        .order_by(Delivery.id)
+        .limit(1)
+    )
+
+
+async def _settle_draft(session: AsyncSession, *, draft_id: int) -> None:
+    """Once no delivery is still on its way, the draft is published or partially failed."""
+    draft = await session.get(Draft, draft_id, populate_existing=True)
+    assert draft is not None
+    states = [DeliveryState(s) for s in (await session.scalars(
+        select(Delivery.state).where(Delivery.draft_id == draft_id,
+                                     Delivery.draft_version == draft.version)
+    )).all()]
+    if not states or draft.status_enum not in PUBLISHABLE:
+        return
+    active = {DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRYING}
+    if any(s in active for s in states):
+        return
+    if all(s in (DeliveryState.SENT, DeliveryState.SKIPPED) for s in states):
+        status = DraftStatus.PUBLISHED
+    else:
+        status = DraftStatus.PARTIALLY_FAILED
+    if draft.status != status.value:
+        draft.status = status.value
+        if status is DraftStatus.PUBLISHED:
+            draft.published_at = utcnow()
+        await audit.record(session, actor=audit.SYSTEM_ACTOR, action=f"draft.{status.value}",
+                           target=f"draft:{draft.id}",
+                           details={"version": draft.version,
+                                    "states": sorted(s.value for s in states)})
