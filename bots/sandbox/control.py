@@ -442,16 +442,16 @@ class ControlAPI:
             raise ControlError(400, "name must be 1-100 characters")
         if kind not in (ds.GUILD_TEXT, ds.GUILD_ANNOUNCEMENT, ds.GUILD_CATEGORY):
             raise ControlError(400, "type must be 0 (text), 4 (category) or 5 (announcement)")
-        overwrites = []
-        if data.get("private"):
-            overwrites.append(ds.Overwrite(guild.id, 0, deny=ds.VIEW_CHANNEL))
+        # "private": members cannot see it; "read_only": members cannot post. The bot keeps
+        # access through an overwrite for its role unless "bot_access" is false.
+        deny = (ds.VIEW_CHANNEL if data.get("private") else 0) | (
+            ds.SEND_MESSAGES if data.get("read_only") else 0
+        )
+        overwrites = [ds.Overwrite(guild.id, 0, deny=deny)] if deny else []
+        if deny and data.get("bot_access", True):
             for role in guild.roles.values():
                 if role.managed:
-                    overwrites.append(
-                        ds.Overwrite(role.id, 0, allow=ds.VIEW_CHANNEL | ds.SEND_MESSAGES)
-                    )
-        if data.get("read_only"):
-            overwrites.append(ds.Overwrite(guild.id, 0, deny=ds.SEND_MESSAGES))
+                    overwrites.append(ds.Overwrite(role.id, 0, allow=deny))
         channel = world.add_channel(
             ds.Channel(
                 world.ids.next(),

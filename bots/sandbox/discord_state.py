@@ -423,7 +423,11 @@ class DiscordWorld:
             "announcements",
             position=0,
             topic="Official incident announcements",
-            overwrites=[Overwrite(guild.id, 0, deny=SEND_MESSAGES | CREATE_PUBLIC_THREADS)],
+            overwrites=[
+                Overwrite(guild.id, 0, deny=SEND_MESSAGES | CREATE_PUBLIC_THREADS),
+                Overwrite(bot_role.id, 0, allow=SEND_MESSAGES | CREATE_PUBLIC_THREADS),
+                Overwrite(moderators.id, 0, allow=SEND_MESSAGES),
+            ],
         )
         general = Channel(_world_id(11), guild.id, GUILD_TEXT, "general", position=1)
         private = Channel(
