@@ -61,8 +61,8 @@ class SandboxCore:
         body: Any,
         response: web.StreamResponse | None,
     ) -> None:
-        if not self.record_exchanges or response is None:
-            return
+        if not self.record_exchanges or response is None or response.status == 499:
+            return  # 499: dropped or abandoned, the client never saw an answer
         parsed: Any = None
         if isinstance(response, web.Response) and response.body is not None:
             raw = response.body

@@ -514,6 +514,11 @@ class DiscordAPI:
             if response.status == 413:
                 response.force_close()
             return response
+        except ConnectionError:
+            # The client went away while we read its request: nobody to answer.
+            entry["status"] = "disconnected"
+            response = web.Response(status=499)
+            return response
         finally:
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             entry.setdefault("status", response.status if response is not None else 0)
@@ -1059,7 +1064,7 @@ class DiscordAPI:
             allowed_mentions=data.get("allowed_mentions"),
             reference=reference,
         )
-        if nonce is not None:
+        if nonce is not None and fields["enforce_nonce"]:
             self.world.nonces[key] = (message.id, time.monotonic())
             self._prune_nonces()
         ctx.entry["message_id"] = str(message.id)

@@ -276,6 +276,11 @@ class TelegramAPI:
                 entry["rate_limited"] = True
             response = exc.response()
             return response
+        except ConnectionError:
+            # The client went away while we read its request: nobody to answer.
+            entry["status"] = "disconnected"
+            response = web.Response(status=499)
+            return response
         finally:
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             entry.setdefault("status", response.status if response is not None else 0)

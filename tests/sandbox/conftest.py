@@ -29,7 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-async def _checked_sandbox(*, requests: bool, limits: SandboxLimits | None) -> AsyncIterator[Sandbox]:
+async def _checked_sandbox(
+    *, requests: bool, limits: SandboxLimits | None
+) -> AsyncIterator[Sandbox]:
     async with Sandbox(record_exchanges=True, seed=1234, limits=limits) as sb:
         yield sb
         problems = spec_check.check_exchanges(sb.core.exchanges, requests=requests)
@@ -47,8 +49,9 @@ async def sandbox() -> AsyncIterator[Sandbox]:
 
 @pytest.fixture
 async def raw_sandbox() -> AsyncIterator[Sandbox]:
-    """For tests that send bad requests on purpose: only the answers are checked."""
-    async for sb in _checked_sandbox(requests=False, limits=None):
+    """For tests that send bad requests on purpose: only the answers are checked, and rate
+    limits are off so that a dozen bad requests in a row are each judged on their own."""
+    async for sb in _checked_sandbox(requests=False, limits=SandboxLimits.unlimited()):
         yield sb
 
 
@@ -125,8 +128,8 @@ class SandboxClient(discord.Client):
     async def on_connect(self) -> None:
         self.connects += 1
 
-    async def next_message(self, timeout: float = 5.0) -> discord.Message:
-        return await asyncio.wait_for(self.messages.get(), timeout)
+    async def next_message(self, within: float = 5.0) -> discord.Message:
+        return await asyncio.wait_for(self.messages.get(), within)
 
 
 DiscordFactory = Callable[..., Awaitable[SandboxClient]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -51,12 +52,16 @@ async def test_send_edit_pin_crosspost_thread_delete(
     assert [m["text"] for m in shown] == ["**Bridge paused**: funds are safe"]
     first = shown[0]
     assert first["author"]["bot"] is True
-    assert first["silent"] and first["pinned"] and first["edited"] and first["crossposted"]
+    assert first["silent"]
+    assert first["pinned"]
+    assert first["edited"]
+    assert first["crossposted"]
     assert first["thread"] == str(thread.id)
     in_thread = await control.get(f"/discord/channels/{thread.id}/messages")
     assert [m["id"] for m in in_thread] == [str(update.id)]
     state = await control.get(f"/discord/channels/{thread.id}")
-    assert state["locked"] and state["archived"]
+    assert state["locked"]
+    assert state["archived"]
 
     with_system = await control.get(
         f"/discord/channels/{channel.id}/messages", include_system="true"
@@ -94,7 +99,8 @@ async def test_mentions_follow_allowed_mentions_and_permissions(
     text = f"@everyone <@{alice}> <@&{responders}> please read"
 
     quiet = await channel.send(text)  # the client's default is AllowedMentions.none()
-    assert quiet.mentions == [] and not quiet.mention_everyone
+    assert quiet.mentions == []
+    assert not quiet.mention_everyone
     loud = await channel.send(text, allowed_mentions=discord.AllowedMentions.all())
     assert [u.id for u in loud.mentions] == [int(alice)]
     assert loud.mention_everyone
@@ -104,7 +110,8 @@ async def test_mentions_follow_allowed_mentions_and_permissions(
     only_alice = await channel.send(
         text, allowed_mentions=discord.AllowedMentions(everyone=False, users=True, roles=False)
     )
-    assert [u.id for u in only_alice.mentions] == [int(alice)] and not only_alice.mention_everyone
+    assert [u.id for u in only_alice.mentions] == [int(alice)]
+    assert not only_alice.mention_everyone
 
     # Without MENTION_EVERYONE nobody is pinged by @everyone, whatever allowed_mentions says.
     bot_role = sandbox.info["discord_roles"]["bot"]
@@ -154,7 +161,8 @@ async def test_gateway_delivers_mentions_and_honours_the_content_intent(
 
     reply = await mention.channel.send("Thanks, we are looking into it")
     own = await client.next_message()
-    assert own.id == reply.id and own.content == "Thanks, we are looking into it"
+    assert own.id == reply.id
+    assert own.content == "Thanks, we are looking into it"
 
 
 async def test_slash_command_interaction_and_ephemeral_reply(
@@ -167,7 +175,9 @@ async def test_slash_command_interaction_and_ephemeral_reply(
         @app_commands.describe(what="What is wrong")
         async def report(interaction: discord.Interaction, what: str) -> None:
             received.put_nowait(what)
-            await interaction.response.send_message("Thanks, the responders have it.", ephemeral=True)
+            await interaction.response.send_message(
+                "Thanks, the responders have it.", ephemeral=True
+            )
 
     client = await discord_factory(setup=setup)
     synced = await client.tree.sync()
@@ -186,17 +196,18 @@ async def test_slash_command_interaction_and_ephemeral_reply(
     assert await asyncio.wait_for(received.get(), 5) == "phishing link in #general"
     state = await _wait_for_response(control, created["interaction_id"])
     assert state["response"]["text"] == "Thanks, the responders have it."
-    assert state["response"]["ephemeral"] and state["ephemeral"]
+    assert state["response"]["ephemeral"]
+    assert state["ephemeral"]
     visible = await control.get(
         f"/discord/channels/{sandbox.info['discord_channels']['general']}/messages"
     )
     assert all(not m["ephemeral"] or m["visible_to"] for m in visible)
 
 
-async def _wait_for_response(control: Control, interaction_id: str) -> dict[str, object]:
+async def _wait_for_response(control: Control, interaction_id: str) -> dict[str, Any]:
     # The callback's HTTP answer reaches discord.py before our control read; the handler
     # awaited it, so one read after the queue fired is enough.
-    state: dict[str, object] = await control.get(f"/discord/interactions/{interaction_id}")
+    state: dict[str, Any] = await control.get(f"/discord/interactions/{interaction_id}")
     assert state["responded"], state
     return state
 
@@ -277,7 +288,8 @@ async def test_create_private_channel_with_overwrites(
 ) -> None:
     client = await discord_factory()
     guild = client.get_guild(int(sandbox.info["discord_guild_id"]))
-    assert guild is not None and guild.me is not None
+    assert guild is not None
+    assert guild.me is not None
     channel = await guild.create_text_channel(
         "war room",
         overwrites={
@@ -288,7 +300,8 @@ async def test_create_private_channel_with_overwrites(
     )
     assert channel.name == "war-room"
     state = await control.get(f"/discord/channels/{channel.id}")
-    assert state["private"] and state["rate_limit_per_user"] == 30
+    assert state["private"]
+    assert state["rate_limit_per_user"] == 30
     refused = await control.post(
         f"/discord/channels/{channel.id}/messages", {"username": "alice", "content": "hi"}
     )
