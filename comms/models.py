@@ -1,6 +1,7 @@
 """Every ORM model, imported in one place so the metadata (and Alembic) sees all tables."""
 
 from comms.audit.models import AuditEvent, AuditHead
+from comms.auth.models import ApiToken, LoginAttempt, LoginThrottle, RecoveryCode, WebSession
 from comms.db import Base
 from comms.destinations.models import Destination
 from comms.drafts.models import Approval, Draft, DraftDestination, DraftVersion
@@ -9,6 +10,7 @@ from comms.outbox.models import Delivery, Notification
 from comms.users.models import User, UserRole
 
 __all__ = [
+    "ApiToken",
     "Approval",
     "AuditEvent",
     "AuditHead",
@@ -21,7 +23,11 @@ __all__ = [
     "Incident",
     "IncidentAssignment",
     "IncidentLogEntry",
+    "LoginAttempt",
+    "LoginThrottle",
     "Notification",
+    "RecoveryCode",
     "User",
     "UserRole",
+    "WebSession",
 ]

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
     lockout_after_failures: int = Field(default=10, gt=0)
     lockout_minutes: int = Field(default=15, gt=0)
     secure_cookies: bool | None = None  # None: decided per request from the scheme
+    # Encrypts TOTP secrets and keys CSRF tokens; the panel refuses to start without it
+    # (except in demo mode, which makes a throwaway one).
+    secret_key: SecretStr | None = None
+    panel_poll_seconds: int = Field(default=10, ge=2, le=300)
+    login_slowdown_after: int = Field(default=3, gt=0)  # failures before each try must wait
 
     # Platforms
     discord_token: SecretStr | None = None
@@ -193,6 +198,19 @@ class Settings(BaseSettings):
         if not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/") if value.endswith("/api/v10/") else value
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        raw = value.get_secret_value()
+        if len(raw) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `python3 -c 'import secrets; "
+                             "print(secrets.token_urlsafe(48))'`)")
+        if len(set(raw)) < 8 or raw.lower() in {"changeme" * 4, "change-me-" * 4}:
+            raise ValueError("looks like a placeholder; generate a random value")
+        return value
 
     @model_validator(mode="after")
     def _fill_quorum(self) -> Settings:

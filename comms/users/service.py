@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.audit import service as audit
+from comms.auth import sessions
 from comms.enums import Role
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from comms.permissions import Action, require
@@ -157,6 +158,12 @@ async def set_roles(
         target=f"user:{user.username}",
         details={"before": sorted(r.value for r in old), "after": sorted(r.value for r in new)},
     )
+    if new != old:
+        # A changed role set must not ride on a session opened under the old one.
+        await sessions.end_all(
+            session, user=user, reason="roles changed",
+            actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        )
     return user
 
 
@@ -173,6 +180,11 @@ async def set_active(
         session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
         action="user.enable" if active else "user.disable", target=f"user:{user.username}",
     )
+    if not active:
+        await sessions.end_all(
+            session, user=user, reason="user disabled",
+            actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        )
     return user
 
 

@@ -1,0 +1,1 @@
+"""FastAPI approval panel and JSON API."""

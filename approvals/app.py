@@ -1,0 +1,85 @@
+"""The FastAPI application: the approval panel (server-rendered) and the JSON API.
+
+``create_app`` takes everything from its arguments and keeps it on ``app.state``; there is no
+module-level state, so tests and the demo can run several apps side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import iter_route_contexts
+from fastapi.staticfiles import StaticFiles
+
+from approvals import errors
+from approvals.deps import guard
+from approvals.routes import account, admin, api, audit, dashboard, drafts, incidents
+from approvals.security import BodyLimitMiddleware, SecurityHeadersMiddleware
+from approvals.state import PanelState
+from approvals.web import make_templates
+from comms import __version__
+from comms.auth.crypto import Keys
+from comms.db import Database
+from comms.settings import ConfigError, Settings
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def create_app(*, settings: Settings, database: Database) -> FastAPI:
+    """Build the panel and API. Refuses to build without ``COMMS_SECRET_KEY``."""
+    if settings.secret_key is None:
+        raise ConfigError(
+            "COMMS_SECRET_KEY: required to run the panel (it encrypts two-factor secrets and "
+            "signs CSRF tokens); set it to a random value of at least 32 characters"
+        )
+    app = FastAPI(
+        title="Incident comms approval panel API",
+        version=__version__,
+        description=(
+            "Automation API for incident communications. Every request needs an API token "
+            "(`Authorization: Bearer ...`) whose scopes cover the action and whose user holds "
+            "a role allowed to do it. Approving also needs a current TOTP code in the "
+            "`X-Comms-TOTP` header."
+        ),
+        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
+        dependencies=[Depends(guard)],
+    )
+    app.state.panel = PanelState(
+        settings=settings, database=database,
+        keys=Keys(settings.secret_key.get_secret_value()), templates=make_templates(),
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, settings=settings)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    for module in (account, dashboard, incidents, drafts, audit, admin):
+        app.include_router(module.router)
+    app.include_router(api.router)
+
+    def openapi() -> dict[str, Any]:
+        """Only the JSON API is documented; the panel's HTML routes are for browsers."""
+        if app.openapi_schema is None:
+            routes = [r for r in iter_route_contexts(app.routes)
+                      if (r.path or "").startswith("/api/")]
+            app.openapi_schema = get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=routes,
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def route_table(app: FastAPI) -> list[tuple[str, str, Callable[..., Any] | None]]:
+    """(method, path, endpoint) for every route the app serves (for the access-rule tests)."""
+    table = []
+    for context in iter_route_contexts(app.routes):
+        for method in sorted(context.methods or ()):
+            if method != "HEAD":
+                table.append((method, context.path or "", context.endpoint))
+    return table

@@ -1,0 +1,198 @@
+"""Request dependencies: one transaction per request, the app-wide guard, the current user.
+
+The guard runs before every endpoint (it is an app-level dependency): it finds the endpoint's
+declared rule, authenticates (session cookie for the panel, bearer token for ``/api``),
+checks CSRF on unsafe panel requests, and checks the permission table. Services check the
+table again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from approvals.rules import Gate, Rule, rule_of
+from approvals.security import (
+    CSRF_FIELD,
+    CSRF_HEADER,
+    PRE_COOKIE,
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    check_fetch_metadata,
+    check_token,
+    csrf_token,
+    read_cookie,
+)
+from approvals.state import PanelState
+from comms.auth import sessions, tokens
+from comms.auth.models import ApiToken, WebSession
+from comms.auth.sessions import Stage
+from comms.db import Database
+from comms.errors import AuthenticationRequired, PermissionDenied
+from comms.enums import Role
+from comms.permissions import ALLOWED, Action, require
+from comms.users.models import User
+
+bearer_scheme = HTTPBearer(
+    auto_error=False, scheme_name="bearer",
+    description="An API token from `comms token create USERNAME --scope ...` or the admin page.",
+)
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """A snapshot of who is asking, safe to use after the transaction rolled back."""
+
+    id: int
+    username: str
+    display_name: str
+    roles: frozenset[Role]
+
+    @classmethod
+    def of(cls, user: User) -> Viewer:
+        return cls(user.id, user.username, user.display_name, user.role_set)
+
+    def can(self, action: Action) -> bool:
+        return bool(self.roles.intersection(ALLOWED[action]))
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+class StageRequired(Exception):
+    """The session is half logged in; send the person to the step they still owe."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(location)
+        self.location = location
+
+
+def panel(request: Request) -> PanelState:
+    state = request.app.state.panel
+    assert isinstance(state, PanelState)
+    return state
+
+
+async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    database: Database = panel(request).database
+    async with database.transaction() as session:
+        yield session
+
+
+DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
+
+
+async def _form_token(request: Request) -> str | None:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        return None
+    form = await request.form(max_files=0, max_fields=400, max_part_size=200_000)
+    value = form.get(CSRF_FIELD)
+    return value if isinstance(value, str) else None
+
+
+async def guard(request: Request, session: DbSession) -> None:
+    """Authenticate and authorize every request against its endpoint's declared rule."""
+    request.state.user = None
+    request.state.web_session = None
+    request.state.token = None
+    request.state.csrf = ""
+    request.state.viewer = None
+    rule = rule_of(request.scope.get("endpoint"))
+    if rule is None:
+        raise PermissionDenied("this route declares no access rule, so it is refused",
+                               rule="route.no_rule")
+    if request.url.path.startswith("/api/"):
+        await _guard_api(request, session, rule)
+    else:
+        await _guard_panel(request, session, rule)
+
+
+async def _guard_api(request: Request, session: AsyncSession, rule: Rule) -> None:
+    if rule.gate is Gate.PUBLIC:
+        return
+    scheme, _, raw = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        raise AuthenticationRequired("send an API token: Authorization: Bearer <token>")
+    token = await tokens.authenticate(session, raw=raw.strip())
+    if token is None:
+        raise AuthenticationRequired(
+            "the API token is not valid (unknown, revoked or expired, or its user is disabled)"
+        )
+    request.state.token = token
+    request.state.user = token.user
+    request.state.viewer = Viewer.of(token.user)
+    if rule.gate is Gate.ACTION:
+        assert rule.action is not None
+        if not tokens.token_allows(token, rule.action):
+            needed = tokens.scope_for(rule.action).value
+            raise PermissionDenied(f"this token lacks the {needed!r} scope", rule="token.scope")
+        require(token.user, rule.action)
+
+
+async def _guard_panel(request: Request, session: AsyncSession, rule: Rule) -> None:
+    state = panel(request)
+    raw = read_cookie(request, state.settings, SESSION_COOKIE)
+    row = await sessions.load(session, raw=raw, timeouts=state.timeouts) if raw else None
+    request.state.web_session = row
+    pre = read_cookie(request, state.settings, PRE_COOKIE)
+    request.state.csrf = csrf_token(state.keys, session_hash=row.id_hash if row else None,
+                                    pre_session=pre or None)
+    unsafe = request.method not in SAFE_METHODS
+    if unsafe:
+        check_fetch_metadata(request)
+    if rule.gate is not Gate.PUBLIC and row is None:
+        raise AuthenticationRequired("log in to continue (your session may have timed out)")
+    if unsafe:
+        supplied = request.headers.get(CSRF_HEADER) or await _form_token(request)
+        check_token(request.state.csrf, supplied)
+    if row is None:
+        return
+    stage = Stage(row.stage)
+    if stage is Stage.FULL:
+        request.state.user = row.user
+        request.state.viewer = Viewer.of(row.user)
+    if rule.gate in (Gate.PUBLIC, Gate.PENDING):
+        return
+    if rule.gate is Gate.ENROL and stage in (Stage.ENROL, Stage.FULL):
+        return
+    if stage is Stage.TOTP:
+        raise StageRequired("/login/totp")
+    if stage is Stage.ENROL:
+        raise StageRequired("/account/2fa")
+    if rule.gate is Gate.ACTION:
+        assert rule.action is not None
+        require(row.user, rule.action)
+
+
+def _current_user(request: Request) -> User:
+    user = getattr(request.state, "user", None)
+    if not isinstance(user, User):
+        raise AuthenticationRequired("log in to continue")
+    return user
+
+
+def _current_session(request: Request) -> WebSession:
+    row = getattr(request.state, "web_session", None)
+    if not isinstance(row, WebSession):
+        raise AuthenticationRequired("log in to continue")
+    return row
+
+
+def _current_token(request: Request) -> ApiToken:
+    token = getattr(request.state, "token", None)
+    if not isinstance(token, ApiToken):
+        raise AuthenticationRequired("send an API token: Authorization: Bearer <token>")
+    return token
+
+
+CurrentUser = Annotated[User, Depends(_current_user)]
+CurrentSession = Annotated[WebSession, Depends(_current_session)]
+CurrentToken = Annotated[ApiToken, Depends(_current_token)]
+Panel = Annotated[PanelState, Depends(panel)]

@@ -1,0 +1,1 @@
+"""Panel routes (HTML) and the JSON API, one module per resource."""

@@ -1,0 +1,79 @@
+"""The dashboard, and the small fragment Decision Makers' pages poll for new drafts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from approvals.deps import CurrentUser, DbSession, Panel
+from approvals.rules import Gate, allow
+from approvals.web import page
+from comms.drafts import service as drafts
+from comms.drafts.models import Decision, Draft, DraftStatus
+from comms.enums import Role
+from comms.incidents import service as incidents
+from comms.outbox.models import NEEDS_PERSON, Delivery
+from comms.permissions import Action
+from comms.settings import Settings
+from comms.users.models import User
+
+router = APIRouter(include_in_schema=False)
+
+
+def awaiting(draft: Draft, user: User, settings: Settings) -> bool:
+    """True if ``user`` could add a counting approval to this draft right now."""
+    if draft.status != DraftStatus.IN_REVIEW.value or not user.has_role(Role.DECISION_MAKER):
+        return False
+    if not settings.allow_self_approval and user.id in (draft.author_id, draft.last_editor_id):
+        return False
+    return not any(a.approver_id == user.id and a.content_hash == draft.content_hash
+                   and a.decision == Decision.APPROVE.value for a in draft.approvals)
+
+
+async def pending_for(session: AsyncSession, user: User, settings: Settings) -> list[dict[str, Any]]:
+    rows = await drafts.list_drafts(session, statuses={DraftStatus.IN_REVIEW})
+    result = []
+    for draft in rows:
+        if awaiting(draft, user, settings):
+            state = drafts.quorum(draft, settings=settings)
+            result.append({"draft": draft, "quorum": state})
+    return result
+
+
+@router.get("/")
+@allow(Action.READ)
+async def dashboard(request: Request, session: DbSession, state: Panel,
+                    user: CurrentUser) -> HTMLResponse:
+    open_incidents = await incidents.list_incidents(session, open_only=True)
+    mine = (await drafts.list_drafts(session, author=user))[:20]
+    failed = list((await session.scalars(
+        select(Delivery).where(Delivery.state.in_([s.value for s in NEEDS_PERSON]))
+        .order_by(Delivery.updated_at.desc()).limit(50)
+    )).all())
+    return page(request, "dashboard/get.html", {
+        "incidents": open_incidents,
+        "pending": await pending_for(session, user, state.settings),
+        "mine": [{"draft": d, "quorum": drafts.quorum(d, settings=state.settings)} for d in mine],
+        "failed": failed,
+        "is_dm": user.has_role(Role.DECISION_MAKER),
+    })
+
+
+@router.get("/fragments/pending")
+@allow(Action.READ)
+async def pending_fragment(request: Request, session: DbSession, state: Panel,
+                           user: CurrentUser) -> HTMLResponse:
+    """The "waiting for my approval" list alone; the dashboard script polls it."""
+    return page(request, "dashboard/_pending.html",
+                {"pending": await pending_for(session, user, state.settings),
+                 "is_dm": user.has_role(Role.DECISION_MAKER)})
+
+
+@router.get("/healthz")
+@allow(Gate.PUBLIC)
+async def healthz() -> JSONResponse:
+    return JSONResponse({"ok": True})

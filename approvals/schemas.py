@@ -1,0 +1,217 @@
+"""Request and response models of the JSON API (``/api/v1``), and its one error schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from comms.enums import Severity
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProblemOut(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="invalid_input, not_found, conflict, rule_violation, "
+                                  "forbidden, unauthenticated, ...")
+    message: str
+    field: str | None = Field(description="The input that was wrong, if any")
+    rule: str | None = Field(description="The policy rule that refused, if any")
+    problems: list[ProblemOut]
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": text} for status, text in {
+        401: "No valid API token", 403: "Scope or role does not allow this",
+        404: "Unknown id", 409: "Refused by a rule, or changed since you read it",
+        413: "Request body too large", 422: "Invalid input (names each field)",
+    }.items()
+}
+
+
+class RoleOut(BaseModel):
+    role: str
+    user: str
+    acknowledged_at: datetime | None
+
+
+class IncidentOut(BaseModel):
+    key: str
+    title: str
+    summary: str
+    severity: Severity
+    status: str
+    opened_at: datetime
+    opened_by: str
+    leader: str | None
+    last_public_update_at: datetime | None
+    roles: list[RoleOut]
+
+
+class IncidentCreate(Strict):
+    title: str = Field(min_length=1, max_length=200)
+    severity: Severity
+    summary: str = Field(default="", max_length=5000)
+
+
+class DraftOptionsIn(Strict):
+    pin: bool | None = None
+    silent: bool | None = None
+    link_previews: bool = False
+    publish_at: datetime | None = Field(default=None, description="UTC; empty = when approved")
+
+
+class DraftCreate(Strict):
+    incident: str = Field(min_length=1, max_length=32, description="Incident key")
+    template: str = Field(min_length=1, max_length=64)
+    variables: dict[str, str] = Field(default_factory=dict, max_length=50)
+    destinations: list[str] = Field(min_length=1, max_length=50)
+    options: DraftOptionsIn = Field(default_factory=DraftOptionsIn)
+
+
+class DraftEdit(Strict):
+    expected_version: int = Field(ge=1, le=1_000_000,
+                                  description="Refused with 409 if the draft moved on")
+    variables: dict[str, str] | None = Field(default=None, max_length=50)
+    destinations: list[str] | None = Field(default=None, min_length=1, max_length=50)
+    options: DraftOptionsIn | None = None
+
+
+class ApproveIn(Strict):
+    expected_hash: str = Field(pattern=r"^[0-9a-f]{64}$",
+                               description="The content hash you reviewed")
+
+
+class RejectIn(Strict):
+    reason: str = Field(min_length=1, max_length=2000)
+    expected_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class ApprovalOut(BaseModel):
+    by: str
+    decision: Literal["approve", "reject"]
+    version: int
+    content_hash: str
+    at: datetime
+    reason: str
+    counts: bool
+    why: str
+
+
+class QuorumOut(BaseModel):
+    needed: int
+    have: int
+    met: bool
+    blocked: str | None
+
+
+class WarningOut(BaseModel):
+    code: str
+    message: str
+    field: str
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    destination: str
+    platform: str
+    state: str
+    attempts: int
+    version: int
+    message_ids: list[str]
+    sent_at: datetime | None
+    last_error: str
+
+
+class RenderedOut(BaseModel):
+    discord: list[str]
+    telegram: list[str]
+
+
+class DraftOut(BaseModel):
+    id: int
+    incident: str
+    severity: Severity
+    template: str
+    version: int
+    status: str
+    content_hash: str
+    author: str
+    last_editor: str
+    destinations: list[str]
+    variables: dict[str, str]
+    options: dict[str, Any]
+    publish_at: datetime | None
+    correction_of: int | None
+    rendered: RenderedOut
+    payload: dict[str, Any]
+    approvals: list[ApprovalOut]
+    quorum: QuorumOut
+    warnings: list[WarningOut]
+    rejection_reason: str
+    deliveries: list[DeliveryOut]
+
+
+class DraftSummary(BaseModel):
+    id: int
+    incident: str
+    template: str
+    version: int
+    status: str
+    content_hash: str
+    author: str
+    updated_at: datetime
+
+
+class DestinationOut(BaseModel):
+    id: int
+    name: str
+    platform: str
+    target: str
+    visibility: str
+    enabled: bool
+    compromised: bool
+    pin: bool
+    silent: bool
+    crosspost: bool
+    allow_everyone: bool
+    thread_updates: bool
+
+
+class VariableOut(BaseModel):
+    name: str
+    type: str
+    required: bool
+    label: str
+    help: str
+    choices: list[str]
+    max_length: int
+
+
+class TemplateOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    audience: str
+    needs_next_update: bool
+    mentions_everyone: bool
+    variables: list[VariableOut]
+
+
+class MeOut(BaseModel):
+    username: str
+    roles: list[str]
+    scopes: list[str]
+    two_factor: bool

@@ -1,0 +1,203 @@
+"""Browser-facing protections: security headers, request size limits, cookies and CSRF tokens.
+
+CSRF uses two independent checks on every unsafe panel request: the browser's own fetch
+metadata (a ``Sec-Fetch-Site: cross-site`` request or a foreign ``Origin`` is refused), and a
+synchronizer token that is an HMAC of the session id (or, before login, of a random pre-session
+cookie), compared in constant time. API requests authenticate with bearer tokens only, never
+cookies, so they need no CSRF token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from comms.auth.crypto import Keys
+from comms.errors import PermissionDenied
+from comms.settings import Settings
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+MAX_BODY_BYTES = 1_000_000
+
+CSP = "; ".join([
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self'",
+    "connect-src 'self'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "base-uri 'none'",
+    "object-src 'none'",
+])
+
+HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+    "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+
+
+class CsrfRejected(PermissionDenied):
+    """An unsafe request without proof that it came from our own page."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, rule="csrf")
+
+
+def is_https(scope: Scope | Request, settings: Settings) -> bool:
+    if settings.secure_cookies is not None:
+        return settings.secure_cookies
+    raw = scope.scope if isinstance(scope, Request) else scope
+    return raw.get("scheme") == "https"
+
+
+def cookie_name(base: str, *, secure: bool) -> str:
+    """``__Host-`` names over HTTPS: the browser then insists on Secure, Path=/ and no Domain."""
+    return f"__Host-{base}" if secure else base
+
+
+SESSION_COOKIE = "comms_session"
+PRE_COOKIE = "comms_pre"
+
+
+def set_cookie(response: Response, request: Request, settings: Settings, base: str,
+               value: str) -> None:
+    secure = is_https(request, settings)
+    response.set_cookie(
+        cookie_name(base, secure=secure), value, httponly=True, secure=secure,
+        samesite="strict", path="/",
+    )
+
+
+def clear_cookie(response: Response, request: Request, settings: Settings, base: str) -> None:
+    secure = is_https(request, settings)
+    response.delete_cookie(cookie_name(base, secure=secure), path="/", secure=secure,
+                           httponly=True, samesite="strict")
+
+
+def read_cookie(request: Request, settings: Settings, base: str) -> str:
+    return request.cookies.get(cookie_name(base, secure=is_https(request, settings)), "")
+
+
+def new_pre_session() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_token(keys: Keys, *, session_hash: str | None, pre_session: str | None) -> str:
+    if session_hash:
+        return keys.mac(keys.csrf, f"session:{session_hash}")
+    if pre_session:
+        return keys.mac(keys.csrf, f"pre:{pre_session}")
+    return ""
+
+
+def check_fetch_metadata(request: Request) -> None:
+    site = request.headers.get("sec-fetch-site", "")
+    if site and site not in ("same-origin", "none"):
+        raise CsrfRejected(f"cross-site request refused (Sec-Fetch-Site: {site[:20]})")
+    origin = request.headers.get("origin")
+    if origin is not None:
+        expected = f"{request.url.scheme}://{request.url.netloc}"
+        if origin != expected:
+            raise CsrfRejected("request from another origin refused")
+
+
+def check_token(expected: str, supplied: str | None) -> None:
+    if not expected or not supplied or not hmac.compare_digest(expected, supplied):
+        raise CsrfRejected(
+            "the form's security token is missing or stale; reload the page and try again"
+        )
+
+
+class SecurityHeadersMiddleware:
+    """Adds the security headers to every response, HTML, JSON, static or error."""
+
+    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        https = is_https(scope, self.settings)
+        static = scope.get("path", "").startswith("/static/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers[name] = value
+                if https:
+                    headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+                if not static:
+                    headers["cache-control"] = "no-store"
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``MAX_BODY_BYTES`` with 413 before anything parses them."""
+
+    def __init__(self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await _too_large(scope, receive, send, self.limit)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except BodyTooLarge:
+            await _too_large(scope, receive, send, self.limit)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+    from starlette.responses import JSONResponse, PlainTextResponse
+
+    text = f"request body too large (limit {limit} bytes)"
+    response: Response
+    if scope.get("path", "").startswith("/api/"):
+        response = JSONResponse(
+            {"error": {"code": "too_large", "message": text, "field": None, "rule": None,
+                       "problems": []}}, status_code=413)
+    else:
+        response = PlainTextResponse(text, status_code=413)
+    await response(scope, receive, send)
+
+

@@ -1,0 +1,38 @@
+"""Running the panel: migrations, then uvicorn. ``comms serve`` and ``comms demo`` call this."""
+
+from __future__ import annotations
+
+import secrets
+
+import uvicorn
+from pydantic import SecretStr
+
+from approvals.app import create_app
+from comms.db import Database
+from comms.migrate import upgrade
+from comms.settings import Settings
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Demo mode may run without ``COMMS_SECRET_KEY``: a throwaway key for this process
+    (two-factor enrolled during the demo then stops working after a restart)."""
+    if settings.secret_key is not None:
+        return settings
+    return settings.model_copy(update={"secret_key": SecretStr(secrets.token_urlsafe(48))})
+
+
+def build(settings: Settings, *, demo: bool = False) -> tuple[Settings, Database]:
+    """Apply migrations and check the configuration; raises ConfigError naming a setting."""
+    chosen = demo_settings(settings) if demo else settings
+    upgrade(chosen.database_url)
+    return chosen, Database(chosen.database_url)
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, *,
+          demo: bool = False) -> None:
+    """Migrate, then serve the panel and API until interrupted."""
+    chosen, database = build(settings, demo=demo)
+    app = create_app(settings=chosen, database=database)
+    config = uvicorn.Config(app, host=host, port=port, log_level=chosen.log_level.lower(),
+                            proxy_headers=True, server_header=False)
+    uvicorn.Server(config).run()

@@ -1,0 +1,126 @@
+"""Rendering helpers shared by the panel's routes: pages, form errors, redirects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+from starlette.responses import Response
+
+from approvals import preview
+from approvals.deps import Viewer, panel
+from approvals.security import CSRF_FIELD
+from comms.clock import utcnow
+from comms.errors import CommsError, InvalidInput
+from comms.permissions import Action
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+
+class FormInvalid(Exception):
+    """A form that must be shown again with its errors. Raised (so the transaction rolls
+    back, nothing is half-saved) with the page already rendered while the data was loaded."""
+
+    def __init__(self, body: str, status: int) -> None:
+        super().__init__(f"form invalid ({status})")
+        self.body = body
+        self.status = status
+
+
+def ago(moment: datetime | None) -> str:
+    """'4 min ago' style, for people scanning a dashboard at 3 a.m."""
+    if moment is None:
+        return "never"
+    seconds = int((utcnow() - moment).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    if seconds < 60:
+        return f"{seconds} s ago"
+    if seconds < 3600:
+        return f"{seconds // 60} min ago"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min ago"
+    return f"{seconds // 86400} d ago"
+
+
+def utc(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
+
+
+def make_templates() -> Jinja2Templates:
+    templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+    env = templates.env
+    env.autoescape = True
+    env.filters["ago"] = ago
+    env.filters["utc"] = utc
+    env.globals["Action"] = Action
+    env.globals["render_preview"] = preview.render
+    env.globals["choice_options"] = lambda choices: [(c, c.replace("_", " ")) for c in choices]
+    return templates
+
+
+def context(request: Request, extra: dict[str, Any]) -> dict[str, Any]:
+    state = panel(request)
+    viewer = getattr(request.state, "viewer", None)
+    token = getattr(request.state, "csrf", "")
+
+    def allowed(action: Action) -> bool:
+        return isinstance(viewer, Viewer) and viewer.can(action)
+
+    return {
+        "viewer": viewer,
+        "can": allowed,
+        "csrf_token": token,
+        "csrf_input": Markup('<input type="hidden" name="{}" value="{}">').format(
+            CSRF_FIELD, token
+        ),
+        "protocol_name": state.settings.protocol_name,
+        "poll_seconds": state.settings.panel_poll_seconds,
+        "errors": {},
+        "error": None,
+        **extra,
+    }
+
+
+def page(request: Request, name: str, extra: dict[str, Any] | None = None, *,
+         status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    templates = panel(request).templates
+    response = templates.TemplateResponse(
+        request, name, context(request, extra or {}), status_code=status, headers=headers
+    )
+    assert isinstance(response, HTMLResponse)
+    return response
+
+
+def render_text(request: Request, name: str, extra: dict[str, Any]) -> str:
+    template = panel(request).templates.get_template(name)
+    return template.render({"request": request, **context(request, extra)})
+
+
+def problems_of(error: CommsError) -> dict[str, str]:
+    if isinstance(error, InvalidInput):
+        found: dict[str, str] = {}
+        for problem in error.problems:
+            found.setdefault(problem.field, problem.problem)
+        return found
+    if error.field:
+        return {error.field: error.message}
+    return {}
+
+
+def form_error(request: Request, name: str, extra: dict[str, Any],
+               error: CommsError) -> FormInvalid:
+    """Render ``name`` again with the error(s) next to their fields; 400 for bad input."""
+    status = 400 if isinstance(error, InvalidInput) else error.status
+    body = render_text(request, name, {**extra, "error": error, "errors": problems_of(error)})
+    return FormInvalid(body, status)
+
+
+def redirect(url: str) -> Response:
+    """Post/redirect/get: 303 so a reload never re-submits."""
+    return RedirectResponse(url, status_code=303)
