@@ -49,6 +49,7 @@ class SandboxCore:
         self.log = RequestLog(request_log)
         self.record_exchanges = record_exchanges
         self.exchanges: list[Exchange] = []
+        self.gateway_frames: list[dict[str, Any]] = []  # dispatches, when recording
         self.stopping = asyncio.Event()
         self.base_http = ""
         self.base_ws = ""

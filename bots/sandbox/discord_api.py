@@ -469,6 +469,7 @@ class DiscordAPI:
         response: web.StreamResponse | None = None
         body: Any = None
         operation = f"{request.method} {path}"
+        bucketed: tuple[Route, dict[str, int]] | None = None
         try:
             route, raw = self.match(request.method, path)
             operation = route.name
@@ -498,6 +499,7 @@ class DiscordAPI:
             if limited is not None:
                 response = limited
                 return response
+            bucketed = (route, params)
             if request.method in ("POST", "PATCH", "PUT"):
                 body = await self._read_body(request)
             ctx = Ctx(request, route, params, raw, entry, body)
@@ -513,6 +515,8 @@ class DiscordAPI:
             response = exc.response()
             if response.status == 413:
                 response.force_close()
+            if bucketed is not None:
+                self._add_bucket_headers(*bucketed, response)
             return response
         except ConnectionError:
             # The client went away while we read its request: nobody to answer.
@@ -1776,6 +1780,8 @@ class DiscordAPI:
             session.seq += 1
             frame = {"op": 0, "t": event, "s": session.seq, "d": visible}
             session.buffer.append(frame)
+            if self.core.record_exchanges:
+                self.core.gateway_frames.append(frame)
             await self._send(session, frame)
 
     async def _send(self, session: GatewaySession, frame: dict[str, Any]) -> None:

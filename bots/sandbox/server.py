@@ -154,6 +154,7 @@ class Sandbox:
         self.core.faults.reset()
         self.core.log.clear()
         self.core.exchanges.clear()
+        self.core.gateway_frames.clear()
         self.core.limits = self.core.initial_limits
         self.discord.reset()
         self.telegram.reset()

@@ -35,6 +35,7 @@ async def _checked_sandbox(
     async with Sandbox(record_exchanges=True, seed=1234, limits=limits) as sb:
         yield sb
         problems = spec_check.check_exchanges(sb.core.exchanges, requests=requests)
+        problems += spec_check.check_gateway(sb.core.gateway_frames)
         assert not problems, "exchanges that do not match the published specs:\n" + "\n".join(
             problems
         )

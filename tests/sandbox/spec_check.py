@@ -173,6 +173,27 @@ def check_discord(exchange: Exchange, *, requests: bool = True) -> list[str]:
     return problems
 
 
+GATEWAY_SCHEMAS = {
+    "MESSAGE_CREATE": "MessageResponse",
+    "MESSAGE_UPDATE": "MessageResponse",
+    "THREAD_CREATE": "ThreadResponse",
+    "THREAD_UPDATE": "ThreadResponse",
+    "CHANNEL_CREATE": "GuildChannelResponse",
+    "CHANNEL_UPDATE": "GuildChannelResponse",
+}
+
+
+def check_gateway(frames: Iterable[dict[str, Any]]) -> list[str]:
+    """Gateway dispatches that carry REST objects (messages, channels) must match them too."""
+    problems: list[str] = []
+    for frame in frames:
+        schema = GATEWAY_SCHEMAS.get(frame.get("t", ""))
+        if schema is not None:
+            ref = _pointer("components", "schemas", schema)
+            problems += _schema_errors(ref, frame["d"], f"gateway {frame['t']} #{frame['s']}")
+    return problems
+
+
 # --------------------------------------------------------------------------------------------
 # Telegram
 
