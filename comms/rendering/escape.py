@@ -25,7 +25,7 @@ from comms.enums import Platform
 from comms.rendering.text import break_commands, neutralise
 
 _DISCORD_EVERYWHERE: Final = frozenset("\\*_~|`[]<>")
-_DISCORD_LINE_START = re.compile(r"^([ \u00a0\u3000]*)(?:([#\-+])|(\d+)([.)]))")
+_DISCORD_LINE_START = re.compile(r"^([^\S\n]*)(?:([#\-+])|(\d+)([.)]))")
 _BLANK_RUNS = re.compile(r"\s*\n\s*")
 
 

@@ -189,10 +189,11 @@ _DOT_CLASS = "[" + re.escape(DOTS) + "]"
 
 # "scheme://": made "scheme[://]" and http(s) becomes hxxp(s), the usual defanged form.
 _SCHEME_SEP = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://")
-# A dot between a name character and a letter: the shape of every domain name's last dot.
-_DOMAIN_DOT = re.compile(rf"(?<=[^\s.,;:!?()\[\]{{}}<>\"'`*_~|\\/@＠﹫#]){_DOT_CLASS}(?=[^\W\d_])")
-# IPv4 literals are links too (Telegram links them).
-_IPV4 = re.compile(rf"(?<![\d.])\d{{1,3}}(?:{_DOT_CLASS}\d{{1,3}}){{3}}(?![\d])")
+# A dot between a name character and two letters: the shape of every domain name's last dot
+# (top-level domains have at least two letters), so "e.g." is left alone.
+_DOMAIN_DOT = re.compile(rf"(?<![\s{re.escape(DOTS)}\[]){_DOT_CLASS}(?=[^\W\d_]{{2}})")
+# IPv4 literals are links too (Telegram links them): every dot of a run of 4+ dotted numbers.
+_IPV4 = re.compile(rf"\d+(?:{_DOT_CLASS}\d+){{3,}}")
 
 # For warnings: what the approver should be told was neutralised.
 _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`]*")
@@ -203,7 +204,7 @@ _DOMAIN_LIKE = re.compile(rf"(?:{_LABEL}{_DOT_CLASS})+[^\W\d_][\w\-]*")
 def _defang_scheme(match: re.Match[str]) -> str:
     scheme = match.group(1)
     if scheme.lower().startswith("http"):
-        scheme = scheme[0] + "xx" + scheme[3:]
+        scheme = scheme[0] + ("XX" if scheme[1].isupper() else "xx") + scheme[3:]
     return f"{scheme}[://]"
 
 
