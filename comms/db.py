@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
 from comms.clock import ensure_utc
@@ -68,7 +67,6 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(
             url,
             connect_args={"timeout": 30},
-            poolclass=NullPool if ":memory:" not in url else None,
             **kwargs,
         )
 
