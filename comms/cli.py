@@ -150,6 +150,7 @@ def cli(ctx: click.Context) -> None:
 
 # --------------------------------------------------------------------------------- database
 
+
 @cli.group()
 def db() -> None:
     """Database schema."""
@@ -167,6 +168,7 @@ def db_upgrade(app: AppContext) -> None:
 
 # ------------------------------------------------------------------------------------ users
 
+
 @cli.group()
 def user() -> None:
     """People and their roles."""
@@ -174,8 +176,12 @@ def user() -> None:
 
 def _role_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return click.option(
-        "--role", "roles", multiple=True, required=True,
-        type=click.Choice([r.value for r in Role]), help="A role; repeat for several.",
+        "--role",
+        "roles",
+        multiple=True,
+        required=True,
+        type=click.Choice([r.value for r in Role]),
+        help="A role; repeat for several.",
     )
 
 
@@ -185,8 +191,9 @@ def _role_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 @click.option("--name", "display_name", help="Display name (defaults to the username).")
 @pass_app
 @run_async
-async def user_add(app: AppContext, username: str, roles: tuple[str, ...],
-                   display_name: str | None) -> None:
+async def user_add(
+    app: AppContext, username: str, roles: tuple[str, ...], display_name: str | None
+) -> None:
     """Add a user. The password comes from COMMS_PASSWORD, or is asked for."""
     password = os.environ.get("COMMS_PASSWORD") or click.prompt(
         f"Password for {username}", hide_input=True, confirmation_prompt=True
@@ -194,8 +201,11 @@ async def user_add(app: AppContext, username: str, roles: tuple[str, ...],
 
     async def body(session: AsyncSession) -> None:
         created = await users.create(
-            session, username=username, password=password,
-            roles=users.parse_roles(roles), display_name=display_name,
+            session,
+            username=username,
+            password=password,
+            roles=users.parse_roles(roles),
+            display_name=display_name,
         )
         click.echo(f"added {created.username} ({', '.join(sorted(created.role_set))})")
 
@@ -212,14 +222,27 @@ async def user_list(app: AppContext, as_json: bool) -> None:
     async def body(session: AsyncSession) -> None:
         rows = await users.list_users(session)
         document = [
-            {"username": u.username, "display_name": u.display_name,
-             "roles": sorted(u.role_set), "active": u.active, "two_factor": bool(u.totp_enabled_at)}
+            {
+                "username": u.username,
+                "display_name": u.display_name,
+                "roles": sorted(u.role_set),
+                "active": u.active,
+                "two_factor": bool(u.totp_enabled_at),
+            }
             for u in rows
         ]
-        _emit(document, as_json, lambda: "\n".join(
-            f"{d['username']:<20} {','.join(d['roles']):<40} "
-            f"{'active' if d['active'] else 'disabled'}" for d in document
-        ) or "(no users)")
+        _emit(
+            document,
+            as_json,
+            lambda: (
+                "\n".join(
+                    f"{d['username']:<20} {','.join(map(str, d['roles'])):<40} "
+                    f"{'active' if d['active'] else 'disabled'}"
+                    for d in document
+                )
+                or "(no users)"
+            ),
+        )
 
     await in_transaction(app, body)
 
@@ -272,6 +295,7 @@ async def user_enable(app: AppContext, username: str) -> None:
 
 # ----------------------------------------------------------------------------- destinations
 
+
 @cli.group()
 def destination() -> None:
     """Discord channels and Telegram chats that receive announcements."""
@@ -287,24 +311,44 @@ def destination() -> None:
 @click.option("--crosspost", is_flag=True, help="Publish to following servers (Discord news).")
 @click.option("--allow-everyone", is_flag=True, help="Allow @everyone for P1 alerts.")
 @click.option("--thread-updates", is_flag=True, help="Follow-ups go into a thread (Discord).")
-@click.option("--internal-use", "internal_uses", multiple=True,
-              type=click.Choice([u.value for u in InternalUse]),
-              help="Internal notifications this private destination receives.")
+@click.option(
+    "--internal-use",
+    "internal_uses",
+    multiple=True,
+    type=click.Choice([u.value for u in InternalUse]),
+    help="Internal notifications this private destination receives.",
+)
 @pass_app
 @run_async
 async def destination_add(
-    app: AppContext, name: str, platform: str, target: str, private: bool, pin: bool,
-    silent: bool, crosspost: bool, allow_everyone: bool, thread_updates: bool,
+    app: AppContext,
+    name: str,
+    platform: str,
+    target: str,
+    private: bool,
+    pin: bool,
+    silent: bool,
+    crosspost: bool,
+    allow_everyone: bool,
+    thread_updates: bool,
     internal_uses: tuple[str, ...],
 ) -> None:
     """Add a destination."""
 
     async def body(session: AsyncSession) -> None:
         created = await destinations.create(
-            session, name=name, platform=destinations.parse_platform(platform), target=target,
-            actor=None, visibility=Visibility.PRIVATE if private else Visibility.PUBLIC,
-            pin=pin, silent=silent, crosspost=crosspost, allow_everyone=allow_everyone,
-            thread_updates=thread_updates, internal_uses=[InternalUse(u) for u in internal_uses],
+            session,
+            name=name,
+            platform=destinations.parse_platform(platform),
+            target=target,
+            actor=None,
+            visibility=Visibility.PRIVATE if private else Visibility.PUBLIC,
+            pin=pin,
+            silent=silent,
+            crosspost=crosspost,
+            allow_everyone=allow_everyone,
+            thread_updates=thread_updates,
+            internal_uses=[InternalUse(u) for u in internal_uses],
         )
         click.echo(f"added {created.name} ({created.platform}:{created.target})")
 
@@ -321,21 +365,36 @@ async def destination_list(app: AppContext, as_json: bool) -> None:
     async def body(session: AsyncSession) -> None:
         rows = await destinations.list_destinations(session)
         document = [
-            {"name": d.name, "platform": d.platform, "target": d.target,
-             "visibility": d.visibility, "enabled": d.enabled, "compromised": d.compromised,
-             "internal_uses": d.internal_uses, **d.options()}
+            {
+                "name": d.name,
+                "platform": d.platform,
+                "target": d.target,
+                "visibility": d.visibility,
+                "enabled": d.enabled,
+                "compromised": d.compromised,
+                "internal_uses": d.internal_uses,
+                **d.options(),
+            }
             for d in rows
         ]
 
         def text() -> str:
             lines = []
             for d in document:
-                flags = [k for k in ("pin", "silent", "crosspost", "allow_everyone",
-                                     "thread_updates") if d[k]]
-                state = "COMPROMISED" if d["compromised"] else (
-                    "enabled" if d["enabled"] else "disabled")
-                lines.append(f"{d['name']:<24} {d['platform']:<9} {d['target']:<22} "
-                             f"{d['visibility']:<8} {state:<11} {','.join(flags)}")
+                flags = [
+                    k
+                    for k in ("pin", "silent", "crosspost", "allow_everyone", "thread_updates")
+                    if d[k]
+                ]
+                state = (
+                    "COMPROMISED"
+                    if d["compromised"]
+                    else ("enabled" if d["enabled"] else "disabled")
+                )
+                lines.append(
+                    f"{d['name']:<24} {d['platform']:<9} {d['target']:<22} "
+                    f"{d['visibility']:<8} {state:<11} {','.join(flags)}"
+                )
             return "\n".join(lines) or "(no destinations)"
 
         _emit(document, as_json, text)
@@ -378,6 +437,7 @@ async def destination_restore(app: AppContext, name: str) -> None:
 
 # -------------------------------------------------------------------------------- templates
 
+
 @cli.group()
 def template() -> None:
     """Announcement templates."""
@@ -392,15 +452,26 @@ def template_list(app: AppContext, as_json: bool, include_internal: bool) -> Non
     registry = drafts.registry_for(app.settings)
     specs = registry.list(None if include_internal else "public")
     document = [
-        {"name": s.name, "title": s.title, "audience": s.audience,
-         "needs_next_update": s.needs_next_update, "mentions_everyone": s.mentions_everyone,
-         "variables": [{"name": v.name, "type": v.type.value, "required": v.required,
-                        "help": v.help, "choices": list(v.choices)} for v in s.variables]}
+        {
+            "name": s.name,
+            "title": s.title,
+            "audience": s.audience,
+            "needs_next_update": s.needs_next_update,
+            "mentions_everyone": s.mentions_everyone,
+            "variables": [
+                {
+                    "name": v.name,
+                    "type": v.type.value,
+                    "required": v.required,
+                    "help": v.help,
+                    "choices": list(v.choices),
+                }
+                for v in s.variables
+            ],
+        }
         for s in specs
     ]
-    _emit(document, as_json, lambda: "\n".join(
-        f"{d['name']:<24} {d['title']}" for d in document
-    ))
+    _emit(document, as_json, lambda: "\n".join(f"{d['name']:<24} {d['title']}" for d in document))
 
 
 @template.command("show")
@@ -422,6 +493,7 @@ def template_show(app: AppContext, name: str) -> None:
 
 # -------------------------------------------------------------------------------- incidents
 
+
 @cli.group()
 def incident() -> None:
     """Incidents, their roles and the Incident Log."""
@@ -429,15 +501,23 @@ def incident() -> None:
 
 def _incident_document(inc: Any) -> dict[str, Any]:
     return {
-        "key": inc.key, "title": inc.title, "summary": inc.summary, "severity": inc.severity,
-        "status": inc.status, "opened_at": inc.opened_at.isoformat(),
+        "key": inc.key,
+        "title": inc.title,
+        "summary": inc.summary,
+        "severity": inc.severity,
+        "status": inc.status,
+        "opened_at": inc.opened_at.isoformat(),
         "opened_by": inc.opened_by.username,
         "leader": inc.leader.username if inc.leader else None,
         "pending_leader": inc.pending_leader.user.username if inc.pending_leader else None,
         "roles": [
-            {"role": a.role, "user": a.user.username,
-             "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None}
-            for a in inc.assignments if a.ended_at is None
+            {
+                "role": a.role,
+                "user": a.user.username,
+                "acknowledged_at": a.acknowledged_at.isoformat() if a.acknowledged_at else None,
+            }
+            for a in inc.assignments
+            if a.ended_at is None
         ],
     }
 
@@ -455,8 +535,11 @@ async def incident_open(app: AppContext, title: str, severity: str, summary: str
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         created = await incidents.open_incident(
-            session, title=title, severity=incidents.parse_severity(severity),
-            summary=summary, actor=actor,
+            session,
+            title=title,
+            severity=incidents.parse_severity(severity),
+            summary=summary,
+            actor=actor,
         )
         click.echo(created.key)
 
@@ -474,9 +557,16 @@ async def incident_list(app: AppContext, as_json: bool, open_only: bool) -> None
     async def body(session: AsyncSession) -> None:
         rows = await incidents.list_incidents(session, open_only=open_only)
         document = [_incident_document(i) for i in rows]
-        _emit(document, as_json, lambda: "\n".join(
-            f"{d['key']}  {d['severity']}  {d['status']:<13} {d['title']}" for d in document
-        ) or "(no incidents)")
+        _emit(
+            document,
+            as_json,
+            lambda: (
+                "\n".join(
+                    f"{d['key']}  {d['severity']}  {d['status']:<13} {d['title']}" for d in document
+                )
+                or "(no incidents)"
+            ),
+        )
 
     await in_transaction(app, body)
 
@@ -501,11 +591,20 @@ async def incident_show(app: AppContext, key: str, as_json: bool) -> None:
             lines = [f"{inc.key}  {inc.severity}  {inc.status}", inc.title]
             if inc.summary:
                 lines.append(inc.summary)
-            lines.append("roles: " + (", ".join(
-                f"{r['role']}={r['user']}" + ("" if r["acknowledged_at"] else " (pending)")
-                for r in document["roles"]) or "none"))
-            lines += [f"draft #{d['id']} v{d['version']} {d['template']} {d['status']}"
-                      for d in document["drafts"]]
+            lines.append(
+                "roles: "
+                + (
+                    ", ".join(
+                        f"{r['role']}={r['user']}" + ("" if r["acknowledged_at"] else " (pending)")
+                        for r in document["roles"]
+                    )
+                    or "none"
+                )
+            )
+            lines += [
+                f"draft #{d['id']} v{d['version']} {d['template']} {d['status']}"
+                for d in document["drafts"]
+            ]
             return "\n".join(lines)
 
         _emit(document, as_json, text)
@@ -529,15 +628,26 @@ async def incident_log(app: AppContext, key: str, markdown: bool, as_json: bool)
             click.echo(export.render_markdown(inc, rows), nl=False)
             return
         document = [
-            {"at": e.at.isoformat(), "kind": e.kind, "actor": e.actor.username if e.actor else None,
-             "text": e.text, "rationale": e.rationale,
-             "owner": e.owner.username if e.owner else None, "channel": e.channel}
+            {
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "actor": e.actor.username if e.actor else None,
+                "text": e.text,
+                "rationale": e.rationale,
+                "owner": e.owner.username if e.owner else None,
+                "channel": e.channel,
+            }
             for e in rows
         ]
-        _emit(document, as_json, lambda: "\n".join(
-            f"{e.at:%Y-%m-%d %H:%M:%S} UTC  {e.kind:<8} {e.text}"
-            + (f"  (rationale: {e.rationale})" if e.rationale else "") for e in rows
-        ))
+        _emit(
+            document,
+            as_json,
+            lambda: "\n".join(
+                f"{e.at:%Y-%m-%d %H:%M:%S} UTC  {e.kind:<8} {e.text}"
+                + (f"  (rationale: {e.rationale})" if e.rationale else "")
+                for e in rows
+            ),
+        )
 
     await in_transaction(app, body)
 
@@ -556,7 +666,10 @@ async def incident_status(app: AppContext, key: str, status: str, rationale: str
         actor = await users.require_user(session, username=by, field="by")
         inc = await incidents.require_incident(session, key=key)
         await incidents.change_status(
-            session, incident=inc, status=incidents.parse_status(status), actor=actor,
+            session,
+            incident=inc,
+            status=incidents.parse_status(status),
+            actor=actor,
             rationale=rationale,
         )
         click.echo(f"{inc.key} is now {inc.status}")
@@ -581,12 +694,17 @@ async def incident_severity(
         actor = await users.require_user(session, username=by, field="by")
         inc = await incidents.require_incident(session, key=key)
         touched = await flows.change_severity(
-            session, incident=inc, severity=incidents.parse_severity(severity), actor=actor,
-            rationale=rationale, settings=app.settings,
+            session,
+            incident=inc,
+            severity=incidents.parse_severity(severity),
+            actor=actor,
+            rationale=rationale,
+            settings=app.settings,
         )
-        click.echo(f"{inc.key} is now {inc.severity}"
-                   + (f"; re-rendered drafts {', '.join(f'#{d.id}' for d in touched)}"
-                      if touched else ""))
+        click.echo(
+            f"{inc.key} is now {inc.severity}"
+            + (f"; re-rendered drafts {', '.join(f'#{d.id}' for d in touched)}" if touched else "")
+        )
 
     await in_transaction(app, body)
 
@@ -606,12 +724,17 @@ async def incident_assign(app: AppContext, key: str, role: str, username: str, b
         assignee = await users.require_user(session, username=username, field="user")
         inc = await incidents.require_incident(session, key=key)
         assignment = await incidents.assign(
-            session, incident=inc, role=incidents.parse_incident_role(role), user=assignee,
+            session,
+            incident=inc,
+            role=incidents.parse_incident_role(role),
+            user=assignee,
             actor=actor,
         )
         pending = assignment.acknowledged_at is None
-        click.echo(f"{assignee.username} assigned as {role}"
-                   + (" (awaiting acknowledgment)" if pending else ""))
+        click.echo(
+            f"{assignee.username} assigned as {role}"
+            + (" (awaiting acknowledgment)" if pending else "")
+        )
 
     await in_transaction(app, body)
 
@@ -642,18 +765,25 @@ async def incident_ack(app: AppContext, key: str, by: str) -> None:
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
-async def incident_note(app: AppContext, key: str, text: str, kind: str, rationale: str,
-                        owner: str | None, by: str) -> None:
+async def incident_note(
+    app: AppContext, key: str, text: str, kind: str, rationale: str, owner: str | None, by: str
+) -> None:
     """Add a note, a decision (with rationale) or an action (with owner) to the Incident Log."""
 
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         inc = await incidents.require_incident(session, key=key)
-        owner_user = await users.require_user(session, username=owner, field="owner") \
-            if owner else None
+        owner_user = (
+            await users.require_user(session, username=owner, field="owner") if owner else None
+        )
         await incidents.add_entry(
-            session, incident=inc, kind=LogKind(kind), text=text, actor=actor,
-            rationale=rationale, owner=owner_user,
+            session,
+            incident=inc,
+            kind=LogKind(kind),
+            text=text,
+            actor=actor,
+            rationale=rationale,
+            owner=owner_user,
         )
         click.echo(f"logged {kind} on {inc.key}")
 
@@ -662,15 +792,21 @@ async def incident_note(app: AppContext, key: str, text: str, kind: str, rationa
 
 # ----------------------------------------------------------------------------------- drafts
 
+
 @cli.group()
 def draft() -> None:
     """Announcement drafts and their approval."""
 
 
-def _draft_options(pin: bool | None, silent: bool | None, link_previews: bool,
-                   publish_at: str | None) -> DraftOptions:
-    return DraftOptions(pin=pin, silent=silent, link_previews=link_previews,
-                        publish_at=_parse_when(publish_at, "publish_at"))
+def _draft_options(
+    pin: bool | None, silent: bool | None, link_previews: bool, publish_at: str | None
+) -> DraftOptions:
+    return DraftOptions(
+        pin=pin,
+        silent=silent,
+        link_previews=link_previews,
+        publish_at=_parse_when(publish_at, "publish_at"),
+    )
 
 
 @draft.command("new")
@@ -687,9 +823,17 @@ def _draft_options(pin: bool | None, silent: bool | None, link_previews: bool,
 @pass_app
 @run_async
 async def draft_new(
-    app: AppContext, incident_key: str, template_name: str, variables: tuple[str, ...],
-    targets: tuple[str, ...], pin: bool | None, silent: bool | None, link_previews: bool,
-    publish_at: str | None, corrects: int | None, by: str,
+    app: AppContext,
+    incident_key: str,
+    template_name: str,
+    variables: tuple[str, ...],
+    targets: tuple[str, ...],
+    pin: bool | None,
+    silent: bool | None,
+    link_previews: bool,
+    publish_at: str | None,
+    corrects: int | None,
+    by: str,
 ) -> None:
     """Write a draft from a template; prints the draft id."""
     values = _pairs(variables, "--var")
@@ -697,13 +841,22 @@ async def draft_new(
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         inc = await incidents.require_incident(session, key=incident_key)
-        chosen = [await destinations.require_destination(session, name=n, field="to")
-                  for n in targets]
-        corrected = await drafts.require_draft(session, draft_id=corrects, field="corrects") \
-            if corrects is not None else None
+        chosen = [
+            await destinations.require_destination(session, name=n, field="to") for n in targets
+        ]
+        corrected = (
+            await drafts.require_draft(session, draft_id=corrects, field="corrects")
+            if corrects is not None
+            else None
+        )
         created = await drafts.create(
-            session, incident=inc, template=template_name, variables=values, destinations=chosen,
-            actor=actor, settings=app.settings,
+            session,
+            incident=inc,
+            template=template_name,
+            variables=values,
+            destinations=chosen,
+            actor=actor,
+            settings=app.settings,
             options=_draft_options(pin, silent, link_previews, publish_at),
             correction_of=corrected,
         )
@@ -717,15 +870,26 @@ async def draft_new(
 @draft.command("edit")
 @click.argument("draft_id", type=int)
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE")
-@click.option("--to", "targets", multiple=True, metavar="DESTINATION",
-              help="Replace the destinations.")
-@click.option("--expect-version", type=int, default=None,
-              help="Refuse if the draft is no longer at this version.")
+@click.option(
+    "--to", "targets", multiple=True, metavar="DESTINATION", help="Replace the destinations."
+)
+@click.option(
+    "--expect-version",
+    type=int,
+    default=None,
+    help="Refuse if the draft is no longer at this version.",
+)
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
-async def draft_edit(app: AppContext, draft_id: int, variables: tuple[str, ...],
-                     targets: tuple[str, ...], expect_version: int | None, by: str) -> None:
+async def draft_edit(
+    app: AppContext,
+    draft_id: int,
+    variables: tuple[str, ...],
+    targets: tuple[str, ...],
+    expect_version: int | None,
+    by: str,
+) -> None:
     """Change variables or destinations: a new version, and earlier approvals stop counting."""
     values = _pairs(variables, "--var")
     if not values and not targets:
@@ -734,11 +898,19 @@ async def draft_edit(app: AppContext, draft_id: int, variables: tuple[str, ...],
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         found = await drafts.require_draft(session, draft_id=draft_id)
-        chosen = [await destinations.require_destination(session, name=n, field="to")
-                  for n in targets] if targets else None
+        chosen = (
+            [await destinations.require_destination(session, name=n, field="to") for n in targets]
+            if targets
+            else None
+        )
         edited = await drafts.edit(
-            session, draft=found, actor=actor, settings=app.settings, variables=values,
-            destinations=chosen, expected_version=expect_version,
+            session,
+            draft=found,
+            actor=actor,
+            settings=app.settings,
+            variables=values,
+            destinations=chosen,
+            expected_version=expect_version,
         )
         click.echo(f"draft #{edited.id} is now version {edited.version} ({edited.status})")
 
@@ -757,14 +929,28 @@ async def draft_list(app: AppContext, incident_key: str | None, as_json: bool) -
         inc = await incidents.require_incident(session, key=incident_key) if incident_key else None
         rows = await drafts.list_drafts(session, incident=inc)
         document = [
-            {"id": d.id, "incident": d.incident.key, "template": d.template,
-             "version": d.version, "status": d.status, "author": d.author.username}
+            {
+                "id": d.id,
+                "incident": d.incident.key,
+                "template": d.template,
+                "version": d.version,
+                "status": d.status,
+                "author": d.author.username,
+            }
             for d in rows
         ]
-        _emit(document, as_json, lambda: "\n".join(
-            f"#{d['id']:<5} {d['incident']}  v{d['version']:<3} {d['status']:<16} {d['template']}"
-            for d in document
-        ) or "(no drafts)")
+        _emit(
+            document,
+            as_json,
+            lambda: (
+                "\n".join(
+                    f"#{d['id']:<5} {d['incident']}  v{d['version']:<3} "
+                    f"{d['status']:<16} {d['template']}"
+                    for d in document
+                )
+                or "(no drafts)"
+            ),
+        )
 
     await in_transaction(app, body)
 
@@ -798,8 +984,9 @@ async def draft_show(app: AppContext, draft_id: int, as_json: bool) -> None:
             for platform in ("discord", "telegram"):
                 for i, message in enumerate(document["rendered"][platform], 1):
                     lines += [f"--- {platform} message {i} ---", message]
-            lines += [f"delivery to {d['destination']}: {d['state']}"
-                      for d in document["deliveries"]]
+            lines += [
+                f"delivery to {d['destination']}: {d['state']}" for d in document["deliveries"]
+            ]
             return "\n".join(lines)
 
         _emit(document, as_json, text)
@@ -818,11 +1005,12 @@ async def draft_submit(app: AppContext, draft_id: int, by: str) -> None:
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")
         found = await drafts.require_draft(session, draft_id=draft_id)
-        submitted = await drafts.submit(session, draft=found, actor=actor,
-                                         settings=app.settings)
+        submitted = await drafts.submit(session, draft=found, actor=actor, settings=app.settings)
         state = drafts.quorum(submitted, settings=app.settings)
-        click.echo(f"draft #{submitted.id} v{submitted.version} is in review "
-                   f"(needs {state.needed} approval(s))")
+        click.echo(
+            f"draft #{submitted.id} v{submitted.version} is in review "
+            f"(needs {state.needed} approval(s))"
+        )
 
     await in_transaction(app, body)
 
@@ -840,11 +1028,17 @@ async def draft_approve(app: AppContext, draft_id: int, expect_hash: str | None,
         actor = await users.require_user(session, username=by, field="by")
         found = await drafts.require_draft(session, draft_id=draft_id)
         approved = await drafts.approve(
-            session, draft=found, actor=actor, settings=app.settings, expected_hash=expect_hash,
+            session,
+            draft=found,
+            actor=actor,
+            settings=app.settings,
+            expected_hash=expect_hash,
         )
         state = drafts.quorum(approved, settings=app.settings)
-        click.echo(f"draft #{approved.id} v{approved.version}: {state.have} of {state.needed} "
-                   f"approvals — {approved.status}")
+        click.echo(
+            f"draft #{approved.id} v{approved.version}: {state.have} of {state.needed} "
+            f"approvals — {approved.status}"
+        )
 
     await in_transaction(app, body)
 
@@ -856,8 +1050,9 @@ async def draft_approve(app: AppContext, draft_id: int, expect_hash: str | None,
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
-async def draft_reject(app: AppContext, draft_id: int, reason: str, expect_hash: str | None,
-                       by: str) -> None:
+async def draft_reject(
+    app: AppContext, draft_id: int, reason: str, expect_hash: str | None, by: str
+) -> None:
     """Reject a draft, with a reason; it goes back to its author."""
 
     async def body(session: AsyncSession) -> None:
@@ -891,6 +1086,7 @@ async def draft_withdraw(app: AppContext, draft_id: int, reason: str, by: str) -
 
 # ------------------------------------------------------------------------------------ audit
 
+
 @cli.group("audit")
 def audit_group() -> None:
     """The tamper-evident audit log."""
@@ -922,15 +1118,80 @@ async def audit_list(app: AppContext, limit: int, as_json: bool) -> None:
     async def body(session: AsyncSession) -> None:
         rows = await audit.recent(session, limit=limit)
         document = [
-            {"seq": e.seq, "at": e.at.isoformat(), "actor": e.actor, "action": e.action,
-             "target": e.target, "details": e.details, "hash": e.hash} for e in rows
-        ]
-        _emit(document, as_json, lambda: "\n".join(
-            f"#{e.seq:<6} {e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<14} {e.action:<22} {e.target}"
+            {
+                "seq": e.seq,
+                "at": e.at.isoformat(),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "details": e.details,
+                "hash": e.hash,
+            }
             for e in rows
-        ))
+        ]
+        _emit(
+            document,
+            as_json,
+            lambda: "\n".join(
+                f"#{e.seq:<6} {e.at:%Y-%m-%d %H:%M:%S}  {e.actor:<14} {e.action:<22} {e.target}"
+                for e in rows
+            ),
+        )
 
     await in_transaction(app, body)
+
+
+# ------------------------------------------------------------------------------ panel, tokens
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@pass_app
+def serve(app: AppContext, host: str, port: int) -> None:
+    """Apply migrations, then serve the approval panel and the JSON API."""
+    from approvals.server import serve as serve_panel
+
+    try:
+        serve_panel(app.settings, host=host, port=port)
+    except ConfigError as error:
+        _fail(str(error), EXIT_USAGE)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens for automation."""
+
+
+@token.command("create")
+@click.argument("username")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["read", "draft", "approve", "detections:write", "admin"]),
+    help="A scope; repeat for several. The user's roles still apply.",
+)
+@click.option("--name", default="cli", show_default=True, help="What the token is for.")
+@pass_app
+@run_async
+async def token_create(app: AppContext, username: str, scopes: tuple[str, ...], name: str) -> None:
+    """Create an API token for USERNAME and print it once (only its hash is stored)."""
+    from comms.auth import tokens
+
+    async def body(session: AsyncSession) -> str:
+        owner = await users.require_user(session, username=username)
+        raw, _created = await tokens.create(
+            session,
+            user=owner,
+            name=name,
+            scopes=tokens.parse_scopes(scopes),
+            actor=None,
+        )
+        return raw
+
+    click.echo(await in_transaction(app, body))
 
 
 def main(prog_name: str = "comms") -> None:

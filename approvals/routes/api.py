@@ -183,7 +183,8 @@ async def edit_draft(session: DbSession, state: Panel, user: CurrentUser, draft:
 @allow(Action.DRAFT_WRITE)
 async def submit_draft(session: DbSession, state: Panel, user: CurrentUser,
                        draft: ApiDraft) -> dict[str, Any]:
-    return await document(session, await drafts.submit(session, draft=draft, actor=user),
+    return await document(session, await drafts.submit(session, draft=draft, actor=user,
+                                                                settings=state.settings),
                           state.settings)
 
 

@@ -214,7 +214,7 @@ async def draft_create(request: Request, session: DbSession, state: Panel, user:
             actor=user, settings=state.settings, options=options,
         )
         if _text(form, "action") == "submit":
-            await drafts.submit(session, draft=created, actor=user)
+            await drafts.submit(session, draft=created, actor=user, settings=state.settings)
     except CommsError as exc:
         raise form_error(request, "drafts/edit.html", ctx, exc) from exc
     return redirect(f"/drafts/{created.id}")
@@ -277,7 +277,7 @@ async def draft_edit(request: Request, session: DbSession, state: Panel, user: C
             expected_version=expected,
         )
         if _text(form, "action") == "submit" and edited.status == DraftStatus.DRAFT.value:
-            await drafts.submit(session, draft=edited, actor=user)
+            await drafts.submit(session, draft=edited, actor=user, settings=state.settings)
     except CommsError as exc:
         raise form_error(request, "drafts/edit.html", ctx, exc) from exc
     return redirect(f"/drafts/{draft.id}")
@@ -391,7 +391,7 @@ async def draft_reject(request: Request, session: DbSession, state: Panel, user:
 async def draft_submit(request: Request, session: DbSession, state: Panel, user: CurrentUser,
                        session_row: CurrentSession, draft: CurrentDraft) -> Response:
     try:
-        await drafts.submit(session, draft=draft, actor=user)
+        await drafts.submit(session, draft=draft, actor=user, settings=state.settings)
     except CommsError as exc:
         ctx = await review_ctx(session, state, draft, user=user,
                                stepup_fresh=_fresh(state, session_row))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.audit import service as audit
@@ -18,7 +19,7 @@ from comms.auth.crypto import Keys
 from comms.clock import utcnow
 from comms.settings import Settings
 from comms.users import service as users
-from comms.users.models import User
+from comms.users.models import User, UserRole
 
 PASSWORD_INPUT_MAX = 1024
 
@@ -91,6 +92,9 @@ async def password_login(
         return await _refused(session, account=account, ip=ip, refusal=refusal, kind="login")
     user = await users.get_by_username(session, username=username) \
         if len(username.strip()) <= 64 else None
+    if user is None:
+        # A known user's roles are loaded with a second query; do the same amount of work.
+        await session.execute(select(UserRole.id).where(UserRole.user_id == -1))
     ok = len(password) <= PASSWORD_INPUT_MAX and users.verify_password(user, password)
     if not ok or user is None or not user.active:
         why = "bad_password" if user is not None else "unknown_user"
