@@ -23,6 +23,7 @@ from comms.rendering import (
     RenderContext,
     TemplateLoadError,
     TemplateRegistry,
+    TemplateSpec,
     VarType,
     default_templates_dir,
     message_length,
@@ -155,10 +156,8 @@ def test_renders_valid_messages_on_both_platforms(name: str, optional: bool) -> 
             assert "None" not in message
 
 
-def _choice_combinations(spec: object, values: dict[str, str]) -> list[dict[str, str]]:
-    from comms.rendering import TemplateSpec
-
-    assert isinstance(spec, TemplateSpec)
+def _choice_combinations(spec: TemplateSpec, values: dict[str, str]) -> list[dict[str, str]]:
+    """The values once for every combination of the template's choices."""
     combos = [values]
     for var in spec.variables:
         if var.type is VarType.CHOICE and var.name in values:
