@@ -520,7 +520,13 @@ class ControlAPI:
     # --- Telegram ----------------------------------------------------------------------
 
     def _t_chat(self, request: web.Request) -> ts.TgChat:
-        chat = self.sb.telegram_world.find_chat(request.match_info["chat_id"])
+        world = self.sb.telegram_world
+        raw = request.match_info["chat_id"]
+        chat = world.find_chat(raw)
+        if chat is None and raw.isdigit():
+            user = world.users.get(int(raw))
+            if user is not None and not user.is_bot:
+                return world.private_chat(user)  # a member opening a chat with the bot
         if chat is None:
             raise ControlError(404, "unknown Telegram chat")
         return chat
@@ -599,6 +605,8 @@ class ControlAPI:
             raise ControlError(400, "text must be a string")
         if chat.type == "channel":
             raise ControlError(403, "only administrators post in a channel")
+        if chat.type == "private" and chat.id != user.id:
+            raise ControlError(403, "only that user writes in a private chat with the bot")
         if chat.is_group and not chat.permissions.get("can_send_messages", True):
             raise ControlError(403, "members may not send messages in this chat")
         reply_to = data.get("reply_to")

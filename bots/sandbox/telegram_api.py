@@ -341,6 +341,10 @@ class TelegramAPI:
             raise bad_request("chat_id is empty")
         chat = self.world.find_chat(params["chat_id"])
         if chat is None:
+            if self.world.find_user(params["chat_id"]) is not None and isinstance(
+                params["chat_id"], int
+            ):
+                raise TelegramError(403, "Forbidden: bot can't initiate conversation with a user")
             raise bad_request("chat not found")
         if not chat.bot_member:
             if chat.type == "private":

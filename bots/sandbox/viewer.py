@@ -2,6 +2,7 @@
 """The viewer page: channels and chats as members see them, and a box to post as a member.
 
 One static page; everything it shows comes from the control API, so it needs no templates.
+``/#discord/<channel id>`` or ``/#telegram/<chat id>`` opens a channel or chat directly.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ async function loadWorld(){
   let h="";
   for(const g of world.discord.guilds){
     h+=`<h2>Discord &middot; ${esc(g.name)}</h2>`;
-    for(const c of [...g.channels,...g.threads]) h+=link("discord",c.id,(c.thread?"&nbsp;&nbsp;&#8627; ":"# ")+c.name+(c.locked?" &#128274;":"")+(c.private?" &#128065;":""));
+    for(const c of [...g.channels,...g.threads]) h+=link("discord",c.id,(c.thread?"&nbsp;&nbsp;&#8627; ":"# ")+c.name+(c.locked?" (locked)":"")+(c.private?" (private)":""));
   }
   h+=`<h2>Telegram</h2>`;
   for(const c of world.telegram.chats) h+=link("telegram",c.id,esc(c.title||c.first_name)+` <small>(${c.type})</small>`);
@@ -52,7 +53,7 @@ function users(){
   if(current.p==="discord"){const g=world.discord.guilds[0];return g.members.filter(m=>!m.bot).map(m=>[m.id,m.username]);}
   return world.telegram.users.map(u=>[u.id,u.username||u.first_name]);
 }
-async function pick(p,id){current={p,id};document.getElementById("who").innerHTML=users().map(([i,n])=>`<option value="${i}">${esc(n)}</option>`).join("");await loadWorld();await refresh();}
+async function pick(p,id){current={p,id};history.replaceState(null,"","#"+p+"/"+id);document.getElementById("who").innerHTML=users().map(([i,n])=>`<option value="${i}">${esc(n)}</option>`).join("");await loadWorld();await refresh();}
 async function refresh(){
   if(!current)return;
   const base=current.p==="discord"?`control/discord/channels/${current.id}`:`control/telegram/chats/${current.id}`;
@@ -72,7 +73,8 @@ document.getElementById("post").onsubmit=async e=>{
   if(r.error)alert(r.error); else document.getElementById("text").value="";
   refresh();
 };
-loadWorld();setInterval(refresh,1000);
+async function boot(){await loadWorld();const h=location.hash.slice(1).split("/");if(h.length===2&&(h[0]==="discord"||h[0]==="telegram"))await pick(h[0],h[1]);}
+boot();setInterval(refresh,1000);
 </script></body></html>
 """
 

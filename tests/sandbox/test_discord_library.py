@@ -308,3 +308,34 @@ async def test_create_private_channel_with_overwrites(
     assert refused["code"] == 50001
     await channel.edit(slowmode_delay=0)
     assert (await control.get(f"/discord/channels/{channel.id}"))["rate_limit_per_user"] == 0
+
+
+async def test_deferred_answer_and_followup(
+    sandbox: Sandbox, discord_factory: DiscordFactory, control: Control
+) -> None:
+    done: asyncio.Queue[int] = asyncio.Queue()
+    guild = discord.Object(int(sandbox.info["discord_guild_id"]))
+
+    def setup(client: SandboxClient) -> None:
+        @client.tree.command(name="status", description="Current incident status", guild=guild)
+        async def status(interaction: discord.Interaction) -> None:
+            await interaction.response.defer(thinking=True)
+            await interaction.edit_original_response(content="All systems operational")
+            followup = await interaction.followup.send("Details in #announcements", wait=True)
+            done.put_nowait(followup.id)
+
+    client = await discord_factory(setup=setup)
+    assert [c.name for c in await client.tree.sync(guild=guild)] == ["status"]
+    general = sandbox.info["discord_channels"]["general"]
+    created = await control.post(
+        "/discord/interactions",
+        {"username": "bob", "channel_id": general, "command": "status"},
+        expect=201,
+    )
+    followup_id = await asyncio.wait_for(done.get(), 5)
+    state = await control.get(f"/discord/interactions/{created['interaction_id']}")
+    assert state["response_type"] == 5
+    assert state["response"]["text"] == "All systems operational"
+    assert state["followups"][0]["id"] == str(followup_id)
+    shown = [m["text"] for m in await control.get(f"/discord/channels/{general}/messages")]
+    assert shown == ["All systems operational", "Details in #announcements"]

@@ -16,7 +16,7 @@ from telegram import (
     Update,
 )
 from telegram.constants import ParseMode
-from telegram.error import BadRequest, NetworkError, RetryAfter
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter
 from telegram.ext import AIORateLimiter, CommandHandler, ContextTypes, MessageHandler, filters
 
 from bots.sandbox import Sandbox
@@ -227,3 +227,25 @@ async def test_fault_then_recovery(
     limited = await telegram_factory(poll=False, rate_limiter=AIORateLimiter(max_retries=1))
     again = await limited.bot.send_message(chat, "after a forced 429")
     assert again.text == "after a forced 429"
+
+
+async def test_private_chat_after_the_user_starts_the_bot(
+    sandbox: Sandbox, telegram_factory: TelegramFactory, control: Control
+) -> None:
+    started: asyncio.Queue[int] = asyncio.Queue()
+
+    async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.effective_chat is not None
+        started.put_nowait(update.effective_chat.id)
+        await context.bot.send_message(update.effective_chat.id, "Subscribed to alerts")
+
+    app = await telegram_factory(handlers=[CommandHandler("start", start)])
+    bob = sandbox.info["telegram_users"]["bob"]
+    with pytest.raises(Forbidden, match="initiate conversation"):
+        await app.bot.send_message(bob, "hello")
+    posted = await control.post(f"/telegram/chats/{bob}/messages", {"user": bob, "text": "/start"})
+    assert posted["delivered_to_bot"] is True
+    assert await asyncio.wait_for(started.get(), 10) == bob
+    chat = await app.bot.get_chat(bob)
+    assert chat.type == "private"
+    assert chat.first_name == "Bob"
