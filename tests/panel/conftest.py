@@ -149,3 +149,24 @@ def current_code(secret: str) -> str:
     from comms.clock import utcnow
 
     return totp.code_at(secret, totp.step_of(utcnow()))
+
+
+async def _draft_id_for(db: Database, world: dict[str, Any], settings: Settings, *,
+                        submit: bool, variables: dict[str, str] | None = None) -> int:
+    """A draft by carol for the world's incident, through the real services."""
+    from comms.destinations import service as destinations
+    from comms.drafts import service as drafts
+    from comms.incidents import service as incidents
+    from comms.users import service as users
+
+    async with db.transaction() as session:
+        cm = await users.require_user(session, username="carol")
+        incident = await incidents.require_incident(session, key=world["incident"].key)
+        chosen = [await destinations.require_destination(session, name=n)
+                  for n in ("discord-announcements", "telegram-announcements")]
+        draft = await drafts.create(session, incident=incident, template="active-exploit-initial",
+                                    variables=variables or EXPLOIT_VARS, destinations=chosen,
+                                    actor=cm, settings=settings)
+        if submit:
+            await drafts.submit(session, draft=draft, actor=cm, settings=settings)
+        return draft.id
