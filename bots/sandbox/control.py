@@ -170,6 +170,7 @@ class ControlAPI:
 
     async def reset(self, request: web.Request) -> Any:
         self.sb.reset()
+        await self.sb.discord.resync()
         return {"ok": True}
 
     async def get_limits(self, request: web.Request) -> Any:

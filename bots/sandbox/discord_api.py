@@ -351,10 +351,20 @@ class DiscordAPI:
         self.interaction_tokens: dict[str, int] = {}
         self.routes = self._build_routes()
 
-    def reset(self) -> None:
+    def reset_limits(self) -> None:
         self.buckets.clear()
         self.global_bucket = FixedWindow(self.core.limits.discord_global_per_second, 1.0)
+
+    def reset(self) -> None:
+        self.reset_limits()
         self.interaction_tokens.clear()
+        for session in self.sessions.values():
+            session.buffer.clear()
+
+    async def resync(self) -> None:
+        """After a reset, connected bots get the rebuilt guilds again."""
+        for guild in self.world.guilds.values():
+            await self.dispatch("GUILD_CREATE", self.world.guild_create_json(guild), channel=None)
 
     # --- routing ---------------------------------------------------------------------
 
@@ -1870,6 +1880,8 @@ class DiscordAPI:
                     if session is None:
                         await ws.close(code=4003, message=b"Not authenticated.")
                         break
+                    if op == 8:
+                        await self._member_chunk(session, payload.get("d"))
                 else:
                     await ws.close(code=4001, message=b"Unknown opcode.")
                     break
@@ -1928,6 +1940,27 @@ class DiscordAPI:
                 "GUILD_CREATE", self.world.guild_create_json(guild), channel=None, only=session
             )
         return session
+
+    async def _member_chunk(self, session: GatewaySession, data: Any) -> None:
+        """Answer Request Guild Members (op 8) with one GUILD_MEMBERS_CHUNK."""
+        if not isinstance(data, dict):
+            return
+        guild = self.world.guilds.get(int(str(data.get("guild_id") or 0).strip() or 0))
+        if guild is None:
+            return
+        members = [m.to_json() for m in guild.members.values()]
+        query = data.get("query")
+        if isinstance(query, str) and query:
+            members = [m for m in members if m["user"]["username"].startswith(query)]
+        chunk: dict[str, Any] = {
+            "guild_id": str(guild.id),
+            "members": members,
+            "chunk_index": 0,
+            "chunk_count": 1,
+        }
+        if data.get("nonce") is not None:
+            chunk["nonce"] = data["nonce"]
+        await self.dispatch("GUILD_MEMBERS_CHUNK", chunk, channel=None, only=session)
 
     async def _resume(self, ws: web.WebSocketResponse, data: Any) -> GatewaySession | None:
         session = None

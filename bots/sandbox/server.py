@@ -67,6 +67,7 @@ class Sandbox:
         app.router.add_route("*", API_PREFIX + "{tail:(/.*)?}", self.discord.handle)
         app.router.add_get(GATEWAY_PATH, self.discord.gateway)
         app.router.add_route("*", "/bot{token}/{method}", self.telegram.handle)
+        app.router.add_route("*", "/bot{tail:.*}", self.telegram.not_found)
         app.router.add_routes(self.control.routes())
         app.router.add_get("/", viewer)
         app.on_shutdown.append(self._on_shutdown)
@@ -158,11 +159,10 @@ class Sandbox:
         self.core.limits = self.core.initial_limits
         self.discord.reset()
         self.telegram.reset()
-        self.discord.sessions.clear()
 
     def set_limits(self, limits: SandboxLimits) -> None:
         self.core.limits = limits
-        self.discord.reset()
+        self.discord.reset_limits()
         self.telegram.reset()
 
 

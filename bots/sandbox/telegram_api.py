@@ -217,6 +217,10 @@ class TelegramAPI:
             "setChatPermissions": self.set_chat_permissions,
         }
 
+    async def not_found(self, request: web.Request) -> web.Response:
+        """Paths under /bot that name no method: the Bot API's own 404."""
+        return TelegramError(404, "Not Found").response()
+
     def reset(self) -> None:
         self.chat_buckets.clear()
         self.group_logs.clear()

@@ -9,7 +9,7 @@ import httpx
 
 from bots.sandbox import Sandbox, SandboxLimits
 
-from .conftest import Control
+from .conftest import Control, DiscordFactory
 
 
 async def test_info_and_default_world(sandbox: Sandbox, control: Control) -> None:
@@ -131,3 +131,31 @@ async def test_two_sandboxes_use_different_free_ports() -> None:
     async with Sandbox() as first, Sandbox() as second:
         assert first.port != second.port
         assert first.port > 0
+
+
+async def test_reset_keeps_a_connected_bot_working(
+    sandbox: Sandbox, control: Control, discord_factory: DiscordFactory
+) -> None:
+    client = await discord_factory()
+    general = sandbox.info["discord_channels"]["general"]
+    await control.patch("/limits", {"discord_route_limit": 10})  # changing limits keeps state
+    await control.post("/reset")
+    await control.post(
+        f"/discord/channels/{general}/messages", {"username": "bob", "content": "after reset"},
+        expect=201,
+    )  # fmt: skip
+    message = await client.next_message()
+    assert message.content == "after reset"
+    index = await control.get("")
+    assert "POST /control/reset" in index["endpoints"]
+
+
+async def test_unknown_bot_api_paths_answer_like_telegram(
+    sandbox: Sandbox, http: httpx.AsyncClient
+) -> None:
+    for path in ("", "/", "/getMe/extra"):
+        response = await http.get(
+            f"{sandbox.info['telegram_api_base']}{sandbox.info['telegram_token']}{path}"
+        )
+        assert response.status_code == 404
+        assert response.json() == {"ok": False, "error_code": 404, "description": "Not Found"}

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import discord
+import pytest
 from discord import app_commands
 
 from bots.sandbox import Sandbox
@@ -339,3 +340,22 @@ async def test_deferred_answer_and_followup(
     assert state["followups"][0]["id"] == str(followup_id)
     shown = [m["text"] for m in await control.get(f"/discord/channels/{general}/messages")]
     assert shown == ["All systems operational", "Details in #announcements"]
+
+
+async def test_all_intents_with_member_chunking(
+    sandbox: Sandbox, discord_factory: DiscordFactory
+) -> None:
+    client = await discord_factory(intents=discord.Intents.all())
+    guild = client.get_guild(int(sandbox.info["discord_guild_id"]))
+    assert guild is not None
+    assert guild.chunked
+    names = {m.name for m in guild.members}
+    assert {"alice", "bob", "carol", "dave", "sandbox-comms"} <= names
+
+
+async def test_message_content_intent_not_granted(
+    sandbox: Sandbox, discord_factory: DiscordFactory, control: Control
+) -> None:
+    await control.patch("/discord/bot", {"message_content_intent": False})
+    with pytest.raises(discord.PrivilegedIntentsRequired):
+        await discord_factory()
