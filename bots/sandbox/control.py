@@ -4,6 +4,7 @@ members see, set limits, inject faults, reset, and read the request log and coun
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,8 @@ from .telegram_api import TelegramError
 
 if TYPE_CHECKING:
     from .server import Sandbox
+
+log = logging.getLogger(__name__)
 
 
 class ControlError(Exception):
@@ -91,6 +94,9 @@ class ControlAPI:
                 return json_response({"error": exc.description}, exc.status)
             except (markup.EntityParseError, markup.MessageTextError) as exc:
                 return json_response({"error": exc.description}, 400)
+            except Exception as exc:
+                log.exception("sandbox bug in the control API")
+                return json_response({"error": f"sandbox bug: {exc!r}"}, 500)
             if isinstance(result, web.Response):
                 return result
             return json_response(result)
@@ -472,7 +478,8 @@ class ControlAPI:
     async def d_patch_role(self, request: web.Request) -> Any:
         data = await self.body(request)
         world = self.sb.discord_world
-        guild = world.guilds.get(int(request.match_info["guild_id"] or 0))
+        guild_raw = request.match_info["guild_id"]
+        guild = world.guilds.get(int(guild_raw)) if guild_raw.isdigit() else None
         role_raw = request.match_info["role_id"]
         role = guild.roles.get(int(role_raw)) if guild and role_raw.isdigit() else None
         if guild is None or role is None:
@@ -494,7 +501,10 @@ class ControlAPI:
             raise ControlError(400, "username must be 2-32 characters")
         if world.find_user(username) is not None:
             raise ControlError(409, "username taken")
-        user = world.add_user(username, data.get("global_name"))
+        global_name = data.get("global_name")
+        if global_name is not None and not isinstance(global_name, str):
+            raise ControlError(400, "global_name must be a string")
+        user = world.add_user(username, global_name)
         guild_ids = data.get("guild_ids") or [str(world.default_guild_id)]
         role_refs = data.get("roles") or []
         for raw in guild_ids:

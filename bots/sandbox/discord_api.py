@@ -533,6 +533,12 @@ class DiscordAPI:
             entry["status"] = "disconnected"
             response = web.Response(status=499)
             return response
+        except Exception:
+            # A bug of ours: keep Discord's shape, and make it loud in the log.
+            log.exception("sandbox bug while handling %s %s", request.method, request.path)
+            response = json_response({"message": "500: Internal Server Error", "code": 0}, 500)
+            entry["sandbox_bug"] = True
+            return response
         finally:
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             entry.setdefault("status", response.status if response is not None else 0)
@@ -1009,6 +1015,16 @@ class DiscordAPI:
                             "This field is required",
                         )
                     form.snowflake(reference, "message_id", path="message_reference.message_id")
+                    form.snowflake(reference, "channel_id", path="message_reference.channel_id")
+                    form.snowflake(reference, "guild_id", path="message_reference.guild_id")
+                    if reference.get("fail_if_not_exists") is not None and not isinstance(
+                        reference.get("fail_if_not_exists"), bool
+                    ):
+                        form.add(
+                            "message_reference.fail_if_not_exists",
+                            "BOOLEAN_TYPE_CONVERT",
+                            "Must be either true or false.",
+                        )
             fields["message_reference"] = reference if isinstance(reference, dict) else None
         return fields
 
@@ -1415,6 +1431,9 @@ class DiscordAPI:
                 form.add(path, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
                 continue
             kind = item.get("type") or 1
+            if isinstance(kind, bool) or kind not in (1, 2, 3, 4):
+                form.add(f"{path}.type", "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4}.")
+                continue
             name = item.get("name")
             if not isinstance(name, str) or not 1 <= len(name) <= 32:
                 form.add(
@@ -1436,6 +1455,37 @@ class DiscordAPI:
                 form.add(
                     f"{path}.options", "BASE_TYPE_MAX_LENGTH", "Must be 25 or fewer in length."
                 )
+                continue
+            for o_index, option in enumerate(options):
+                o_path = f"{path}.options.{o_index}"
+                if not isinstance(option, dict):
+                    form.add(o_path, "DICT_TYPE_CONVERT", "Only dictionaries may be used")
+                    continue
+                o_type = option.get("type")
+                if isinstance(o_type, bool) or o_type not in range(1, 12):
+                    form.add(f"{o_path}.type", "BASE_TYPE_CHOICES", "Value must be 1-11.")
+                form.string(option, "name", max_len=32, min_len=1, path=f"{o_path}.name")
+                form.string(option, "description", max_len=100, min_len=1,
+                            path=f"{o_path}.description")  # fmt: skip
+                for key in ("name", "description"):
+                    if not isinstance(option.get(key), str):
+                        form.add(f"{o_path}.{key}", "BASE_TYPE_REQUIRED", "This field is required")
+            if (
+                item.get("default_member_permissions") is not None
+                and not str(item["default_member_permissions"]).isdigit()
+            ):
+                form.add(
+                    f"{path}.default_member_permissions",
+                    "NUMBER_TYPE_COERCE",
+                    "Value is not int.",
+                )
+            for key in ("contexts", "integration_types"):
+                value = item.get(key)
+                if value is not None and (
+                    not isinstance(value, list)
+                    or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                ):
+                    form.add(f"{path}.{key}", "LIST_TYPE_CONVERT", "Only lists of integers")
             specs.append(item)
         form.raise_if_any()
         existing = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,6 +19,7 @@ from .limits import SlidingLog, TokenBucket, telegram_retry_seconds
 from .telegram_state import TelegramWorld, TgChat, TgMessage, TgUser
 
 MAX_POLL_TIMEOUT = 50
+log = logging.getLogger(__name__)
 
 
 class TelegramError(Exception):
@@ -284,6 +286,12 @@ class TelegramAPI:
             # The client went away while we read its request: nobody to answer.
             entry["status"] = "disconnected"
             response = web.Response(status=499)
+            return response
+        except Exception:
+            # A bug of ours: keep the Bot API's shape, and make it loud in the log.
+            log.exception("sandbox bug while handling %s", method)
+            response = TelegramError(500, "Internal Server Error").response()
+            entry["sandbox_bug"] = True
             return response
         finally:
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)

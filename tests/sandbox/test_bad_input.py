@@ -261,11 +261,13 @@ def _random_json(rng: random.Random, depth: int = 0) -> Any:
         return [_random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
     keys = ["content", "embeds", "nonce", "flags", "allowed_mentions", "name", "type",
             "title", "description", "fields", "parse", "users", "message_reference",
-            "message_id"]  # fmt: skip
+            "message_id", "channel_id", "fail_if_not_exists", "options", "data",
+            "default_member_permissions", "contexts", "permission_overwrites", "archived",
+            "locked", "rate_limit_per_user", "enforce_nonce", "id", "allow"]  # fmt: skip
     return {rng.choice(keys): _random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", range(4))
 async def test_random_bodies_never_cause_a_server_error(
     raw_sandbox: Sandbox, http: httpx.AsyncClient, raw_control: Control, seed: int
 ) -> None:
@@ -291,7 +293,7 @@ async def test_random_bodies_never_cause_a_server_error(
                  "timeout"]  # fmt: skip
     tg_methods = ["sendMessage", "editMessageText", "deleteMessage", "pinChatMessage",
                   "setMyCommands", "getChat", "setChatPermissions", "getUpdates"]  # fmt: skip
-    for _ in range(40):
+    for _ in range(60):
         method, path = rng.choice(discord_targets)
         payload = json.dumps(_random_json(rng)).encode()
         response = await http.request(
@@ -308,6 +310,15 @@ async def test_random_bodies_never_cause_a_server_error(
         tg = await http.post(_tg(sb, rng.choice(tg_methods)), data=form)
         assert tg.status_code < 500, (form, tg.text)
         assert tg.json()["ok"] in (True, False)
+        community = sb.info["telegram_chats"]["community"]
+        control_path = rng.choice(
+            ["/discord/interactions", f"/discord/channels/{general}/messages", "/faults",
+             "/telegram/chats", f"/telegram/chats/{community}/messages", "/discord/users",
+             "/discord/guilds"]
+        )  # fmt: skip
+        ctl = await http.post(sb.control_url + control_path, content=payload)
+        assert ctl.status_code < 500, (control_path, payload, ctl.text)
+    assert not [e for e in sb.core.log.since(0) if e.get("sandbox_bug")]
 
 
 async def test_control_api_rejects_bad_input(raw_control: Control, http: httpx.AsyncClient) -> None:
