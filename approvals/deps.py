@@ -33,7 +33,7 @@ from comms.auth import sessions, tokens
 from comms.auth.models import ApiToken, WebSession
 from comms.auth.sessions import Stage
 from comms.db import Database
-from comms.errors import AuthenticationRequired, PermissionDenied
+from comms.errors import AuthenticationRequired, FieldProblem, InvalidInput, PermissionDenied
 from comms.enums import Role
 from comms.permissions import ALLOWED, Action, require
 from comms.users.models import User
@@ -114,7 +114,26 @@ async def guard(request: Request, session: DbSession) -> None:
         await _guard_panel(request, session, rule)
 
 
+def _check_query(request: Request) -> None:
+    """Unknown query parameters are an error, not silently ignored (a typo must not pass)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        known.update(param.alias for param in current.query_params)
+        pending.extend(current.dependencies)
+    unknown = sorted(set(request.query_params.keys()) - known)
+    if unknown:
+        raise InvalidInput([FieldProblem(name[:64], "unknown query parameter")
+                            for name in unknown[:10]])
+
+
 async def _guard_api(request: Request, session: AsyncSession, rule: Rule) -> None:
+    _check_query(request)
     if rule.gate is Gate.PUBLIC:
         return
     scheme, _, raw = request.headers.get("authorization", "").partition(" ")

@@ -34,9 +34,11 @@ class ErrorOut(BaseModel):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": text} for status, text in {
+        400: "Malformed request (e.g. a body that is not JSON)",
         401: "No valid API token", 403: "Scope or role does not allow this",
         404: "Unknown id", 409: "Refused by a rule, or changed since you read it",
         413: "Request body too large", 422: "Invalid input (names each field)",
+        429: "Too many failed second-factor attempts; retry after Retry-After seconds",
     }.items()
 }
 
