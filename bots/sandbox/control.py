@@ -66,6 +66,7 @@ class ControlAPI:
             web.get("/control/discord/channels/{channel_id}", w(self.d_channel)),
             web.get("/control/discord/channels/{channel_id}/messages", w(self.d_messages)),
             web.post("/control/discord/channels/{channel_id}/messages", w(self.d_post)),
+            web.post("/control/discord/dms", w(self.d_dm)),
             web.post("/control/discord/interactions", w(self.d_interaction)),
             web.get("/control/discord/interactions/{interaction_id}", w(self.d_get_interaction)),
             web.post("/control/discord/gateway/reconnect", w(self.d_reconnect)),
@@ -253,6 +254,7 @@ class ControlAPI:
                 and not self.sb.discord_world.can_see(channel, self._everyone_probe(channel))
             ),
             "message_count": sum(1 for m in channel.messages.values() if not m.is_system),
+            "recipients": [str(r) for r in channel.recipient_ids] or None,
             "pinned_message_ids": [str(m.id) for m in channel.messages.values() if m.pinned],
         }
         if channel.is_thread:
@@ -327,10 +329,21 @@ class ControlAPI:
             if include_system or not m.is_system
         ]
 
+    async def d_dm(self, request: web.Request) -> Any:
+        data = await self.body(request)
+        user = self._d_user(data)
+        if user.bot:
+            raise ControlError(400, "bots do not open DMs here")
+        channel = self.sb.discord_world.dm_channel(user)
+        return await self._d_member_post(channel, user, data)
+
     async def d_post(self, request: web.Request) -> Any:
         channel = self._d_chan(request)
         data = await self.body(request)
         user = self._d_user(data)
+        return await self._d_member_post(channel, user, data)
+
+    async def _d_member_post(self, channel: ds.Channel, user: ds.User, data: dict[str, Any]) -> Any:
         content = data.get("content")
         if not isinstance(content, str) or not content.strip() or len(content) > 2000:
             raise ControlError(400, "content must be 1-2000 characters")

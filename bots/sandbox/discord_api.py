@@ -373,6 +373,8 @@ class DiscordAPI:
         routes = [
             r("GET", "/users/@me", self.get_me),
             r("GET", "/oauth2/applications/@me", self.get_application),
+            r("POST", "/users/@me/channels", self.create_dm),
+            r("GET", "/users/{user_id}", self.get_user),
             r("GET", "/gateway", self.get_gateway, auth=False),
             r("GET", "/gateway/bot", self.get_gateway_bot),
             r("GET", "/channels/{channel_id}", self.get_channel),
@@ -773,6 +775,24 @@ class DiscordAPI:
         )
 
     # --- channels ----------------------------------------------------------------------
+
+    async def get_user(self, ctx: Ctx) -> web.Response:
+        user = self.world.users.get(ctx.params["user_id"])
+        if user is None:
+            raise DiscordError(404, 10013, "Unknown User")
+        return json_response(user.to_json())
+
+    async def create_dm(self, ctx: Ctx) -> web.Response:
+        data = ctx.json_object()
+        form = Form()
+        recipient = form.snowflake(data, "recipient_id")
+        if data.get("recipient_id") is None:
+            form.add("recipient_id", "BASE_TYPE_REQUIRED", "This field is required")
+        form.raise_if_any()
+        user = self.world.users.get(recipient or 0)
+        if user is None or user.bot:
+            raise DiscordError(400, 50007, "Cannot send messages to this user")
+        return json_response(self.world.channel_json(self.world.dm_channel(user)))
 
     async def get_channel(self, ctx: Ctx) -> web.Response:
         channel = self.visible_channel(ctx.params["channel_id"])

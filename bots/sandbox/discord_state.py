@@ -264,6 +264,7 @@ class Channel:
     message_count: int = 0
     total_message_sent: int = 0
     member_ids: set[int] = field(default_factory=set)
+    recipient_ids: list[int] = field(default_factory=list)  # DMs only
     # Slowmode bookkeeping: user id -> monotonic time of the last message.
     last_post: dict[int, float] = field(default_factory=dict)
 
@@ -508,10 +509,20 @@ class DiscordWorld:
             return ALL_PERMISSIONS
         return perms
 
+    def dm_channel(self, user: User) -> Channel:
+        """The DM channel between the bot and ``user``, opened on first use."""
+        for channel in self.channels.values():
+            if channel.type == DM and user.id in channel.recipient_ids:
+                return channel
+        channel = Channel(self.ids.next(), None, DM, "", recipient_ids=[user.id])
+        return self.add_channel(channel)
+
     def permissions(self, channel: Channel, user_id: int) -> int:
         """Discord's algorithm: role permissions, then @everyone, role and member overwrites."""
         if channel.guild_id is None:
-            return VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY
+            if user_id != BOT_ID and user_id not in channel.recipient_ids:
+                return 0
+            return VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | EMBED_LINKS
         guild = self.guilds[channel.guild_id]
         source = channel
         if channel.is_thread and channel.parent_id in self.channels:
@@ -547,6 +558,18 @@ class DiscordWorld:
     # --- serialisation -----------------------------------------------------------------
 
     def channel_json(self, channel: Channel) -> dict[str, Any]:
+        if channel.type == DM:
+            return {
+                "id": str(channel.id),
+                "type": DM,
+                "last_message_id": str(channel.last_message_id)
+                if channel.last_message_id
+                else None,
+                "flags": 0,
+                "recipients": [
+                    self.users[uid].to_json() for uid in channel.recipient_ids if uid in self.users
+                ],
+            }
         data: dict[str, Any] = {
             "id": str(channel.id),
             "type": channel.type,

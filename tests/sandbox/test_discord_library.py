@@ -359,3 +359,24 @@ async def test_message_content_intent_not_granted(
     await control.patch("/discord/bot", {"message_content_intent": False})
     with pytest.raises(discord.PrivilegedIntentsRequired):
         await discord_factory()
+
+
+async def test_direct_messages_both_ways(
+    sandbox: Sandbox, discord_factory: DiscordFactory, control: Control
+) -> None:
+    intents = discord.Intents.default()
+    intents.message_content = False  # DMs keep their content anyway
+    client = await discord_factory(intents=intents)
+    posted = await control.post("/discord/dms", {"username": "carol", "content": "help me"}, 201)
+    message = await client.next_message()
+    assert isinstance(message.channel, discord.DMChannel)
+    assert message.content == "help me"
+    answer = await message.channel.send("A responder will contact you")
+    carol = await client.fetch_user(int(sandbox.info["discord_users"]["carol"]))
+    direct = await carol.send("Incident resolved")
+    assert direct.channel.id == answer.channel.id
+    texts = [
+        m["text"] for m in await control.get(f"/discord/channels/{answer.channel.id}/messages")
+    ]
+    assert texts == ["help me", "A responder will contact you", "Incident resolved"]
+    assert posted["author"]["username"] == "carol"
