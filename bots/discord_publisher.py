@@ -64,11 +64,13 @@ class DiscordPublisher:
         try:
             await asyncio.wait_for(self._client.login(self._token), self._timeout)
         except discord.LoginFailure as error:
-            raise PublishError(f"Discord refused the bot token: {error}",
-                               outcome=Outcome.PERMANENT, status=401) from None
+            raise PublishError(
+                f"Discord refused the bot token: {error}", outcome=Outcome.PERMANENT, status=401
+            ) from None
         except (TimeoutError, aiohttp.ClientError, OSError) as error:
-            raise PublishError(f"cannot reach Discord at {self._api_base}: {error!r}",
-                               outcome=Outcome.TRANSIENT) from None
+            raise PublishError(
+                f"cannot reach Discord at {self._api_base}: {error!r}", outcome=Outcome.TRANSIENT
+            ) from None
         self._started = True
         user = self._client.user
         log.info("Discord publisher logged in as %s", user.name if user else "?")
@@ -82,31 +84,41 @@ class DiscordPublisher:
             try:
                 return await asyncio.wait_for(awaitable, self._timeout)
             except TimeoutError:
-                raise PublishError(f"no answer from Discord within {self._timeout:g} s",
-                                   outcome=Outcome.AMBIGUOUS) from None
+                raise PublishError(
+                    f"no answer from Discord within {self._timeout:g} s", outcome=Outcome.AMBIGUOUS
+                ) from None
             except discord.RateLimited as error:
-                raise PublishError(f"rate limited for {error.retry_after:.1f} s",
-                                   outcome=Outcome.TRANSIENT,
-                                   retry_after=error.retry_after, status=429) from None
+                raise PublishError(
+                    f"rate limited for {error.retry_after:.1f} s",
+                    outcome=Outcome.TRANSIENT,
+                    retry_after=error.retry_after,
+                    status=429,
+                ) from None
             except discord.DiscordServerError as error:
-                raise PublishError(str(error), outcome=Outcome.TRANSIENT,
-                                   status=error.status) from None
+                raise PublishError(
+                    str(error), outcome=Outcome.TRANSIENT, status=error.status
+                ) from None
             except discord.HTTPException as error:
                 transient = error.status == 429 or error.status >= 500
-                raise PublishError(str(error), status=error.status,
-                                   outcome=Outcome.TRANSIENT if transient
-                                   else Outcome.PERMANENT) from None
+                raise PublishError(
+                    str(error),
+                    status=error.status,
+                    outcome=Outcome.TRANSIENT if transient else Outcome.PERMANENT,
+                ) from None
             except aiohttp.ClientConnectorError as error:
-                raise PublishError(f"cannot connect to Discord: {error}",
-                                   outcome=Outcome.TRANSIENT) from None
+                raise PublishError(
+                    f"cannot connect to Discord: {error}", outcome=Outcome.TRANSIENT
+                ) from None
             except (aiohttp.ClientError, OSError) as error:
-                raise PublishError(f"connection lost: {error!r}",
-                                   outcome=Outcome.AMBIGUOUS) from None
+                raise PublishError(
+                    f"connection lost: {error!r}", outcome=Outcome.AMBIGUOUS
+                ) from None
 
     def _mentions(self, everyone: bool) -> discord.AllowedMentions:
         if everyone:
-            return discord.AllowedMentions(everyone=True, users=False, roles=False,
-                                           replied_user=False)
+            return discord.AllowedMentions(
+                everyone=True, users=False, roles=False, replied_user=False
+            )
         return discord.AllowedMentions.none()
 
     async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
@@ -119,13 +131,15 @@ class DiscordPublisher:
         channel = self._client.get_partial_messageable(channel_id)
         ids = list(job.sent_ids)
         for index in range(job.start_index, len(job.messages)):
-            message = await self._call(channel.send(
-                job.messages[index],
-                nonce=f"{job.nonce}{index:02d}",
-                allowed_mentions=self._mentions(job.mention_everyone and index == 0),
-                silent=job.silent,
-                suppress_embeds=not job.link_previews,
-            ))
+            message = await self._call(
+                channel.send(
+                    job.messages[index],
+                    nonce=f"{job.nonce}{index:02d}",
+                    allowed_mentions=self._mentions(job.mention_everyone and index == 0),
+                    silent=job.silent,
+                    suppress_embeds=not job.link_previews,
+                )
+            )
             ids.append(str(message.id))
             await progress(ids)
         result = SendResult(message_ids=ids)
@@ -134,12 +148,20 @@ class DiscordPublisher:
             await self._call(http.pin_message(channel_id, first))
         if job.crosspost and job.into_thread is None:
             for message_id in ids:
-                await self._tolerate(ALREADY_CROSSPOSTED,
-                                     http.publish_message(channel_id, int(message_id)))
+                await self._tolerate(
+                    ALREADY_CROSSPOSTED, http.publish_message(channel_id, int(message_id))
+                )
         if job.thread_name:
-            await self._tolerate(THREAD_EXISTS, http.start_thread_with_message(
-                channel_id, first, name=job.thread_name, auto_archive_duration=10080,
-                rate_limit_per_user=None))
+            await self._tolerate(
+                THREAD_EXISTS,
+                http.start_thread_with_message(
+                    channel_id,
+                    first,
+                    name=job.thread_name,
+                    auto_archive_duration=10080,
+                    rate_limit_per_user=None,
+                ),
+            )
             result.thread_id = str(first)  # a thread started from a message shares its id
         if job.lock_thread is not None:
             thread_id = job.lock_thread or result.thread_id
@@ -166,13 +188,21 @@ class DiscordPublisher:
                 await self._call(message.edit(content=text, allowed_mentions=self._mentions(False)))
                 ids.append(job.edit_ids[index])
             else:  # the correction is longer than the original: post the rest
-                sent = await self._call(channel.send(
-                    text, nonce=f"{job.nonce}{index:02d}", silent=job.silent,
-                    allowed_mentions=self._mentions(False), suppress_embeds=not job.link_previews))
+                sent = await self._call(
+                    channel.send(
+                        text,
+                        nonce=f"{job.nonce}{index:02d}",
+                        silent=job.silent,
+                        allowed_mentions=self._mentions(False),
+                        suppress_embeds=not job.link_previews,
+                    )
+                )
                 ids.append(str(sent.id))
             await progress(ids)
-        return SendResult(message_ids=ids, notes=[f"edited {min(len(ids), len(job.edit_ids))} "
-                                                  "message(s) in place"])
+        return SendResult(
+            message_ids=ids,
+            notes=[f"edited {min(len(ids), len(job.edit_ids))} message(s) in place"],
+        )
 
     async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:
         if not self._started:
@@ -180,10 +210,12 @@ class DiscordPublisher:
         channel = self._client.get_partial_messageable(int(target))
         if ping_role:
             content = f"<@&{ping_role}> {text}"
-            mentions = discord.AllowedMentions(everyone=False, users=False,
-                                               roles=[discord.Object(id=int(ping_role))])
+            mentions = discord.AllowedMentions(
+                everyone=False, users=False, roles=[discord.Object(id=int(ping_role))]
+            )
         else:
             content, mentions = text, discord.AllowedMentions.none()
-        message = await self._call(channel.send(content, allowed_mentions=mentions,
-                                                suppress_embeds=True))
+        message = await self._call(
+            channel.send(content, allowed_mentions=mentions, suppress_embeds=True)
+        )
         return str(message.id)

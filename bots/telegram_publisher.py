@@ -53,20 +53,30 @@ def classify(error: TelegramError) -> PublishError:
     """Map a python-telegram-bot error to what the outbox should do about it."""
     if isinstance(error, RetryAfter):
         seconds = _retry_after_seconds(error)
-        return PublishError(f"429 Too Many Requests: retry after {seconds:g} s",
-                            outcome=Outcome.TRANSIENT, retry_after=seconds, status=429)
+        return PublishError(
+            f"429 Too Many Requests: retry after {seconds:g} s",
+            outcome=Outcome.TRANSIENT,
+            retry_after=seconds,
+            status=429,
+        )
     if isinstance(error, ChatMigrated):
-        return PublishError(f"the group became a supergroup with id {error.new_chat_id}; "
-                            "update the destination's target", outcome=Outcome.PERMANENT)
+        return PublishError(
+            f"the group became a supergroup with id {error.new_chat_id}; "
+            "update the destination's target",
+            outcome=Outcome.PERMANENT,
+        )
     if isinstance(error, BadRequest):
-        return PublishError(f"400 Bad Request: {error.message}", outcome=Outcome.PERMANENT,
-                            status=400)
+        return PublishError(
+            f"400 Bad Request: {error.message}", outcome=Outcome.PERMANENT, status=400
+        )
     if isinstance(error, Forbidden):
-        return PublishError(f"403 Forbidden: {error.message}", outcome=Outcome.PERMANENT,
-                            status=403)
+        return PublishError(
+            f"403 Forbidden: {error.message}", outcome=Outcome.PERMANENT, status=403
+        )
     if isinstance(error, InvalidToken):
-        return PublishError(f"401 Unauthorized: {error.message}", outcome=Outcome.PERMANENT,
-                            status=401)
+        return PublishError(
+            f"401 Unauthorized: {error.message}", outcome=Outcome.PERMANENT, status=401
+        )
     cause = error.__cause__
     if isinstance(error, TimedOut | NetworkError) and isinstance(cause, NOT_SENT):
         return PublishError(f"cannot reach Telegram: {cause!r}", outcome=Outcome.TRANSIENT)
@@ -90,13 +100,18 @@ class TelegramPublisher:
         per_chat_rate: float = 1.0,
     ) -> None:
         request = HTTPXRequest(
-            connection_pool_size=128, connect_timeout=5.0, read_timeout=read_timeout,
-            write_timeout=read_timeout, pool_timeout=60.0,
+            connection_pool_size=128,
+            connect_timeout=5.0,
+            read_timeout=read_timeout,
+            write_timeout=read_timeout,
+            pool_timeout=60.0,
         )
         # PTB's limiter keeps us under 30 messages/s overall and 20/min per group; it must
         # not retry by itself (max_retries=0): retries belong to the outbox, which records them.
         self._bot = ExtBot(
-            token=token, base_url=api_base, request=request,
+            token=token,
+            base_url=api_base,
+            request=request,
             rate_limiter=AIORateLimiter(max_retries=0),
         )
         self._per_chat_rate = per_chat_rate
@@ -132,34 +147,55 @@ class TelegramPublisher:
         if job.edit_ids:
             for index, text in enumerate(job.messages[: len(job.edit_ids)]):
                 async with self._chat_limiters[chat]:
-                    await self._call(self._bot.edit_message_text(
-                        chat_id=chat, message_id=int(job.edit_ids[index]), text=text,
-                        parse_mode=ParseMode.HTML, link_preview_options=previews))
+                    await self._call(
+                        self._bot.edit_message_text(
+                            chat_id=chat,
+                            message_id=int(job.edit_ids[index]),
+                            text=text,
+                            parse_mode=ParseMode.HTML,
+                            link_preview_options=previews,
+                        )
+                    )
                 ids.append(job.edit_ids[index])
                 await progress(ids)
             return SendResult(message_ids=ids, notes=[f"edited {len(ids)} message(s) in place"])
         for index in range(job.start_index, len(job.messages)):
             reply_to = job.reply_to if index == 0 else ids[-1] if ids else None
             async with self._chat_limiters[chat]:
-                message = await self._call(self._bot.send_message(
-                    chat_id=chat, text=job.messages[index], parse_mode=ParseMode.HTML,
-                    disable_notification=job.silent, link_preview_options=previews,
-                    reply_parameters=ReplyParameters(
-                        message_id=int(reply_to), allow_sending_without_reply=True)
-                    if reply_to else None,
-                ))
+                message = await self._call(
+                    self._bot.send_message(
+                        chat_id=chat,
+                        text=job.messages[index],
+                        parse_mode=ParseMode.HTML,
+                        disable_notification=job.silent,
+                        link_preview_options=previews,
+                        reply_parameters=ReplyParameters(
+                            message_id=int(reply_to), allow_sending_without_reply=True
+                        )
+                        if reply_to
+                        else None,
+                    )
+                )
             ids.append(str(message.message_id))
             await progress(ids)
         if job.pin and ids:
-            await self._call(self._bot.pin_chat_message(
-                chat_id=chat, message_id=int(ids[0]), disable_notification=job.silent))
+            await self._call(
+                self._bot.pin_chat_message(
+                    chat_id=chat, message_id=int(ids[0]), disable_notification=job.silent
+                )
+            )
         return SendResult(message_ids=ids)
 
     async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:
         if not self._started:
             await self.start()
         async with self._chat_limiters[target]:
-            message = await self._call(self._bot.send_message(
-                chat_id=target, text=text, parse_mode=ParseMode.HTML,
-                link_preview_options=LinkPreviewOptions(is_disabled=True)))
+            message = await self._call(
+                self._bot.send_message(
+                    chat_id=target,
+                    text=text,
+                    parse_mode=ParseMode.HTML,
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                )
+            )
         return str(message.message_id)

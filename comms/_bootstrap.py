@@ -42,13 +42,26 @@ def ensure(extras: str = "") -> Path:
         venv.EnvBuilder(with_pip=True, clear=False).create(VENV)
     installed = stamp_file.read_text().split() if stamp_file.exists() else []
     # A venv with the test extras also satisfies a plain install.
-    if wanted not in installed and not (extras == "" and len(installed) > 0 and _has_all(installed)):
+    if wanted not in installed and not (
+        extras == "" and len(installed) > 0 and _has_all(installed)
+    ):
         target = f"{ROOT}[{extras}]" if extras else str(ROOT)
-        print(f"[bootstrap] installing {target} (about a minute the first time)",
-              file=sys.stderr, flush=True)
-        subprocess.run(
-            [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-e", target],
+        print(
+            f"[bootstrap] installing {target} (about a minute the first time)",
+            file=sys.stderr,
+            flush=True,
+        )
+        subprocess.run(  # noqa: S603 - our own venv's pip, fixed arguments
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-e",
+                target,
+            ],
             check=True,
         )
         stamp_file.write_text("\n".join([*installed, wanted]))
@@ -62,4 +75,4 @@ def _has_all(installed: list[str]) -> bool:
 def reexec(extras: str, argv: list[str]) -> None:
     """Run ``argv`` with the venv's python, installing first if needed."""
     python = ensure(extras)
-    os.execv(str(python), [str(python), *argv])
+    os.execv(str(python), [str(python), *argv])  # noqa: S606 - re-exec in the venv

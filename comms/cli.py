@@ -221,7 +221,7 @@ async def user_list(app: AppContext, as_json: bool) -> None:
 
     async def body(session: AsyncSession) -> None:
         rows = await users.list_users(session)
-        document = [
+        document: list[dict[str, Any]] = [
             {
                 "username": u.username,
                 "display_name": u.display_name,
@@ -236,7 +236,7 @@ async def user_list(app: AppContext, as_json: bool) -> None:
             as_json,
             lambda: (
                 "\n".join(
-                    f"{d['username']:<20} {','.join(map(str, d['roles'])):<40} "
+                    f"{d['username']:<20} {','.join(d['roles']):<40} "
                     f"{'active' if d['active'] else 'disabled'}"
                     for d in document
                 )

@@ -28,7 +28,7 @@ class Action(StrEnum):
     DELIVERY_MANAGE = "delivery.manage"  # retry, resend, dismiss
     DESTINATION_MANAGE = "destination.manage"
     USER_MANAGE = "user.manage"
-    TOKEN_MANAGE = "token.manage"
+    TOKEN_MANAGE = "token.manage"  # noqa: S105 - an action name, not a secret
     AUDIT_READ = "audit.read"
     DETECTION_WRITE = "detection.write"
 

@@ -48,7 +48,9 @@ def _split_pairs(raw: str, setting: str) -> list[tuple[str, str]]:
             continue
         key, sep, value = item.partition("=")
         if not sep:
-            raise ValueError(f"{setting}: expected NAME=VALUE pairs separated by commas, got {item!r}")
+            raise ValueError(
+                f"{setting}: expected NAME=VALUE pairs separated by commas, got {item!r}"
+            )
         pairs.append((key.strip(), value.strip()))
     return pairs
 
@@ -71,6 +73,8 @@ class Settings(BaseSettings):
     approval_ttl_minutes: int | None = Field(default=None, gt=0)
     official_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     known_contracts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
+    # The channels users may trust, e.g. "Discord=https://discord.gg/x,Status=https://..."
+    official_links: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     # Panel
     session_idle_minutes: int = Field(default=30, gt=0)
@@ -131,7 +135,9 @@ class Settings(BaseSettings):
                 try:
                     number = int(count)
                 except (TypeError, ValueError):
-                    raise ValueError(f"{sev}: quorum must be a whole number, got {count!r}") from None
+                    raise ValueError(
+                        f"{sev}: quorum must be a whole number, got {count!r}"
+                    ) from None
                 if number < 1:
                     raise ValueError(f"{sev}: quorum must be at least 1, got {number}")
                 parsed[sev] = number
@@ -142,7 +148,7 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_domains(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [part for part in value.split(",")]
+            value = value.split(",")
         if isinstance(value, list):
             domains: list[str] = []
             for item in value:
@@ -176,6 +182,21 @@ class Settings(BaseSettings):
             return contracts
         return value
 
+    @field_validator("official_links", mode="before")
+    @classmethod
+    def _parse_links(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = dict(_split_pairs(value, "label=url"))
+        if isinstance(value, dict):
+            links: dict[str, str] = {}
+            for label, url in value.items():
+                text = str(url).strip()
+                if not re.match(r"^https://[^\s/@]+(/\S*)?$", text):
+                    raise ValueError(f"{label}: {text!r} is not an https URL")
+                links[str(label).strip()] = text
+            return links
+        return value
+
     @field_validator("require_2fa_for", mode="before")
     @classmethod
     def _parse_roles(cls, value: Any) -> Any:
@@ -186,7 +207,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        if not (value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")):
+        if not (
+            value.startswith("sqlite+aiosqlite://") or value.startswith("postgresql+asyncpg://")
+        ):
             raise ValueError(
                 "must start with sqlite+aiosqlite:// or postgresql+asyncpg:// (async drivers)"
             )
@@ -206,8 +229,10 @@ class Settings(BaseSettings):
             return None
         raw = value.get_secret_value()
         if len(raw) < 32:
-            raise ValueError("must be at least 32 characters (e.g. `python3 -c 'import secrets; "
-                             "print(secrets.token_urlsafe(48))'`)")
+            raise ValueError(
+                "must be at least 32 characters (e.g. `python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
         if len(set(raw)) < 8 or raw.lower() in {"changeme" * 4, "change-me-" * 4}:
             raise ValueError("looks like a placeholder; generate a random value")
         return value

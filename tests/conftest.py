@@ -70,8 +70,9 @@ def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
 
         async def truncate() -> None:
-            connection = await asyncpg.connect(PG_URL.replace("postgresql+asyncpg://",
-                                                              "postgresql://"))
+            connection = await asyncpg.connect(
+                PG_URL.replace("postgresql+asyncpg://", "postgresql://")
+            )
             try:
                 await connection.execute(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
             finally:
@@ -87,8 +88,11 @@ def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return load_settings(database_url=database_url, protocol_name="Example Protocol",
-                         official_domains=["example.org"])
+    return load_settings(
+        database_url=database_url,
+        protocol_name="Example Protocol",
+        official_domains=["example.org"],
+    )
 
 
 @pytest.fixture

@@ -35,7 +35,9 @@ async def make_team(session: AsyncSession) -> dict[str, User]:
 
 
 async def make_incident(
-    session: AsyncSession, actor: User, severity: Severity = Severity.P1,
+    session: AsyncSession,
+    actor: User,
+    severity: Severity = Severity.P1,
     title: str = "Bridge exploit",
 ) -> Incident:
     return await incidents.open_incident(session, title=title, severity=severity, actor=actor)
@@ -44,17 +46,31 @@ async def make_incident(
 async def make_destinations(session: AsyncSession) -> dict[str, Destination]:
     return {
         "discord": await destinations.create(
-            session, name="discord-announcements", platform=Platform.DISCORD,
-            target="3000000000000000001", actor=None, pin=True, crosspost=True,
-            allow_everyone=True, thread_updates=True,
+            session,
+            name="discord-announcements",
+            platform=Platform.DISCORD,
+            target="3000000000000000001",
+            actor=None,
+            pin=True,
+            crosspost=True,
+            allow_everyone=True,
+            thread_updates=True,
         ),
         "telegram": await destinations.create(
-            session, name="telegram-announcements", platform=Platform.TELEGRAM,
-            target="-1001000000001", actor=None, pin=True,
+            session,
+            name="telegram-announcements",
+            platform=Platform.TELEGRAM,
+            target="-1001000000001",
+            actor=None,
+            pin=True,
         ),
         "responders": await destinations.create(
-            session, name="discord-responders", platform=Platform.DISCORD,
-            target="3000000000000000003", actor=None, visibility=Visibility.PRIVATE,
+            session,
+            name="discord-responders",
+            platform=Platform.DISCORD,
+            target="3000000000000000003",
+            actor=None,
+            visibility=Visibility.PRIVATE,
             internal_uses=[InternalUse.APPROVERS, InternalUse.COMMS],
         ),
     }

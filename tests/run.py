@@ -27,8 +27,11 @@ def _ensure_chromium() -> None:
         subprocess.run(["apt-get", "update", "-qq"], check=False, env=env)
         subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=False, env=env)
     if not shutil.which("chromium"):
-        print("[tests] chromium is not installed: browser tests will be skipped "
-              "(install Debian's 'chromium' package to run them)", file=sys.stderr)
+        print(
+            "[tests] chromium is not installed: browser tests will be skipped "
+            "(install Debian's 'chromium' package to run them)",
+            file=sys.stderr,
+        )
 
 
 def main() -> int:

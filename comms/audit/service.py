@@ -18,7 +18,13 @@ SYSTEM_ACTOR = "system"
 
 
 def event_hash(
-    *, seq: int, at: datetime, actor: str, action: str, target: str, details: dict[str, Any],
+    *,
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    target: str,
+    details: dict[str, Any],
     prev_hash: str,
 ) -> str:
     body = {
@@ -54,12 +60,23 @@ async def record(
     payload = dict(details or {})
     seq = head.seq + 1
     digest = event_hash(
-        seq=seq, at=at, actor=actor, action=action, target=target, details=payload,
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        target=target,
+        details=payload,
         prev_hash=head.hash,
     )
     event = AuditEvent(
-        seq=seq, at=at, actor=actor, action=action, target=target, details=payload,
-        prev_hash=head.hash, hash=digest,
+        seq=seq,
+        at=at,
+        actor=actor,
+        action=action,
+        target=target,
+        details=payload,
+        prev_hash=head.hash,
+        hash=digest,
     )
     session.add(event)
     head.seq = seq
@@ -95,12 +112,19 @@ def verify_events(events: Sequence[AuditEvent], head: AuditHead | None) -> Verif
             return Verification(False, expected_seq - 1, expected_seq, problem)
         if event.prev_hash != expected_prev:
             return Verification(
-                False, expected_seq - 1, event.seq,
+                False,
+                expected_seq - 1,
+                event.seq,
                 "its link to the previous event does not match (inserted, removed or reordered)",
             )
         recomputed = event_hash(
-            seq=event.seq, at=event.at, actor=event.actor, action=event.action,
-            target=event.target, details=event.details, prev_hash=event.prev_hash,
+            seq=event.seq,
+            at=event.at,
+            actor=event.actor,
+            action=event.action,
+            target=event.target,
+            details=event.details,
+            prev_hash=event.prev_hash,
         )
         if recomputed != event.hash:
             return Verification(
@@ -113,12 +137,16 @@ def verify_events(events: Sequence[AuditEvent], head: AuditHead | None) -> Verif
     head_hash = head.hash if head is not None else GENESIS_HASH
     if head_seq > count:
         return Verification(
-            False, count, count + 1,
+            False,
+            count,
+            count + 1,
             f"events #{count + 1}..#{head_seq} are missing (the head records {head_seq})",
         )
     if head_seq < count:
         return Verification(
-            False, head_seq, head_seq + 1,
+            False,
+            head_seq,
+            head_seq + 1,
             f"the head records {head_seq} events; #{head_seq + 1} onwards were added outside it",
         )
     if head_hash != expected_prev:
@@ -135,7 +163,10 @@ async def verify(session: AsyncSession) -> Verification:
 
 
 async def recent(
-    session: AsyncSession, *, limit: int = 100, before_seq: int | None = None,
+    session: AsyncSession,
+    *,
+    limit: int = 100,
+    before_seq: int | None = None,
     action: str | None = None,
 ) -> list[AuditEvent]:
     query = select(AuditEvent).order_by(AuditEvent.seq.desc()).limit(limit)

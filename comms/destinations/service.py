@@ -30,29 +30,36 @@ def parse_platform(value: str, *, field: str = "platform") -> Platform:
 
 
 def _validate(
-    *, name: str, platform: Platform, target: str, visibility: Visibility,
-    options: dict[str, bool], internal_uses: Iterable[InternalUse],
+    *,
+    name: str,
+    platform: Platform,
+    target: str,
+    visibility: Visibility,
+    options: dict[str, bool],
+    internal_uses: Iterable[InternalUse],
 ) -> list[FieldProblem]:
     problems: list[FieldProblem] = []
     if not NAME_RE.match(name):
-        problems.append(FieldProblem(
-            "name", "use 1-64 characters: lowercase letters, digits, '.', '_' or '-'"
-        ))
+        problems.append(
+            FieldProblem("name", "use 1-64 characters: lowercase letters, digits, '.', '_' or '-'")
+        )
     if platform is Platform.DISCORD and not DISCORD_ID_RE.match(target):
         problems.append(FieldProblem("target", "a Discord channel id is a number (a snowflake)"))
     if platform is Platform.TELEGRAM and not TELEGRAM_ID_RE.match(target):
-        problems.append(FieldProblem(
-            "target", "a Telegram chat id is a number (e.g. -1001234567890) or @channelname"
-        ))
+        problems.append(
+            FieldProblem(
+                "target", "a Telegram chat id is a number (e.g. -1001234567890) or @channelname"
+            )
+        )
     if platform is Platform.TELEGRAM:
         for option in DISCORD_ONLY:
             if options.get(option):
                 problems.append(FieldProblem(option, "exists only on Discord"))
     uses = list(internal_uses)
     if uses and visibility is Visibility.PUBLIC:
-        problems.append(FieldProblem(
-            "internal_uses", "internal notifications go only to private destinations"
-        ))
+        problems.append(
+            FieldProblem("internal_uses", "internal notifications go only to private destinations")
+        )
     if options.get("allow_everyone") and visibility is Visibility.PRIVATE:
         problems.append(FieldProblem("allow_everyone", "@everyone is for public announcements"))
     return problems
@@ -82,7 +89,8 @@ async def list_destinations(session: AsyncSession) -> list[Destination]:
 async def for_internal_use(session: AsyncSession, *, use: InternalUse) -> list[Destination]:
     """Private, enabled, not-compromised destinations that receive ``use`` notifications."""
     return [
-        d for d in await list_destinations(session)
+        d
+        for d in await list_destinations(session)
         if use.value in d.internal_uses and d.can_receive and not d.is_public
     ]
 
@@ -107,13 +115,20 @@ async def create(
         require(actor, Action.DESTINATION_MANAGE)
     clean = name.strip().lower()
     options = {
-        "pin": pin, "silent": silent, "crosspost": crosspost,
-        "allow_everyone": allow_everyone, "thread_updates": thread_updates,
+        "pin": pin,
+        "silent": silent,
+        "crosspost": crosspost,
+        "allow_everyone": allow_everyone,
+        "thread_updates": thread_updates,
     }
     uses = sorted({u.value for u in internal_uses})
     problems = _validate(
-        name=clean, platform=platform, target=target.strip(), visibility=visibility,
-        options=options, internal_uses=[InternalUse(u) for u in uses],
+        name=clean,
+        platform=platform,
+        target=target.strip(),
+        visibility=visibility,
+        options=options,
+        internal_uses=[InternalUse(u) for u in uses],
     )
     if responders_role_id and not DISCORD_ID_RE.match(responders_role_id):
         problems.append(FieldProblem("responders_role_id", "a Discord role id is a number"))
@@ -122,16 +137,28 @@ async def create(
     if await get_by_name(session, name=clean) is not None:
         raise Conflict(f"a destination named {clean!r} already exists", field="name")
     destination = Destination(
-        name=clean, platform=platform.value, target=target.strip(), visibility=visibility.value,
-        internal_uses=uses, responders_role_id=responders_role_id, **options,
+        name=clean,
+        platform=platform.value,
+        target=target.strip(),
+        visibility=visibility.value,
+        internal_uses=uses,
+        responders_role_id=responders_role_id,
+        **options,
     )
     session.add(destination)
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
-        action="destination.create", target=f"destination:{clean}",
-        details={"platform": platform.value, "target": destination.target,
-                 "visibility": visibility.value, **options, "internal_uses": uses},
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="destination.create",
+        target=f"destination:{clean}",
+        details={
+            "platform": platform.value,
+            "target": destination.target,
+            "visibility": visibility.value,
+            **options,
+            "internal_uses": uses,
+        },
     )
     return destination
 
@@ -151,15 +178,24 @@ async def update(
     if actor is not None:
         require(actor, Action.DESTINATION_MANAGE)
     changes = {
-        key: value for key, value in {
-            "enabled": enabled, "pin": pin, "silent": silent, "crosspost": crosspost,
-            "allow_everyone": allow_everyone, "thread_updates": thread_updates,
-        }.items() if value is not None
+        key: value
+        for key, value in {
+            "enabled": enabled,
+            "pin": pin,
+            "silent": silent,
+            "crosspost": crosspost,
+            "allow_everyone": allow_everyone,
+            "thread_updates": thread_updates,
+        }.items()
+        if value is not None
     }
     options = {**destination.options(), **{k: v for k, v in changes.items() if k != "enabled"}}
     problems = _validate(
-        name=destination.name, platform=Platform(destination.platform), target=destination.target,
-        visibility=Visibility(destination.visibility), options=options,
+        name=destination.name,
+        platform=Platform(destination.platform),
+        target=destination.target,
+        visibility=Visibility(destination.visibility),
+        options=options,
         internal_uses=[InternalUse(u) for u in destination.internal_uses],
     )
     if problems:
@@ -168,14 +204,21 @@ async def update(
         setattr(destination, key, value)
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
-        action="destination.update", target=f"destination:{destination.name}", details=changes,
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="destination.update",
+        target=f"destination:{destination.name}",
+        details=changes,
     )
     return destination
 
 
 async def mark_compromised(
-    session: AsyncSession, *, destination: Destination, reason: str, actor: User | None,
+    session: AsyncSession,
+    *,
+    destination: Destination,
+    reason: str,
+    actor: User | None,
     compromised: bool = True,
 ) -> Destination:
     """A compromised destination never receives anything again until cleared."""
@@ -192,8 +235,10 @@ async def mark_compromised(
     destination.compromised_at = utcnow() if compromised else None
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
         action="destination.compromised" if compromised else "destination.restored",
-        target=f"destination:{destination.name}", details={"reason": why},
+        target=f"destination:{destination.name}",
+        details={"reason": why},
     )
     return destination

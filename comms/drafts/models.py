@@ -27,8 +27,9 @@ class DraftStatus(StrEnum):
     WITHDRAWN = "withdrawn"
 
 
-EDITABLE = frozenset({DraftStatus.DRAFT, DraftStatus.IN_REVIEW, DraftStatus.REJECTED,
-                      DraftStatus.APPROVED})
+EDITABLE = frozenset(
+    {DraftStatus.DRAFT, DraftStatus.IN_REVIEW, DraftStatus.REJECTED, DraftStatus.APPROVED}
+)
 FINAL = frozenset({DraftStatus.PUBLISHED, DraftStatus.WITHDRAWN})
 
 
@@ -82,8 +83,9 @@ class Draft(Base):
 class DraftDestination(Base):
     __tablename__ = "draft_destinations"
 
-    draft_id: Mapped[int] = mapped_column(ForeignKey("drafts.id", ondelete="CASCADE"),
-                                          primary_key=True)
+    draft_id: Mapped[int] = mapped_column(
+        ForeignKey("drafts.id", ondelete="CASCADE"), primary_key=True
+    )
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), primary_key=True)
 
 

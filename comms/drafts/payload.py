@@ -16,7 +16,7 @@ from typing import Any
 from comms.canonical import canonical_json, sha256_hex
 from comms.destinations.models import Destination
 from comms.enums import Platform, Severity
-from comms.rendering import Rendered, RenderContext, TemplateSpec, render
+from comms.rendering import RenderContext, Rendered, TemplateSpec, render
 
 PAYLOAD_SCHEMA = 1
 
@@ -79,6 +79,9 @@ def build_payload(
     options: DraftOptions,
     correction_of: int | None,
 ) -> dict[str, Any]:
+    if ctx.severity is None:
+        raise ValueError("an announcement is rendered for an incident's severity")
+    severity = ctx.severity
     cache: dict[bool, Rendered] = {}
 
     def rendered(everyone: bool) -> Rendered:
@@ -88,32 +91,34 @@ def build_payload(
 
     deliveries = []
     for destination in sorted(destinations, key=lambda d: d.id):
-        everyone = wants_everyone(spec, ctx.severity, destination)
+        everyone = wants_everyone(spec, severity, destination)
         out = rendered(everyone)
         is_discord = destination.platform == Platform.DISCORD.value
-        deliveries.append({
-            "destination": {
-                "id": destination.id,
-                "name": destination.name,
-                "platform": destination.platform,
-                "target": destination.target,
-                "visibility": destination.visibility,
-            },
-            "format": "discord-markdown" if is_discord else "telegram-html",
-            "messages": list(out.discord if is_discord else out.telegram),
-            "mentions": ["everyone"] if everyone else [],
-            "pin": destination.pin if options.pin is None else options.pin,
-            "silent": destination.silent if options.silent is None else options.silent,
-            "crosspost": destination.crosspost and is_discord,
-            "thread_updates": destination.thread_updates and is_discord,
-            "lock_thread": spec.locks_thread and destination.thread_updates and is_discord,
-        })
+        deliveries.append(
+            {
+                "destination": {
+                    "id": destination.id,
+                    "name": destination.name,
+                    "platform": destination.platform,
+                    "target": destination.target,
+                    "visibility": destination.visibility,
+                },
+                "format": "discord-markdown" if is_discord else "telegram-html",
+                "messages": list(out.discord if is_discord else out.telegram),
+                "mentions": ["everyone"] if everyone else [],
+                "pin": destination.pin if options.pin is None else options.pin,
+                "silent": destination.silent if options.silent is None else options.silent,
+                "crosspost": destination.crosspost and is_discord,
+                "thread_updates": destination.thread_updates and is_discord,
+                "lock_thread": spec.locks_thread and destination.thread_updates and is_discord,
+            }
+        )
     return {
         "schema": PAYLOAD_SCHEMA,
         "draft": draft_id,
         "version": version,
         "incident": ctx.incident_key,
-        "severity": ctx.severity.value,
+        "severity": severity.value,
         "template": spec.name,
         "correction_of": correction_of,
         "link_previews": options.link_previews,

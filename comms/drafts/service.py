@@ -35,7 +35,14 @@ from comms.incidents.models import Incident, LogKind
 from comms.outbox import notify
 from comms.outbox import service as outbox
 from comms.permissions import Action, require
-from comms.rendering import RenderContext, TemplateRegistry, TemplateSpec, check_values, validate_values
+from comms.rendering import (
+    OfficialLink,
+    RenderContext,
+    TemplateRegistry,
+    TemplateSpec,
+    check_values,
+    validate_values,
+)
 from comms.settings import Settings
 from comms.users.models import User
 
@@ -72,8 +79,11 @@ async def _lock(session: AsyncSession, draft_id: int) -> Draft:
 
 
 async def list_drafts(
-    session: AsyncSession, *, incident: Incident | None = None,
-    statuses: set[DraftStatus] | None = None, author: User | None = None,
+    session: AsyncSession,
+    *,
+    incident: Incident | None = None,
+    statuses: set[DraftStatus] | None = None,
+    author: User | None = None,
 ) -> list[Draft]:
     query = select(Draft).order_by(Draft.updated_at.desc(), Draft.id.desc())
     if incident is not None:
@@ -86,15 +96,17 @@ async def list_drafts(
 
 
 async def versions(session: AsyncSession, *, draft: Draft) -> list[DraftVersion]:
-    query = select(DraftVersion).where(DraftVersion.draft_id == draft.id).order_by(
-        DraftVersion.version
+    query = (
+        select(DraftVersion).where(DraftVersion.draft_id == draft.id).order_by(DraftVersion.version)
     )
     return list((await session.scalars(query)).all())
 
 
 async def get_version(session: AsyncSession, *, draft_id: int, version: int) -> DraftVersion | None:
     return await session.scalar(
-        select(DraftVersion).where(DraftVersion.draft_id == draft_id, DraftVersion.version == version)
+        select(DraftVersion).where(
+            DraftVersion.draft_id == draft_id, DraftVersion.version == version
+        )
     )
 
 
@@ -110,7 +122,12 @@ def _render_context(incident: Incident, settings: Settings) -> RenderContext:
         incident_key=incident.key,
         incident_title=incident.title,
         severity=Severity(incident.severity),
+        official_links=official_links(settings),
     )
+
+
+def official_links(settings: Settings) -> tuple[OfficialLink, ...]:
+    return tuple(OfficialLink(label, url) for label, url in settings.official_links.items())
 
 
 def _check_destinations(destinations: list[Destination]) -> None:
@@ -136,13 +153,20 @@ async def _freeze(
 ) -> None:
     """Render, hash and store version ``draft.version`` as a frozen snapshot."""
     payload = build_payload(
-        draft_id=draft.id, version=draft.version, spec=spec, values=values,
-        ctx=_render_context(draft.incident, settings), destinations=destinations,
-        options=options, correction_of=draft.correction_of_id,
+        draft_id=draft.id,
+        version=draft.version,
+        spec=spec,
+        values=values,
+        ctx=_render_context(draft.incident, settings),
+        destinations=destinations,
+        options=options,
+        correction_of=draft.correction_of_id,
     )
     digest = content_hash(payload)
     warnings = check_values(
-        spec, values, official_domains=settings.official_domains,
+        spec,
+        values,
+        official_domains=settings.official_domains,
         known_contracts=settings.known_contracts,
     )
     draft.variables = values
@@ -150,16 +174,22 @@ async def _freeze(
     draft.publish_at = options.publish_at
     draft.payload = payload
     draft.content_hash = digest
-    draft.warnings = [
-        {"code": w.code, "message": w.message, "field": w.field} for w in warnings
-    ]
+    draft.warnings = [{"code": w.code, "message": w.message, "field": w.field} for w in warnings]
     draft.destinations = list(destinations)
     draft.last_editor_id = editor.id
     draft.updated_at = utcnow()
-    session.add(DraftVersion(
-        draft_id=draft.id, version=draft.version, content_hash=digest, payload=payload,
-        variables=values, editor_id=editor.id, reason=reason, created_at=draft.updated_at,
-    ))
+    session.add(
+        DraftVersion(
+            draft_id=draft.id,
+            version=draft.version,
+            content_hash=digest,
+            payload=payload,
+            variables=values,
+            editor_id=editor.id,
+            reason=reason,
+            created_at=draft.updated_at,
+        )
+    )
     await session.flush()
 
 
@@ -186,36 +216,64 @@ async def create(
     if correction_of is not None:
         if correction_of.incident_id != incident.id:
             raise InvalidInput(FieldProblem("correction_of", "must belong to the same incident"))
-        if correction_of.status not in (DraftStatus.PUBLISHED.value,
-                                        DraftStatus.PARTIALLY_FAILED.value):
-            raise InvalidInput(FieldProblem(
-                "correction_of", f"draft #{correction_of.id} has not been published"
-            ))
+        if correction_of.status not in (
+            DraftStatus.PUBLISHED.value,
+            DraftStatus.PARTIALLY_FAILED.value,
+        ):
+            raise InvalidInput(
+                FieldProblem("correction_of", f"draft #{correction_of.id} has not been published")
+            )
     if getattr(spec, "is_correction", False) and correction_of is None:
-        raise InvalidInput(FieldProblem(
-            "correction_of", "a correction names the published announcement it corrects"
-        ))
+        raise InvalidInput(
+            FieldProblem(
+                "correction_of", "a correction names the published announcement it corrects"
+            )
+        )
     now = utcnow()
     draft = Draft(
-        incident_id=incident.id, template=spec.name, version=1, status=DraftStatus.DRAFT.value,
-        author_id=actor.id, last_editor_id=actor.id, content_hash="", created_at=now,
-        updated_at=now, correction_of_id=correction_of.id if correction_of else None,
+        incident_id=incident.id,
+        template=spec.name,
+        version=1,
+        status=DraftStatus.DRAFT.value,
+        author_id=actor.id,
+        last_editor_id=actor.id,
+        content_hash="",
+        created_at=now,
+        updated_at=now,
+        correction_of_id=correction_of.id if correction_of else None,
     )
     session.add(draft)
     await session.flush()
     await session.refresh(draft, ["incident", "approvals", "destinations"])
     await _freeze(
-        session, draft=draft, spec=spec, values=values, destinations=destinations,
-        options=options or DraftOptions(), settings=settings, editor=actor, reason="created",
+        session,
+        draft=draft,
+        spec=spec,
+        values=values,
+        destinations=destinations,
+        options=options or DraftOptions(),
+        settings=settings,
+        editor=actor,
+        reason="created",
     )
     await incidents.log(
-        session, incident=incident, kind=LogKind.COMMS, actor=actor,
+        session,
+        incident=incident,
+        kind=LogKind.COMMS,
+        actor=actor,
         text=f"Draft #{draft.id} ({spec.name}) started",
     )
     await audit.record(
-        session, actor=actor.username, action="draft.create", target=f"draft:{draft.id}",
-        details={"incident": incident.key, "template": spec.name, "version": 1,
-                 "content_hash": draft.content_hash},
+        session,
+        actor=actor.username,
+        action="draft.create",
+        target=f"draft:{draft.id}",
+        details={
+            "incident": incident.key,
+            "template": spec.name,
+            "version": 1,
+            "content_hash": draft.content_hash,
+        },
     )
     return draft
 
@@ -232,12 +290,20 @@ async def edit(
     options: DraftOptions | None = None,
     expected_version: int | None = None,
 ) -> Draft:
-    """Make a new version. Earlier approvals stop counting; an approved draft goes back to review."""
+    """Make a new version: earlier approvals stop counting, an approved draft is reviewed again."""
     require(actor, Action.DRAFT_WRITE)
     return await _revise(
-        session, draft_id=draft.id, editor=actor, actor=actor, settings=settings,
-        variables=variables, replace_variables=replace_variables, destinations=destinations,
-        options=options, expected_version=expected_version, reason="edited",
+        session,
+        draft_id=draft.id,
+        editor=actor,
+        actor=actor,
+        settings=settings,
+        variables=variables,
+        replace_variables=replace_variables,
+        destinations=destinations,
+        options=options,
+        expected_version=expected_version,
+        reason="edited",
     )
 
 
@@ -260,7 +326,8 @@ async def _revise(
     if expected_version is not None and expected_version != draft.version:
         raise Conflict(
             f"draft #{draft.id} is at version {draft.version}, not {expected_version}; "
-            "reload and apply your change again", field="version",
+            "reload and apply your change again",
+            field="version",
         )
     if status not in EDITABLE:
         raise RuleViolation("draft.not_editable", f"draft #{draft.id} is {status.value}")
@@ -270,7 +337,9 @@ async def _revise(
             f"draft #{draft.id} is already being published; write a correction instead",
         )
     spec = registry_for(settings).get(draft.template)
-    merged = dict(variables or {}) if replace_variables else {**draft.variables, **(variables or {})}
+    merged = (
+        dict(variables or {}) if replace_variables else {**draft.variables, **(variables or {})}
+    )
     values = validate_values(spec, merged)
     new_destinations = list(draft.destinations) if destinations is None else destinations
     _check_destinations(new_destinations)
@@ -280,33 +349,54 @@ async def _revise(
     old_hash, old_version = draft.content_hash, draft.version
     draft.version += 1
     await _freeze(
-        session, draft=draft, spec=spec, values=values, destinations=new_destinations,
-        options=new_options, settings=settings, editor=editor, reason=reason,
+        session,
+        draft=draft,
+        spec=spec,
+        values=values,
+        destinations=new_destinations,
+        options=new_options,
+        settings=settings,
+        editor=editor,
+        reason=reason,
     )
     if status is DraftStatus.REJECTED:
         draft.status = DraftStatus.DRAFT.value
     elif status is DraftStatus.APPROVED:
         draft.status = DraftStatus.IN_REVIEW.value
         draft.approved_at = None
-    voided = [a for a in draft.approvals if a.content_hash == old_hash
-              and a.decision == Decision.APPROVE.value]
+    voided = [
+        a
+        for a in draft.approvals
+        if a.content_hash == old_hash and a.decision == Decision.APPROVE.value
+    ]
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
-        text=(f"Draft #{draft.id} {reason}: v{old_version} → v{draft.version}"
-              + (f"; {len(voided)} approval(s) of v{old_version} no longer count" if voided else "")),
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=actor,
+        text=(
+            f"Draft #{draft.id} {reason}: v{old_version} → v{draft.version}"
+            + (f"; {len(voided)} approval(s) of v{old_version} no longer count" if voided else "")
+        ),
     )
     await audit.record(
-        session, actor=actor.username, action="draft.edit", target=f"draft:{draft.id}",
-        details={"from_version": old_version, "version": draft.version,
-                 "from_hash": old_hash, "content_hash": draft.content_hash,
-                 "voided_approvals": len(voided), "reason": reason},
+        session,
+        actor=actor.username,
+        action="draft.edit",
+        target=f"draft:{draft.id}",
+        details={
+            "from_version": old_version,
+            "version": draft.version,
+            "from_hash": old_hash,
+            "content_hash": draft.content_hash,
+            "voided_approvals": len(voided),
+            "reason": reason,
+        },
     )
     return draft
 
 
-async def submit(
-    session: AsyncSession, *, draft: Draft, actor: User, settings: Settings
-) -> Draft:
+async def submit(session: AsyncSession, *, draft: Draft, actor: User, settings: Settings) -> Draft:
     """Put the draft in review and queue the approval request to the Decision Makers."""
     require(actor, Action.DRAFT_WRITE)
     draft = await _lock(session, draft.id)
@@ -323,11 +413,17 @@ async def submit(
     draft.status = DraftStatus.IN_REVIEW.value
     draft.submitted_at = utcnow()
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=actor,
         text=f"Draft #{draft.id} v{draft.version} ({draft.template}) submitted for approval",
     )
     await audit.record(
-        session, actor=actor.username, action="draft.submit", target=f"draft:{draft.id}",
+        session,
+        actor=actor.username,
+        action="draft.submit",
+        target=f"draft:{draft.id}",
         details={"version": draft.version, "content_hash": draft.content_hash},
     )
     await notify.approval_request(session, draft=draft, settings=settings)
@@ -361,35 +457,52 @@ async def approve(
         )
     if not settings.allow_self_approval:
         if actor.id == draft.author_id:
-            raise RuleViolation("approval.self_approval", "you wrote this draft; another Decision "
-                                "Maker must approve it")
+            raise RuleViolation(
+                "approval.self_approval",
+                "you wrote this draft; another Decision Maker must approve it",
+            )
         if actor.id == draft.last_editor_id:
-            raise RuleViolation("approval.last_editor", "you made the last edit; another "
-                                "Decision Maker must approve it")
-    if any(a.approver_id == actor.id and a.content_hash == draft.content_hash
-           and a.decision == Decision.APPROVE.value for a in draft.approvals):
-        raise RuleViolation("approval.duplicate",
-                            f"you already approved version {draft.version}")
+            raise RuleViolation(
+                "approval.last_editor",
+                "you made the last edit; another Decision Maker must approve it",
+            )
+    if any(
+        a.approver_id == actor.id
+        and a.content_hash == draft.content_hash
+        and a.decision == Decision.APPROVE.value
+        for a in draft.approvals
+    ):
+        raise RuleViolation("approval.duplicate", f"you already approved version {draft.version}")
     now = utcnow()
     approval = Approval(
-        draft_id=draft.id, version=draft.version, content_hash=draft.content_hash,
-        approver_id=actor.id, decision=Decision.APPROVE.value, at=now,
+        draft_id=draft.id,
+        version=draft.version,
+        content_hash=draft.content_hash,
+        approver_id=actor.id,
+        decision=Decision.APPROVE.value,
+        at=now,
     )
     session.add(approval)
     await session.flush()
     await session.refresh(approval, ["approver"])
     await session.refresh(draft, ["approvals"])
     await audit.record(
-        session, actor=actor.username, action="draft.approve", target=f"draft:{draft.id}",
+        session,
+        actor=actor.username,
+        action="draft.approve",
+        target=f"draft:{draft.id}",
         details={"version": draft.version, "content_hash": draft.content_hash},
     )
     state = quorum(draft, settings=settings, now=now)
     if state.blocked:
         raise RuleViolation("approval.stale_render", state.blocked)
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=actor,
         text=f"Draft #{draft.id} v{draft.version} approved by {actor.username} "
-             f"({state.have} of {state.needed})",
+        f"({state.have} of {state.needed})",
     )
     if state.met:
         await _mark_approved(session, draft=draft, state=state, now=now)
@@ -403,17 +516,29 @@ async def _mark_approved(
     draft.approved_at = now
     created = await outbox.enqueue(session, draft=draft, now=now)
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=None,
-        text=(f"Draft #{draft.id} v{draft.version} reached quorum ({state.have} of "
-              f"{state.needed}: {', '.join(state.approvers)}); "
-              f"{sum(1 for d in created if d.state == 'pending')} deliveries queued"
-              + (f" for {draft.publish_at:%Y-%m-%d %H:%M} UTC" if draft.publish_at else "")),
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=None,
+        text=(
+            f"Draft #{draft.id} v{draft.version} reached quorum ({state.have} of "
+            f"{state.needed}: {', '.join(state.approvers)}); "
+            f"{sum(1 for d in created if d.state == 'pending')} deliveries queued"
+            + (f" for {draft.publish_at:%Y-%m-%d %H:%M} UTC" if draft.publish_at else "")
+        ),
     )
     await audit.record(
-        session, actor=audit.SYSTEM_ACTOR, action="draft.approved", target=f"draft:{draft.id}",
-        details={"version": draft.version, "content_hash": draft.content_hash,
-                 "approvers": state.approvers, "needed": state.needed,
-                 "deliveries": [d.id for d in created]},
+        session,
+        actor=audit.SYSTEM_ACTOR,
+        action="draft.approved",
+        target=f"draft:{draft.id}",
+        details={
+            "version": draft.version,
+            "content_hash": draft.content_hash,
+            "approvers": state.approvers,
+            "needed": state.needed,
+            "deliveries": [d.id for d in created],
+        },
     )
 
 
@@ -431,7 +556,9 @@ async def reject(
     if not why:
         raise InvalidInput(FieldProblem("reason", "a rejection needs a reason"))
     if len(why) > REASON_MAX:
-        raise InvalidInput(FieldProblem("reason", f"is {len(why)} characters; the limit is {REASON_MAX}"))
+        raise InvalidInput(
+            FieldProblem("reason", f"is {len(why)} characters; the limit is {REASON_MAX}")
+        )
     draft = await _lock(session, draft.id)
     _check_expected(draft, expected_hash)
     if draft.status_enum is not DraftStatus.IN_REVIEW:
@@ -439,8 +566,13 @@ async def reject(
             "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
         )
     rejection = Approval(
-        draft_id=draft.id, version=draft.version, content_hash=draft.content_hash,
-        approver_id=actor.id, decision=Decision.REJECT.value, reason=why, at=utcnow(),
+        draft_id=draft.id,
+        version=draft.version,
+        content_hash=draft.content_hash,
+        approver_id=actor.id,
+        decision=Decision.REJECT.value,
+        reason=why,
+        at=utcnow(),
     )
     session.add(rejection)
     draft.status = DraftStatus.REJECTED.value
@@ -449,11 +581,18 @@ async def reject(
     await session.refresh(rejection, ["approver"])
     await session.refresh(draft, ["approvals"])
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
-        text=f"Draft #{draft.id} v{draft.version} rejected by {actor.username}", rationale=why,
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=actor,
+        text=f"Draft #{draft.id} v{draft.version} rejected by {actor.username}",
+        rationale=why,
     )
     await audit.record(
-        session, actor=actor.username, action="draft.reject", target=f"draft:{draft.id}",
+        session,
+        actor=actor.username,
+        action="draft.reject",
+        target=f"draft:{draft.id}",
         details={"version": draft.version, "content_hash": draft.content_hash, "reason": why},
     )
     return draft
@@ -471,11 +610,18 @@ async def withdraw(session: AsyncSession, *, draft: Draft, actor: User, reason: 
         await outbox.cancel_unsent(session, draft=draft, reason="draft withdrawn")
     draft.status = DraftStatus.WITHDRAWN.value
     await incidents.log(
-        session, incident=draft.incident, kind=LogKind.COMMS, actor=actor,
-        text=f"Draft #{draft.id} withdrawn", rationale=why,
+        session,
+        incident=draft.incident,
+        kind=LogKind.COMMS,
+        actor=actor,
+        text=f"Draft #{draft.id} withdrawn",
+        rationale=why,
     )
     await audit.record(
-        session, actor=actor.username, action="draft.withdraw", target=f"draft:{draft.id}",
+        session,
+        actor=actor.username,
+        action="draft.withdraw",
+        target=f"draft:{draft.id}",
         details={"version": draft.version, "reason": why},
     )
     return draft
@@ -495,8 +641,14 @@ async def rerender_open_drafts(
             session, draft=draft
         ):
             continue  # already going out; the change applies to the next announcement
-        touched.append(await _revise(
-            session, draft_id=draft.id, editor=draft.last_editor, actor=actor,
-            settings=settings, reason=f"re-rendered for severity {incident.severity}",
-        ))
+        touched.append(
+            await _revise(
+                session,
+                draft_id=draft.id,
+                editor=draft.last_editor,
+                actor=actor,
+                settings=settings,
+                reason=f"re-rendered for severity {incident.severity}",
+            )
+        )
     return touched

@@ -53,8 +53,12 @@ async def draft_document(
             }
             for a in draft.approvals
         ],
-        "quorum": {"needed": state.needed, "have": state.have, "met": state.met,
-                   "blocked": state.blocked},
+        "quorum": {
+            "needed": state.needed,
+            "have": state.have,
+            "met": state.met,
+            "blocked": state.blocked,
+        },
         "warnings": draft.warnings,
         "rejection_reason": draft.rejection_reason,
         "deliveries": [

@@ -41,8 +41,10 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
     status = IncidentStatus(incident.status)
     lines: list[str] = [f"# {incident.key}: {md(incident.title)}", ""]
     lines += [
-        "## Summary", "",
-        "| Field | Value |", "| --- | --- |",
+        "## Summary",
+        "",
+        "| Field | Value |",
+        "| --- | --- |",
         f"| Status | {status.summary} ({status.value}) |",
         f"| Severity | {incident.severity} |",
         f"| Start time | {_time(incident.opened_at)} |",
@@ -58,7 +60,7 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
     for role in IncidentRole:
         for assignment in incident.holders(role):
             lines.append(
-                f"| {role.title} | {md(assignment.user.display_name)} "
+                f"| {role.label} | {md(assignment.user.display_name)} "
                 f"({md(assignment.user.username)}) | {_time(assignment.acknowledged_at)} |"
             )
     pending = incident.pending_leader
@@ -69,11 +71,13 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
         )
     lines += [
         "",
-        "## Communication channels", "",
+        "## Communication channels",
+        "",
         f"- Call: {md(incident.call_link) or '-'}",
         f"- Chat channel: {md(incident.chat_channel) or '-'}",
         "",
-        "## Timeline", "",
+        "## Timeline",
+        "",
     ]
     day = None
     for entry in entries:
@@ -94,7 +98,9 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
     lines += ["", "## Actions", "", "| Time | Action | Owner | Due |", "| --- | --- | --- | --- |"]
     for entry in actions:
         owner = md(entry.owner.username) if entry.owner else "unassigned"
-        lines.append(f"| {entry.at:%H:%M} UTC | {md(entry.text)} | {owner} | {_time(entry.due_at)} |")
+        lines.append(
+            f"| {entry.at:%H:%M} UTC | {md(entry.text)} | {owner} | {_time(entry.due_at)} |"
+        )
 
     decisions = [e for e in entries if e.kind == LogKind.DECISION.value]
     lines += ["", "## Decisions", ""]
@@ -103,23 +109,30 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
     ] or ["- (none recorded)"]
 
     lines += [
-        "", "## Resolution summary", "",
+        "",
+        "## Resolution summary",
+        "",
         f"- Mitigated: {_time(incident.mitigated_at)}",
         f"- Resolved: {_time(incident.resolved_at)}",
         "",
-        "## Communications sent", "",
-        "| Time | Channel | Summary |", "| --- | --- | --- |",
+        "## Communications sent",
+        "",
+        "| Time | Channel | Summary |",
+        "| --- | --- | --- |",
     ]
     for entry in entries:
         if entry.kind == LogKind.COMMS.value and entry.channel:
             lines.append(f"| {_time(entry.at)} | {md(entry.channel)} | {md(entry.text)} |")
     lines += [
         "",
-        "## Post-incident", "",
-        "- Post-mortem: required for P1-P3, within a week of resolution"
-        if incident.severity in ("P1", "P2", "P3") else "- Post-mortem: optional for P4-P5",
+        "## Post-incident",
         "",
-        "## Links and evidence", "",
+        "- Post-mortem: required for P1-P3, within a week of resolution"
+        if incident.severity in ("P1", "P2", "P3")
+        else "- Post-mortem: optional for P4-P5",
+        "",
+        "## Links and evidence",
+        "",
     ]
     links = sorted(set(re.findall(r"https://[^\s|)]+", " ".join(e.text for e in entries))))
     lines += [f"- <{link}>" for link in links] or ["- (none)"]

@@ -25,8 +25,11 @@ class IncidentStatus(StrEnum):
     @property
     def summary(self) -> str:
         """The status word of the Incident Log layout: Active, Mitigated or Resolved."""
-        if self in (IncidentStatus.DETECTED, IncidentStatus.COORDINATING,
-                    IncidentStatus.INVESTIGATING):
+        if self in (
+            IncidentStatus.DETECTED,
+            IncidentStatus.COORDINATING,
+            IncidentStatus.INVESTIGATING,
+        ):
             return "Active"
         if self in (IncidentStatus.MITIGATED, IncidentStatus.MONITORING):
             return "Mitigated"
@@ -44,7 +47,7 @@ class IncidentRole(StrEnum):
     RESPONDER = "responder"
 
     @property
-    def title(self) -> str:
+    def label(self) -> str:
         return _ROLE_TITLES[self]
 
 
@@ -99,8 +102,10 @@ class Incident(Base):
     def holders(self, role: IncidentRole) -> list[IncidentAssignment]:
         """Current (not ended) assignments for ``role``; a leader counts only once acknowledged."""
         return [
-            a for a in self.assignments
-            if a.role == role.value and a.ended_at is None
+            a
+            for a in self.assignments
+            if a.role == role.value
+            and a.ended_at is None
             and (role is not IncidentRole.INCIDENT_LEADER or a.acknowledged_at is not None)
         ]
 
@@ -112,8 +117,10 @@ class Incident(Base):
     @property
     def pending_leader(self) -> IncidentAssignment | None:
         pending = [
-            a for a in self.assignments
-            if a.role == IncidentRole.INCIDENT_LEADER.value and a.ended_at is None
+            a
+            for a in self.assignments
+            if a.role == IncidentRole.INCIDENT_LEADER.value
+            and a.ended_at is None
             and a.acknowledged_at is None
         ]
         return pending[-1] if pending else None

@@ -58,7 +58,9 @@ def parse_severity(value: str, *, field: str = "severity") -> Severity:
     try:
         return Severity(value.strip().upper())
     except ValueError:
-        raise InvalidInput(FieldProblem(field, f"{value!r} is not a severity (use P1..P5)")) from None
+        raise InvalidInput(
+            FieldProblem(field, f"{value!r} is not a severity (use P1..P5)")
+        ) from None
 
 
 def parse_status(value: str, *, field: str = "status") -> IncidentStatus:
@@ -74,8 +76,9 @@ def parse_incident_role(value: str, *, field: str = "role") -> IncidentRole:
         return IncidentRole(value.strip().lower())
     except ValueError:
         choices = ", ".join(r.value for r in IncidentRole)
-        raise InvalidInput(FieldProblem(field, f"{value!r} is not an incident role ({choices})")) \
-            from None
+        raise InvalidInput(
+            FieldProblem(field, f"{value!r} is not an incident role ({choices})")
+        ) from None
 
 
 def _check_text(field: str, value: str, *, required: bool, limit: int) -> str:
@@ -132,9 +135,15 @@ async def log(
 ) -> IncidentLogEntry:
     """Append to the Incident Log (used by every incident and comms event)."""
     entry = IncidentLogEntry(
-        incident_id=incident.id, at=utcnow(), actor_id=actor.id if actor else None,
-        kind=kind.value, text=text, rationale=rationale, owner_id=owner.id if owner else None,
-        due_at=due_at, channel=channel,
+        incident_id=incident.id,
+        at=utcnow(),
+        actor_id=actor.id if actor else None,
+        kind=kind.value,
+        text=text,
+        rationale=rationale,
+        owner_id=owner.id if owner else None,
+        due_at=due_at,
+        channel=channel,
     )
     session.add(entry)
     incident.updated_at = entry.at
@@ -160,8 +169,14 @@ async def open_incident(
         try:
             async with session.begin_nested():
                 incident = Incident(
-                    key=key, title=clean_title, summary=clean_summary, severity=severity.value,
-                    status=S.DETECTED.value, opened_by_id=actor.id, opened_at=now, updated_at=now,
+                    key=key,
+                    title=clean_title,
+                    summary=clean_summary,
+                    severity=severity.value,
+                    status=S.DETECTED.value,
+                    opened_by_id=actor.id,
+                    opened_at=now,
+                    updated_at=now,
                 )
                 session.add(incident)
                 await session.flush()
@@ -170,18 +185,30 @@ async def open_incident(
             continue  # another process took this key; compute the next one
     else:  # pragma: no cover - five collisions in a row
         raise RuleViolation("incident.key", "could not allocate an incident key; try again")
-    session.add(IncidentAssignment(
-        incident_id=incident.id, role=IncidentRole.DETECTOR.value, user_id=actor.id,
-        assigned_by_id=actor.id, assigned_at=now, acknowledged_at=now,
-    ))
+    session.add(
+        IncidentAssignment(
+            incident_id=incident.id,
+            role=IncidentRole.DETECTOR.value,
+            user_id=actor.id,
+            assigned_by_id=actor.id,
+            assigned_at=now,
+            acknowledged_at=now,
+        )
+    )
     await session.flush()
     await session.refresh(incident, ["assignments"])
     await log(
-        session, incident=incident, kind=LogKind.STATUS, actor=actor,
+        session,
+        incident=incident,
+        kind=LogKind.STATUS,
+        actor=actor,
         text=f"Incident opened as {severity.value} ({severity.label}): {clean_title}",
     )
     await audit.record(
-        session, actor=actor.username, action="incident.open", target=f"incident:{key}",
+        session,
+        actor=actor.username,
+        action="incident.open",
+        target=f"incident:{key}",
         details={"severity": severity.value, "title": clean_title},
     )
     return incident
@@ -211,10 +238,16 @@ async def change_status(
     backwards = ORDER.index(status) < ORDER.index(current)
     early_close = status is S.CLOSED and current is not S.POST_INCIDENT
     if (backwards or early_close) and not why:
-        raise InvalidInput(FieldProblem(
-            "rationale", "is required when an incident goes back a step or closes early"
-        ))
-    if early_close and current is S.MONITORING and Severity(incident.severity) in POST_MORTEM_REQUIRED:
+        raise InvalidInput(
+            FieldProblem(
+                "rationale", "is required when an incident goes back a step or closes early"
+            )
+        )
+    if (
+        early_close
+        and current is S.MONITORING
+        and Severity(incident.severity) in POST_MORTEM_REQUIRED
+    ):
         raise RuleViolation(
             "incident.post_mortem_required",
             f"{incident.key} is {incident.severity}: P1-P3 incidents close through post_incident "
@@ -230,11 +263,18 @@ async def change_status(
     if status is S.INVESTIGATING:
         incident.resolved_at = None
     await log(
-        session, incident=incident, kind=LogKind.STATUS, actor=actor, rationale=why,
+        session,
+        incident=incident,
+        kind=LogKind.STATUS,
+        actor=actor,
+        rationale=why,
         text=f"Status {current.value} → {status.value}",
     )
     await audit.record(
-        session, actor=actor.username, action="incident.status", target=f"incident:{incident.key}",
+        session,
+        actor=actor.username,
+        action="incident.status",
+        target=f"incident:{incident.key}",
         details={"from": current.value, "to": status.value, "rationale": why},
     )
     return incident
@@ -258,11 +298,17 @@ async def change_severity(
         raise RuleViolation("incident.closed", f"{incident.key} is closed")
     incident.severity = severity.value
     await log(
-        session, incident=incident, kind=LogKind.SEVERITY, actor=actor, rationale=why,
+        session,
+        incident=incident,
+        kind=LogKind.SEVERITY,
+        actor=actor,
+        rationale=why,
         text=f"Severity {old.value} → {severity.value} ({severity.label})",
     )
     await audit.record(
-        session, actor=actor.username, action="incident.severity",
+        session,
+        actor=actor.username,
+        action="incident.severity",
         target=f"incident:{incident.key}",
         details={"from": old.value, "to": severity.value, "rationale": why},
     )
@@ -290,12 +336,14 @@ async def assign(
         raise RuleViolation("incident.assign", f"{user.username} is disabled", field="user")
     if needed is not None and not user.has_role(needed):
         raise RuleViolation(
-            "incident.assign", f"{user.username} does not hold the {needed.value} role",
+            "incident.assign",
+            f"{user.username} does not hold the {needed.value} role",
             field="user",
         )
     if any(a.user_id == user.id for a in incident.holders(role)):
         raise RuleViolation(
-            "incident.assign", f"{user.username} is already {role.title} of {incident.key}",
+            "incident.assign",
+            f"{user.username} is already {role.label} of {incident.key}",
             field="user",
         )
     now = utcnow()
@@ -306,8 +354,12 @@ async def assign(
             pending.ended_at = now  # superseded before acknowledging
     self_ack = is_leader and user.id == actor.id
     assignment = IncidentAssignment(
-        incident_id=incident.id, role=role.value, user_id=user.id, assigned_by_id=actor.id,
-        assigned_at=now, acknowledged_at=now if (self_ack or not is_leader) else None,
+        incident_id=incident.id,
+        role=role.value,
+        user_id=user.id,
+        assigned_by_id=actor.id,
+        assigned_at=now,
+        acknowledged_at=now if (self_ack or not is_leader) else None,
     )
     session.add(assignment)
     await session.flush()
@@ -316,16 +368,25 @@ async def assign(
         await _complete_handoff(session, incident=incident, assignment=assignment, actor=actor)
     elif is_leader:
         await log(
-            session, incident=incident, kind=LogKind.ROLE, actor=actor,
+            session,
+            incident=incident,
+            kind=LogKind.ROLE,
+            actor=actor,
             text=f"Incident Leader hand-off offered to {user.username}; awaiting acknowledgment",
         )
     else:
         await log(
-            session, incident=incident, kind=LogKind.ROLE, actor=actor,
-            text=f"{user.username} assigned as {role.title}",
+            session,
+            incident=incident,
+            kind=LogKind.ROLE,
+            actor=actor,
+            text=f"{user.username} assigned as {role.label}",
         )
     await audit.record(
-        session, actor=actor.username, action="incident.assign", target=f"incident:{incident.key}",
+        session,
+        actor=actor.username,
+        action="incident.assign",
+        target=f"incident:{incident.key}",
         details={"role": role.value, "user": user.username},
     )
     return assignment
@@ -334,14 +395,15 @@ async def assign(
 async def _complete_handoff(
     session: AsyncSession, *, incident: Incident, assignment: IncidentAssignment, actor: User
 ) -> None:
-    previous = [
-        a for a in incident.holders(IncidentRole.INCIDENT_LEADER) if a.id != assignment.id
-    ]
+    previous = [a for a in incident.holders(IncidentRole.INCIDENT_LEADER) if a.id != assignment.id]
     for old in previous:
         old.ended_at = assignment.acknowledged_at
     names = ", ".join(a.user.username for a in previous) or "nobody"
     await log(
-        session, incident=incident, kind=LogKind.ROLE, actor=actor,
+        session,
+        incident=incident,
+        kind=LogKind.ROLE,
+        actor=actor,
         text=f"Incident Leader hand-off {names} → {assignment.user.username} acknowledged",
     )
 
@@ -352,20 +414,27 @@ async def acknowledge_leadership(
     """The offered leader accepts; only now does the hand-off take effect and get logged."""
     pending = incident.pending_leader
     if pending is None:
-        raise RuleViolation("incident.handoff", f"no Incident Leader hand-off is pending on {incident.key}")
+        raise RuleViolation(
+            "incident.handoff", f"no Incident Leader hand-off is pending on {incident.key}"
+        )
     if pending.user_id != actor.id:
         raise PermissionDenied(
             f"the hand-off on {incident.key} was offered to {pending.user.username}, not you",
             rule="incident.handoff",
         )
     if not actor.has_role(Role.INCIDENT_LEADER):
-        raise PermissionDenied("you no longer hold the incident_leader role", rule="incident.handoff")
+        raise PermissionDenied(
+            "you no longer hold the incident_leader role", rule="incident.handoff"
+        )
     pending.acknowledged_at = utcnow()
     await session.flush()
     await _complete_handoff(session, incident=incident, assignment=pending, actor=actor)
     await audit.record(
-        session, actor=actor.username, action="incident.handoff",
-        target=f"incident:{incident.key}", details={"leader": actor.username},
+        session,
+        actor=actor.username,
+        action="incident.handoff",
+        target=f"incident:{incident.key}",
+        details={"leader": actor.username},
     )
     return pending
 
@@ -390,14 +459,21 @@ async def add_entry(
     if owner is not None and kind is not LogKind.ACTION:
         raise InvalidInput(FieldProblem("owner", "only actions have an owner"))
     return await log(
-        session, incident=incident, kind=kind, text=body, actor=actor, rationale=why,
-        owner=owner, due_at=due_at,
+        session,
+        incident=incident,
+        kind=kind,
+        text=body,
+        actor=actor,
+        rationale=why,
+        owner=owner,
+        due_at=due_at,
     )
 
 
 async def entries(session: AsyncSession, *, incident: Incident) -> list[IncidentLogEntry]:
     query = (
-        select(IncidentLogEntry).where(IncidentLogEntry.incident_id == incident.id)
+        select(IncidentLogEntry)
+        .where(IncidentLogEntry.incident_id == incident.id)
         .order_by(IncidentLogEntry.at, IncidentLogEntry.id)
     )
     return list((await session.scalars(query)).all())

@@ -56,10 +56,16 @@ async def _queue(
         key = f"{dedup_key}:dest:{destination.id}"
         if await session.scalar(select(Notification.id).where(Notification.dedup_key == key)):
             continue
-        texts = rendered.discord if destination.platform == Platform.DISCORD.value \
+        texts = (
+            rendered.discord
+            if destination.platform == Platform.DISCORD.value
             else rendered.telegram
+        )
         note = Notification(
-            kind=kind, dedup_key=key, destination_id=destination.id, text="\n\n".join(texts),
+            kind=kind,
+            dedup_key=key,
+            destination_id=destination.id,
+            text="\n\n".join(texts),
             ping_role=destination.responders_role_id if use is InternalUse.RESPONDERS else "",
         )
         session.add(note)
@@ -69,8 +75,15 @@ async def _queue(
 
 
 def _ctx(settings: Settings, *, key: str, title: str, severity: str) -> RenderContext:
-    return RenderContext(protocol_name=settings.protocol_name, incident_key=key,
-                         incident_title=title, severity=Severity(severity))
+    from comms.drafts.service import official_links
+
+    return RenderContext(
+        protocol_name=settings.protocol_name,
+        incident_key=key,
+        incident_title=title,
+        severity=Severity(severity),
+        official_links=official_links(settings),
+    )
 
 
 async def approval_request(session: AsyncSession, *, draft: Draft, settings: Settings) -> None:
@@ -85,17 +98,27 @@ async def approval_request(session: AsyncSession, *, draft: Draft, settings: Set
     }
     try:
         await _queue(
-            session, settings=settings, use=InternalUse.APPROVERS, kind="approval_request",
+            session,
+            settings=settings,
+            use=InternalUse.APPROVERS,
+            kind="approval_request",
             dedup_key=f"approval:{draft.id}:{draft.content_hash}",
-            template="internal-approval-request", values=values,
-            ctx=_ctx(settings, key=draft.incident.key, title=draft.incident.title,
-                     severity=draft.incident.severity),
+            template="internal-approval-request",
+            values=values,
+            ctx=_ctx(
+                settings,
+                key=draft.incident.key,
+                title=draft.incident.title,
+                severity=draft.incident.severity,
+            ),
         )
     except CommsError:  # a notification must never block the announcement itself
         log.exception("could not queue the approval request for draft %s", draft.id)
 
 
-async def delivery_problem(session: AsyncSession, *, delivery: Delivery, settings: Settings) -> None:
+async def delivery_problem(
+    session: AsyncSession, *, delivery: Delivery, settings: Settings
+) -> None:
     """Tell the Communication Manager's private destination that a delivery needs a person."""
     from comms.drafts.models import Draft
 
@@ -112,11 +135,19 @@ async def delivery_problem(session: AsyncSession, *, delivery: Delivery, setting
     }
     try:
         await _queue(
-            session, settings=settings, use=InternalUse.COMMS, kind="delivery_problem",
+            session,
+            settings=settings,
+            use=InternalUse.COMMS,
+            kind="delivery_problem",
             dedup_key=f"delivery:{delivery.id}:{delivery.state}:{delivery.attempts}",
-            template="internal-delivery-problem", values=values,
-            ctx=_ctx(settings, key=draft.incident.key, title=draft.incident.title,
-                     severity=draft.incident.severity),
+            template="internal-delivery-problem",
+            values=values,
+            ctx=_ctx(
+                settings,
+                key=draft.incident.key,
+                title=draft.incident.title,
+                severity=draft.incident.severity,
+            ),
         )
     except CommsError:
         log.exception("could not queue the delivery-problem notice for delivery %s", delivery.id)

@@ -26,7 +26,11 @@ class PublishError(Exception):
     """A platform call failed. ``message`` is the platform's own words where it gave any."""
 
     def __init__(
-        self, message: str, *, outcome: Outcome, retry_after: float | None = None,
+        self,
+        message: str,
+        *,
+        outcome: Outcome,
+        retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
         super().__init__(message)

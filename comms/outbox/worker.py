@@ -43,13 +43,14 @@ from comms.enums import Platform, Severity
 from comms.incidents import service as incidents
 from comms.incidents.models import LogKind
 from comms.outbox import notify
+from comms.outbox import service as outbox
 from comms.outbox.models import (
     Delivery,
     DeliveryState,
     Notification,
     NotificationState,
 )
-from comms.outbox.ports import Outcome, PublishError, Publisher, SendJob, SendResult
+from comms.outbox.ports import Outcome, Publisher, PublishError, SendJob, SendResult
 from comms.settings import Settings, TelegramUncertainPolicy
 
 log = logging.getLogger("comms.worker")
@@ -57,8 +58,6 @@ log = logging.getLogger("comms.worker")
 CLAIMABLE = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
 # Platforms whose API deduplicates a retried create (Discord's nonce + enforce_nonce).
 IDEMPOTENT = frozenset({Platform.DISCORD})
-PUBLISHABLE = frozenset({DraftStatus.APPROVED, DraftStatus.PUBLISHING, DraftStatus.PUBLISHED,
-                         DraftStatus.PARTIALLY_FAILED})
 
 
 def _default_worker_id() -> str:
@@ -128,8 +127,9 @@ class Worker:
         self._wake.clear()
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
         try:
-            await asyncio.wait(waiters, timeout=self.config.poll_interval,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -153,9 +153,9 @@ class Worker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def run_until_settled(self, *, timeout: float = 60.0) -> None:
+    async def run_until_settled(self, *, within: float = 60.0) -> None:
         """Work until no delivery or notification is waiting (tests and benchmarks)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + within
         while True:
             await self.recover()
             started = await self.dispatch()
@@ -174,15 +174,20 @@ class Worker:
     async def _seconds_until_next_due(self) -> float | None:
         async with self.db.transaction() as session:
             soonest = await session.scalar(
-                select(Delivery.next_attempt_at).where(
-                    Delivery.state.in_([*CLAIMABLE, DeliveryState.SENDING.value])
-                ).order_by(Delivery.next_attempt_at).limit(1)
+                select(Delivery.next_attempt_at)
+                .where(Delivery.state.in_([*CLAIMABLE, DeliveryState.SENDING.value]))
+                .order_by(Delivery.next_attempt_at)
+                .limit(1)
             )
             note = await session.scalar(
-                select(Notification.next_attempt_at).where(
-                    Notification.state.in_([NotificationState.PENDING.value,
-                                            NotificationState.SENDING.value])
-                ).order_by(Notification.next_attempt_at).limit(1)
+                select(Notification.next_attempt_at)
+                .where(
+                    Notification.state.in_(
+                        [NotificationState.PENDING.value, NotificationState.SENDING.value]
+                    )
+                )
+                .order_by(Notification.next_attempt_at)
+                .limit(1)
             )
         candidates = [t for t in (soonest, note) if t is not None]
         if not candidates:
@@ -201,12 +206,14 @@ class Worker:
         """
         now = utcnow()
         older = aliased(Delivery)
-        blocker = exists().where(and_(
-            older.destination_id == Delivery.destination_id,
-            older.id < Delivery.id,
-            (older.state.in_([DeliveryState.SENDING.value, DeliveryState.RETRYING.value]))
-            | and_(older.state == DeliveryState.PENDING.value, older.next_attempt_at <= now),
-        ))
+        blocker = exists().where(
+            and_(
+                older.destination_id == Delivery.destination_id,
+                older.id < Delivery.id,
+                (older.state.in_([DeliveryState.SENDING.value, DeliveryState.RETRYING.value]))
+                | and_(older.state == DeliveryState.PENDING.value, older.next_attempt_at <= now),
+            )
+        )
         async with self.db.transaction() as session:
             query = (
                 select(Delivery.id)
@@ -214,7 +221,7 @@ class Worker:
                 .order_by(Delivery.id)
                 .limit(limit)
             )
-            if session.bind.dialect.name == "postgresql":
+            if self.db.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=Delivery)
             ids = list((await session.scalars(query)).all())
             if not ids:
@@ -246,11 +253,12 @@ class Worker:
                 async with self.db.transaction() as session:
                     await session.execute(
                         update(Delivery)
-                        .where(Delivery.id.in_(list(self._inflight)),
-                               Delivery.claimed_by == self.worker_id,
-                               Delivery.state == DeliveryState.SENDING.value)
-                        .values(lease_until=utcnow()
-                                + timedelta(seconds=self.config.lease_seconds))
+                        .where(
+                            Delivery.id.in_(list(self._inflight)),
+                            Delivery.claimed_by == self.worker_id,
+                            Delivery.state == DeliveryState.SENDING.value,
+                        )
+                        .values(lease_until=utcnow() + timedelta(seconds=self.config.lease_seconds))
                         .execution_options(synchronize_session=False)
                     )
             except Exception:  # a missed renewal only risks an early recovery
@@ -260,11 +268,18 @@ class Worker:
         """Resume deliveries whose worker died mid-send (their lease ran out)."""
         now = utcnow()
         async with self.db.transaction() as session:
-            stale = list((await session.scalars(
-                select(Delivery).where(Delivery.state == DeliveryState.SENDING.value,
-                                       Delivery.lease_until < now)
-                .with_for_update()
-            )).all())
+            stale = list(
+                (
+                    await session.scalars(
+                        select(Delivery)
+                        .where(
+                            Delivery.state == DeliveryState.SENDING.value,
+                            Delivery.lease_until < now,
+                        )
+                        .with_for_update()
+                    )
+                ).all()
+            )
             for delivery in stale:
                 platform = Platform(delivery.destination.platform)
                 maybe_sent = delivery.inflight_index is not None and platform not in IDEMPOTENT
@@ -276,35 +291,44 @@ class Worker:
                     delivery.state = DeliveryState.RETRYING.value
                     delivery.next_attempt_at = now
                     delivery.inflight_index = None
-                    delivery.last_error = (
-                        f"worker {previous} stopped mid-delivery; resumed"
-                        + (" with the same nonce" if platform in IDEMPOTENT else
-                           " (no request was in flight)")
+                    delivery.last_error = f"worker {previous} stopped mid-delivery; resumed" + (
+                        " with the same nonce"
+                        if platform in IDEMPOTENT
+                        else " (no request was in flight)"
                     )
                     action = "delivery.resumed"
                 else:
                     delivery.uncertain_count += 1
                     resend = self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND
-                    delivery.state = (DeliveryState.RETRYING if resend
-                                      else DeliveryState.UNCERTAIN).value
+                    delivery.state = (
+                        DeliveryState.RETRYING if resend else DeliveryState.UNCERTAIN
+                    ).value
                     delivery.next_attempt_at = now
                     delivery.last_error = (
-                        f"worker {previous} stopped while message {delivery.inflight_index + 1} "
-                        "was on the wire: it may or may not have been posted"
-                        + ("; resending (COMMS_TELEGRAM_UNCERTAIN=resend)" if resend else
-                           "; check the chat, then resend or dismiss")
+                        f"worker {previous} stopped while message "
+                        f"{(delivery.inflight_index or 0) + 1} was on the wire: "
+                        "it may or may not have been posted"
+                        + (
+                            "; resending (COMMS_TELEGRAM_UNCERTAIN=resend)"
+                            if resend
+                            else "; check the chat, then resend or dismiss"
+                        )
                     )
                     if resend:
                         delivery.inflight_index = None
                     action = "delivery.uncertain"
-                    await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+                    await notify.delivery_problem(
+                        session, delivery=delivery, settings=self.settings
+                    )
                 await audit.record(
-                    session, actor=audit.SYSTEM_ACTOR, action=action,
+                    session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action=action,
                     target=f"delivery:{delivery.id}",
                     details={"worker": previous, "error": delivery.last_error},
                 )
                 if delivery.state_enum is DeliveryState.UNCERTAIN:
-                    await _settle_draft(session, draft_id=delivery.draft_id)
+                    await outbox.settle(session, draft_id=delivery.draft_id)
         return len(stale)
 
     # ------------------------------------------------------------------ one delivery
@@ -315,17 +339,26 @@ class Worker:
                 job = await self._prepare(delivery_id)
             except Exception as exc:  # nothing was sent: give it back for a later attempt
                 log.exception("delivery %s: check before sending failed", delivery_id)
-                await self._failed_attempt(delivery_id, PublishError(
-                    f"internal error before sending: {type(exc).__name__}",
-                    outcome=Outcome.TRANSIENT))
+                await self._failed_attempt(
+                    delivery_id,
+                    PublishError(
+                        f"internal error before sending: {type(exc).__name__}",
+                        outcome=Outcome.TRANSIENT,
+                    ),
+                )
                 return
             if job is None:
                 return
             publisher = self.publishers.get(job.platform)
             if publisher is None:
-                await self._failed_attempt(delivery_id, PublishError(
-                    f"no {job.platform.value} publisher is configured "
-                    f"(set COMMS_{job.platform.value.upper()}_TOKEN)", outcome=Outcome.PERMANENT))
+                await self._failed_attempt(
+                    delivery_id,
+                    PublishError(
+                        f"no {job.platform.value} publisher is configured "
+                        f"(set COMMS_{job.platform.value.upper()}_TOKEN)",
+                        outcome=Outcome.PERMANENT,
+                    ),
+                )
                 return
 
             async def progress(message_ids: list[str]) -> None:
@@ -338,8 +371,12 @@ class Worker:
                 return
             except Exception as exc:  # a bug mid-send: the outcome is unknown
                 log.exception("delivery %s: unexpected error while sending", delivery_id)
-                await self._failed_attempt(delivery_id, PublishError(
-                    f"unexpected {type(exc).__name__} while sending", outcome=Outcome.AMBIGUOUS))
+                await self._failed_attempt(
+                    delivery_id,
+                    PublishError(
+                        f"unexpected {type(exc).__name__} while sending", outcome=Outcome.AMBIGUOUS
+                    ),
+                )
                 return
             await self._complete(delivery_id, job, result)
         finally:
@@ -349,43 +386,66 @@ class Worker:
         """Re-check the gate under the draft's lock and build the exact job to send."""
         now = utcnow()
         async with self.db.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
-                                         populate_existing=True)
-            if (delivery is None or delivery.state != DeliveryState.SENDING.value
-                    or delivery.claimed_by != self.worker_id):
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=True, populate_existing=True
+            )
+            if (
+                delivery is None
+                or delivery.state != DeliveryState.SENDING.value
+                or delivery.claimed_by != self.worker_id
+            ):
                 return None  # lost the lease to another worker
-            draft = await session.get(Draft, delivery.draft_id, with_for_update=True,
-                                      populate_existing=True)
+            draft = await session.get(
+                Draft, delivery.draft_id, with_for_update=True, populate_existing=True
+            )
             assert draft is not None
             await session.refresh(draft, ["approvals", "incident"])
-            destination = await session.get(Destination, delivery.destination_id,
-                                            populate_existing=True)
+            destination = await session.get(
+                Destination, delivery.destination_id, populate_existing=True
+            )
             assert destination is not None
-            version = await session.scalar(select(DraftVersion).where(
-                DraftVersion.draft_id == draft.id, DraftVersion.version == delivery.draft_version))
+            version = await session.scalar(
+                select(DraftVersion).where(
+                    DraftVersion.draft_id == draft.id,
+                    DraftVersion.version == delivery.draft_version,
+                )
+            )
             problem = _gate_problem(delivery, draft, version, settings=self.settings, now=now)
             if problem is not None:
                 await self._refuse(session, delivery, problem)
                 return None
             assert version is not None
             if not destination.can_receive:
-                reason = ("destination marked compromised: " + destination.compromised_reason
-                          if destination.compromised else "destination disabled")
+                reason = (
+                    "destination marked compromised: " + destination.compromised_reason
+                    if destination.compromised
+                    else "destination disabled"
+                )
                 delivery.state = DeliveryState.SKIPPED.value
                 delivery.last_error = reason
                 delivery.claimed_by = ""
-                await audit.record(session, actor=audit.SYSTEM_ACTOR, action="delivery.skipped",
-                                   target=f"delivery:{delivery.id}", details={"reason": reason})
-                await _settle_draft(session, draft_id=draft.id)
+                await audit.record(
+                    session,
+                    actor=audit.SYSTEM_ACTOR,
+                    action="delivery.skipped",
+                    target=f"delivery:{delivery.id}",
+                    details={"reason": reason},
+                )
+                await outbox.settle(session, draft_id=draft.id)
                 return None
-            item = next(i for i in version.payload["deliveries"]
-                        if int(i["destination"]["id"]) == destination.id)
-            job = await _build_job(session, delivery=delivery, draft=draft, payload=version.payload,
-                                   item=item)
+            item = next(
+                i
+                for i in version.payload["deliveries"]
+                if int(i["destination"]["id"]) == destination.id
+            )
+            job = await _build_job(
+                session, delivery=delivery, draft=draft, payload=version.payload, item=item
+            )
             if draft.status_enum is DraftStatus.APPROVED:
                 draft.status = DraftStatus.PUBLISHING.value
-            delivery.inflight_index = job.start_index if job.start_index < len(job.messages) \
-                else None
+            delivery.inflight_index = (
+                job.start_index if job.start_index < len(job.messages) else None
+            )
             delivery.updated_at = now
         return job
 
@@ -395,18 +455,25 @@ class Worker:
         delivery.claimed_by = ""
         delivery.inflight_index = None
         await audit.record(
-            session, actor=audit.SYSTEM_ACTOR, action="delivery.refused",
+            session,
+            actor=audit.SYSTEM_ACTOR,
+            action="delivery.refused",
             target=f"delivery:{delivery.id}",
-            details={"draft": delivery.draft_id, "version": delivery.draft_version,
-                     "content_hash": delivery.content_hash, "problem": problem},
+            details={
+                "draft": delivery.draft_id,
+                "version": delivery.draft_version,
+                "content_hash": delivery.content_hash,
+                "problem": problem,
+            },
         )
         await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
-        await _settle_draft(session, draft_id=delivery.draft_id)
+        await outbox.settle(session, draft_id=delivery.draft_id)
 
     async def _record_progress(self, delivery_id: int, message_ids: list[str], total: int) -> None:
         async with self.db.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
-                                         populate_existing=True)
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=True, populate_existing=True
+            )
             assert delivery is not None
             delivery.platform_message_ids = list(message_ids)
             delivery.inflight_index = len(message_ids) if len(message_ids) < total else None
@@ -415,8 +482,9 @@ class Worker:
     async def _complete(self, delivery_id: int, job: SendJob, result: SendResult) -> None:
         now = utcnow()
         async with self.db.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
-                                         populate_existing=True)
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=True, populate_existing=True
+            )
             assert delivery is not None
             delivery.state = DeliveryState.SENT.value
             delivery.sent_at = now
@@ -434,35 +502,49 @@ class Worker:
             first_line = job.messages[0].strip().splitlines()[0] if job.messages else ""
             verb = "edited" if job.edit_ids else "sent"
             await incidents.log(
-                session, incident=draft.incident, kind=LogKind.COMMS, actor=None,
+                session,
+                incident=draft.incident,
+                kind=LogKind.COMMS,
+                actor=None,
                 channel=f"{destination.platform} {destination.name}",
-                text=(f"Communications {verb}: draft #{draft.id} v{draft.version} "
-                      f"({draft.template}), {len(result.message_ids)} message(s): "
-                      f"{_plain(first_line)[:140]}"),
+                text=(
+                    f"Communications {verb}: draft #{draft.id} v{draft.version} "
+                    f"({draft.template}), {len(result.message_ids)} message(s): "
+                    f"{_plain(first_line)[:140]}"
+                ),
             )
             if destination.is_public:
                 draft.incident.last_public_update_at = now
             await audit.record(
-                session, actor=audit.SYSTEM_ACTOR, action="delivery.sent",
+                session,
+                actor=audit.SYSTEM_ACTOR,
+                action="delivery.sent",
                 target=f"delivery:{delivery.id}",
-                details={"draft": draft.id, "version": delivery.draft_version,
-                         "content_hash": delivery.content_hash,
-                         "destination": destination.name, "message_ids": result.message_ids,
-                         "attempts": delivery.attempts, "edited": bool(job.edit_ids)},
+                details={
+                    "draft": draft.id,
+                    "version": delivery.draft_version,
+                    "content_hash": delivery.content_hash,
+                    "destination": destination.name,
+                    "message_ids": result.message_ids,
+                    "attempts": delivery.attempts,
+                    "edited": bool(job.edit_ids),
+                },
             )
-            await _settle_draft(session, draft_id=draft.id)
+            await outbox.settle(session, draft_id=draft.id)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
-        exponential = min(self.config.backoff_cap,
-                          self.config.backoff_base * 2 ** max(attempts - 1, 0))
-        delay = exponential * self.rng.uniform(0.5, 1.0)
-        return max(delay, retry_after or 0.0)
+        exponential = min(
+            self.config.backoff_cap, self.config.backoff_base * 2 ** max(attempts - 1, 0)
+        )
+        delay: float = exponential * self.rng.uniform(0.5, 1.0)
+        return max(delay, float(retry_after or 0.0))
 
     async def _failed_attempt(self, delivery_id: int, error: PublishError) -> None:
         now = utcnow()
         async with self.db.transaction() as session:
-            delivery = await session.get(Delivery, delivery_id, with_for_update=True,
-                                         populate_existing=True)
+            delivery = await session.get(
+                Delivery, delivery_id, with_for_update=True, populate_existing=True
+            )
             assert delivery is not None
             platform = Platform(delivery.destination.platform)
             outcome = error.outcome
@@ -477,58 +559,77 @@ class Worker:
                 delivery.state = DeliveryState.RETRYING.value
                 delivery.inflight_index = None
                 delivery.next_attempt_at = now + timedelta(
-                    seconds=self._backoff(delivery.attempts, error.retry_after))
+                    seconds=self._backoff(delivery.attempts, error.retry_after)
+                )
             elif outcome is Outcome.AMBIGUOUS:
                 delivery.uncertain_count += 1
                 if self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND:
                     delivery.state = DeliveryState.RETRYING.value
                     delivery.inflight_index = None
                     delivery.next_attempt_at = now + timedelta(
-                        seconds=self._backoff(delivery.attempts, error.retry_after))
+                        seconds=self._backoff(delivery.attempts, error.retry_after)
+                    )
                 else:
                     delivery.state = DeliveryState.UNCERTAIN.value
-                    delivery.last_error = (f"{error.message} — the message may or may not have "
-                                           "been posted; check the chat, then resend or dismiss")
+                    delivery.last_error = (
+                        f"{error.message} — the message may or may not have "
+                        "been posted; check the chat, then resend or dismiss"
+                    )
                 notify_person = True
             else:
                 delivery.state = DeliveryState.FAILED.value
                 delivery.inflight_index = None
                 if outcome is Outcome.TRANSIENT:
-                    delivery.last_error = (f"gave up after {delivery.attempts} attempts: "
-                                           f"{error.message}")
+                    delivery.last_error = (
+                        f"gave up after {delivery.attempts} attempts: {error.message}"
+                    )
                 notify_person = True
             await audit.record(
-                session, actor=audit.SYSTEM_ACTOR, action="delivery.attempt_failed",
+                session,
+                actor=audit.SYSTEM_ACTOR,
+                action="delivery.attempt_failed",
                 target=f"delivery:{delivery.id}",
-                details={"attempt": delivery.attempts, "outcome": error.outcome.value,
-                         "status": error.status, "error": error.message,
-                         "state": delivery.state},
+                details={
+                    "attempt": delivery.attempts,
+                    "outcome": error.outcome.value,
+                    "status": error.status,
+                    "error": error.message,
+                    "state": delivery.state,
+                },
             )
             if notify_person:
                 await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
-            await _settle_draft(session, draft_id=delivery.draft_id)
+            await outbox.settle(session, draft_id=delivery.draft_id)
 
     # ------------------------------------------------------------------ notifications
 
     async def claim_notifications(self, *, limit: int) -> list[int]:
         now = utcnow()
         async with self.db.transaction() as session:
-            query = (select(Notification.id)
-                     .where(Notification.state == NotificationState.PENDING.value,
-                            Notification.next_attempt_at <= now)
-                     .order_by(Notification.id).limit(limit))
-            if session.bind.dialect.name == "postgresql":
+            query = (
+                select(Notification.id)
+                .where(
+                    Notification.state == NotificationState.PENDING.value,
+                    Notification.next_attempt_at <= now,
+                )
+                .order_by(Notification.id)
+                .limit(limit)
+            )
+            if self.db.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             ids = list((await session.scalars(query)).all())
             if not ids:
                 return []
             result = await session.execute(
                 update(Notification)
-                .where(Notification.id.in_(ids),
-                       Notification.state == NotificationState.PENDING.value)
-                .values(state=NotificationState.SENDING.value,
-                        attempts=Notification.attempts + 1,
-                        next_attempt_at=now + timedelta(seconds=self.config.lease_seconds))
+                .where(
+                    Notification.id.in_(ids), Notification.state == NotificationState.PENDING.value
+                )
+                .values(
+                    state=NotificationState.SENDING.value,
+                    attempts=Notification.attempts + 1,
+                    next_attempt_at=now + timedelta(seconds=self.config.lease_seconds),
+                )
                 .returning(Notification.id)
                 .execution_options(synchronize_session=False)
             )
@@ -560,8 +661,9 @@ class Worker:
                 log.exception("notification %s failed", note_id)
                 error = f"unexpected {type(exc).__name__}"
         async with self.db.transaction() as session:
-            note = await session.get(Notification, note_id, with_for_update=True,
-                                     populate_existing=True)
+            note = await session.get(
+                Notification, note_id, with_for_update=True, populate_existing=True
+            )
             assert note is not None
             now = utcnow()
             if error is None:
@@ -587,7 +689,11 @@ def _plain(text: str) -> str:
 
 
 def _gate_problem(
-    delivery: Delivery, draft: Draft, version: DraftVersion | None, *, settings: Settings,
+    delivery: Delivery,
+    draft: Draft,
+    version: DraftVersion | None,
+    *,
+    settings: Settings,
     now: datetime,
 ) -> str | None:
     """The final check before bytes leave: None when sending is allowed."""
@@ -598,22 +704,29 @@ def _gate_problem(
     if version.content_hash != delivery.content_hash:
         return "the version's recorded hash differs from the delivery's"
     if draft.version != delivery.draft_version or draft.content_hash != delivery.content_hash:
-        return (f"the draft changed after approval (now version {draft.version}, "
-                f"hash {draft.content_hash[:12]})")
-    if draft.status_enum not in PUBLISHABLE:
+        return (
+            f"the draft changed after approval (now version {draft.version}, "
+            f"hash {draft.content_hash[:12]})"
+        )
+    if draft.status_enum not in outbox.PUBLISHABLE:
         return f"the draft is {draft.status}"
-    quorum = evaluate(draft, severity=Severity(draft.incident.severity), settings=settings,
-                      now=now)
+    quorum = evaluate(draft, severity=Severity(draft.incident.severity), settings=settings, now=now)
     if not quorum.met:
         return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
-    if not any(int(i["destination"]["id"]) == delivery.destination_id
-               for i in version.payload["deliveries"]):
+    if not any(
+        int(i["destination"]["id"]) == delivery.destination_id
+        for i in version.payload["deliveries"]
+    ):
         return "the destination is not part of the approved content"
     return None
 
 
 async def _build_job(
-    session: AsyncSession, *, delivery: Delivery, draft: Draft, payload: dict[str, Any],
+    session: AsyncSession,
+    *,
+    delivery: Delivery,
+    draft: Draft,
+    payload: dict[str, Any],
     item: dict[str, Any],
 ) -> SendJob:
     platform = Platform(item["destination"]["platform"])
@@ -623,11 +736,14 @@ async def _build_job(
     edit_ids: tuple[str, ...] = ()
     if payload.get("correction_of"):
         original = await session.scalar(
-            select(Delivery).where(
+            select(Delivery)
+            .where(
                 Delivery.draft_id == int(payload["correction_of"]),
                 Delivery.destination_id == delivery.destination_id,
                 Delivery.state == DeliveryState.SENT.value,
-            ).order_by(Delivery.id.desc()).limit(1)
+            )
+            .order_by(Delivery.id.desc())
+            .limit(1)
         )
         if original is not None and original.platform_message_ids:
             edit_ids = tuple(original.platform_message_ids)
@@ -638,8 +754,12 @@ async def _build_job(
             thread_name = f"{payload['incident']} updates"[:100]
         if item.get("lock_thread"):
             lock_thread = into_thread or ""  # "" = the thread this delivery opens
-    if platform is Platform.TELEGRAM and earlier is not None and earlier.platform_message_ids \
-            and not edit_ids:
+    if (
+        platform is Platform.TELEGRAM
+        and earlier is not None
+        and earlier.platform_message_ids
+        and not edit_ids
+    ):
         reply_to = earlier.platform_message_ids[0]
     return SendJob(
         delivery_id=delivery.id,
@@ -669,37 +789,12 @@ async def _incident_first_delivery(
     return await session.scalar(
         select(Delivery)
         .join(Draft, Draft.id == Delivery.draft_id)
-        .where(Draft.incident_id == draft.incident_id,
-               Delivery.destination_id == delivery.destination_id,
-               Delivery.draft_id != draft.id,
-               Delivery.state == DeliveryState.SENT.value)
+        .where(
+            Draft.incident_id == draft.incident_id,
+            Delivery.destination_id == delivery.destination_id,
+            Delivery.draft_id != draft.id,
+            Delivery.state == DeliveryState.SENT.value,
+        )
         .order_by(Delivery.id)
         .limit(1)
     )
-
-
-async def _settle_draft(session: AsyncSession, *, draft_id: int) -> None:
-    """Once no delivery is still on its way, the draft is published or partially failed."""
-    draft = await session.get(Draft, draft_id, populate_existing=True)
-    assert draft is not None
-    states = [DeliveryState(s) for s in (await session.scalars(
-        select(Delivery.state).where(Delivery.draft_id == draft_id,
-                                     Delivery.draft_version == draft.version)
-    )).all()]
-    if not states or draft.status_enum not in PUBLISHABLE:
-        return
-    active = {DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRYING}
-    if any(s in active for s in states):
-        return
-    if all(s in (DeliveryState.SENT, DeliveryState.SKIPPED) for s in states):
-        status = DraftStatus.PUBLISHED
-    else:
-        status = DraftStatus.PARTIALLY_FAILED
-    if draft.status != status.value:
-        draft.status = status.value
-        if status is DraftStatus.PUBLISHED:
-            draft.published_at = utcnow()
-        await audit.record(session, actor=audit.SYSTEM_ACTOR, action=f"draft.{status.value}",
-                           target=f"draft:{draft.id}",
-                           details={"version": draft.version,
-                                    "states": sorted(s.value for s in states)})

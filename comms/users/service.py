@@ -85,7 +85,9 @@ async def list_users(session: AsyncSession) -> list[User]:
 
 async def list_with_role(session: AsyncSession, *, role: Role) -> list[User]:
     query = (
-        select(User).join(UserRole).where(UserRole.role == role.value, User.active.is_(True))
+        select(User)
+        .join(UserRole)
+        .where(UserRole.role == role.value, User.active.is_(True))
         .order_by(User.username)
     )
     return list((await session.scalars(query)).unique().all())
@@ -106,9 +108,11 @@ async def create(
     name = username.strip().lower()
     problems: list[FieldProblem] = []
     if not USERNAME_RE.match(name):
-        problems.append(FieldProblem(
-            "username", "use 2-64 characters: lowercase letters, digits, '.', '_' or '-'"
-        ))
+        problems.append(
+            FieldProblem(
+                "username", "use 2-64 characters: lowercase letters, digits, '.', '_' or '-'"
+            )
+        )
     role_set = set(roles)
     if not role_set:
         problems.append(FieldProblem("roles", "give at least one role"))
@@ -131,8 +135,11 @@ async def create(
     session.add(user)
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR, action="user.create",
-        target=f"user:{name}", details={"roles": sorted(r.value for r in role_set)},
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="user.create",
+        target=f"user:{name}",
+        details={"roles": sorted(r.value for r in role_set)},
     )
     return user
 
@@ -154,14 +161,18 @@ async def set_roles(
         user.roles.append(UserRole(role=role.value))
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR, action="user.roles",
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="user.roles",
         target=f"user:{user.username}",
         details={"before": sorted(r.value for r in old), "after": sorted(r.value for r in new)},
     )
     if new != old:
         # A changed role set must not ride on a session opened under the old one.
         await sessions.end_all(
-            session, user=user, reason="roles changed",
+            session,
+            user=user,
+            reason="roles changed",
             actor=actor.username if actor else audit.SYSTEM_ACTOR,
         )
     return user
@@ -177,12 +188,16 @@ async def set_active(
     user.active = active
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
-        action="user.enable" if active else "user.disable", target=f"user:{user.username}",
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="user.enable" if active else "user.disable",
+        target=f"user:{user.username}",
     )
     if not active:
         await sessions.end_all(
-            session, user=user, reason="user disabled",
+            session,
+            user=user,
+            reason="user disabled",
             actor=actor.username if actor else audit.SYSTEM_ACTOR,
         )
     return user
@@ -197,6 +212,8 @@ async def set_password(
     user.password_hash = hash_password(password)
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR,
-        action="user.password", target=f"user:{user.username}",
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="user.password",
+        target=f"user:{user.username}",
     )

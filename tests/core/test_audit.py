@@ -15,8 +15,13 @@ from comms.db import Database
 async def _fill(db: Database, count: int) -> None:
     async with db.transaction() as session:
         for i in range(count):
-            await audit.record(session, actor=f"user{i % 3}", action="test.event",
-                               target=f"thing:{i}", details={"i": i, "note": "ünïcode ✓"})
+            await audit.record(
+                session,
+                actor=f"user{i % 3}",
+                action="test.event",
+                target=f"thing:{i}",
+                details={"i": i, "note": "ünïcode ✓"},
+            )
 
 
 async def _raw(db: Database, *statements: str) -> None:
@@ -51,8 +56,10 @@ async def test_empty_chain_verifies(db: Database) -> None:
 
 async def test_database_refuses_update_and_delete(db: Database) -> None:
     await _fill(db, 2)
-    for statement in ("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1",
-                      "DELETE FROM audit_events WHERE seq = 2"):
+    for statement in (
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 1",
+        "DELETE FROM audit_events WHERE seq = 2",
+    ):
         with pytest.raises(Exception, match="append-only"):
             async with db.engine.begin() as conn:
                 await conn.execute(text(statement))
@@ -120,9 +127,24 @@ async def test_random_tampering_is_always_caught(db: Database) -> None:
         head = await session.get(AuditHead, 1)
     assert head is not None
     for _round in range(400):
-        tampered = [AuditEvent(**{c: getattr(e, c) for c in (
-            "seq", "at", "actor", "action", "target", "details", "prev_hash", "hash")})
-            for e in events]
+        tampered = [
+            AuditEvent(
+                **{
+                    c: getattr(e, c)
+                    for c in (
+                        "seq",
+                        "at",
+                        "actor",
+                        "action",
+                        "target",
+                        "details",
+                        "prev_hash",
+                        "hash",
+                    )
+                }
+            )
+            for e in events
+        ]
         kind = rng.choice(["change", "delete", "insert", "reorder", "recompute"])
         index = rng.randrange(len(tampered) - 1)
         if kind == "change":
@@ -132,11 +154,18 @@ async def test_random_tampering_is_always_caught(db: Database) -> None:
             del tampered[index]
             expected = index + 1
         elif kind == "insert":
-            forged = AuditEvent(seq=index + 1, at=tampered[index].at, actor="mallory",
-                                action="x", target="", details={},
-                                prev_hash=tampered[index].prev_hash, hash="0" * 64)
+            forged = AuditEvent(
+                seq=index + 1,
+                at=tampered[index].at,
+                actor="mallory",
+                action="x",
+                target="",
+                details={},
+                prev_hash=tampered[index].prev_hash,
+                hash="0" * 64,
+            )
             tampered.insert(index, forged)
-            for later in tampered[index + 1:]:
+            for later in tampered[index + 1 :]:
                 later.seq += 1
             expected = index + 1
         elif kind == "reorder":
@@ -147,9 +176,13 @@ async def test_random_tampering_is_always_caught(db: Database) -> None:
         else:  # change content and recompute that event's own hash: the next link breaks
             tampered[index].actor = "mallory"
             tampered[index].hash = audit.event_hash(
-                seq=tampered[index].seq, at=tampered[index].at, actor="mallory",
-                action=tampered[index].action, target=tampered[index].target,
-                details=tampered[index].details, prev_hash=tampered[index].prev_hash,
+                seq=tampered[index].seq,
+                at=tampered[index].at,
+                actor="mallory",
+                action=tampered[index].action,
+                target=tampered[index].target,
+                details=tampered[index].details,
+                prev_hash=tampered[index].prev_hash,
             )
             expected = index + 2
         result = audit.verify_events(tampered, head)

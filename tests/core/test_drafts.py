@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+
 import pytest
 from sqlalchemy import select
 
@@ -38,45 +39,59 @@ async def _setup(db: Database, severity: Severity = Severity.P1) -> dict:
     return {**team, **{f"dest_{k}": v for k, v in dests.items()}, "incident": inc}
 
 
-async def _draft(db: Database, ctx: dict, settings: Settings, *, submit: bool = True,
-                 **overrides: object) -> Draft:
+async def _draft(
+    db: Database, ctx: dict, settings: Settings, *, submit: bool = True, **overrides: object
+) -> Draft:
     async with db.transaction() as session:
         inc = await incidents.require_incident(session, key=ctx["incident"].key)
-        chosen = [await destinations.require_destination(session, name=n)
-                  for n in ("discord-announcements", "telegram-announcements")]
+        chosen = [
+            await destinations.require_destination(session, name=n)
+            for n in ("discord-announcements", "telegram-announcements")
+        ]
         draft = await drafts.create(
-            session, incident=inc, template="active-exploit-initial",
-            variables={**VARS, **overrides}, destinations=chosen, actor=ctx["cm"],
-            settings=settings)
+            session,
+            incident=inc,
+            template="active-exploit-initial",
+            variables={**VARS, **overrides},
+            destinations=chosen,
+            actor=ctx["cm"],
+            settings=settings,
+        )
         if submit:
             draft = await drafts.submit(session, draft=draft, actor=ctx["cm"], settings=settings)
     return draft
 
 
-async def _approve(db: Database, draft: Draft, actor: object, settings: Settings,
-                   **kwargs: object) -> Draft:
+async def _approve(
+    db: Database, draft: Draft, actor: object, settings: Settings, **kwargs: object
+) -> Draft:
     async with db.transaction() as session:
         found = await drafts.require_draft(session, draft_id=draft.id)
-        return await drafts.approve(session, draft=found, actor=actor, settings=settings,
-                                    **kwargs)  # type: ignore[arg-type]
+        return await drafts.approve(session, draft=found, actor=actor, settings=settings, **kwargs)  # type: ignore[arg-type]
 
 
-async def _edit(db: Database, draft: Draft, actor: object, settings: Settings,
-                **variables: str) -> Draft:
+async def _edit(
+    db: Database, draft: Draft, actor: object, settings: Settings, **variables: str
+) -> Draft:
     async with db.transaction() as session:
         found = await drafts.require_draft(session, draft_id=draft.id)
-        return await drafts.edit(session, draft=found, actor=actor, settings=settings,
-                                 variables=variables)  # type: ignore[arg-type]
+        return await drafts.edit(
+            session, draft=found, actor=actor, settings=settings, variables=variables
+        )  # type: ignore[arg-type]
 
 
-async def test_draft_has_versioned_hash_and_rendered_payload(db: Database, settings: Settings) -> None:
+async def test_draft_has_versioned_hash_and_rendered_payload(
+    db: Database, settings: Settings
+) -> None:
     ctx = await _setup(db)
     draft = await _draft(db, ctx, settings, submit=False)
     assert draft.version == 1 and draft.status == "draft"
     assert re.fullmatch(r"[0-9a-f]{64}", draft.content_hash)
     deliveries = draft.payload["deliveries"]
     assert [d["destination"]["name"] for d in deliveries] == [
-        "discord-announcements", "telegram-announcements"]
+        "discord-announcements",
+        "telegram-announcements",
+    ]
     discord, telegram = deliveries
     # P1, the template asks for @everyone and the Discord destination allows it.
     assert discord["mentions"] == ["everyone"] and discord["messages"][0].startswith("@everyone")
@@ -92,7 +107,9 @@ async def test_everyone_needs_p1(db: Database, settings: Settings) -> None:
     assert not any("@everyone" in m for d in draft.payload["deliveries"] for m in d["messages"])
 
 
-async def test_quorum_of_one_approves_and_writes_the_outbox(db: Database, settings: Settings) -> None:
+async def test_quorum_of_one_approves_and_writes_the_outbox(
+    db: Database, settings: Settings
+) -> None:
     ctx = await _setup(db)
     draft = await _draft(db, ctx, settings)
     assert draft.status == "in_review"
@@ -101,7 +118,9 @@ async def test_quorum_of_one_approves_and_writes_the_outbox(db: Database, settin
     async with db.transaction() as session:
         rows = await outbox.for_draft(session, draft_id=draft.id)
     assert [(r.destination.name, r.state, r.content_hash == draft.content_hash) for r in rows] == [
-        ("discord-announcements", "pending", True), ("telegram-announcements", "pending", True)]
+        ("discord-announcements", "pending", True),
+        ("telegram-announcements", "pending", True),
+    ]
     assert len({r.idempotency_key for r in rows}) == 2
     assert all(len(r.idempotency_key) <= 22 for r in rows)
 
@@ -111,8 +130,9 @@ async def test_compromised_destination_is_skipped(db: Database, settings: Settin
     draft = await _draft(db, ctx, settings)
     async with db.transaction() as session:
         tg = await destinations.require_destination(session, name="telegram-announcements")
-        await destinations.mark_compromised(session, destination=tg, reason="bot token leaked",
-                                            actor=None)
+        await destinations.mark_compromised(
+            session, destination=tg, reason="bot token leaked", actor=None
+        )
     await _approve(db, draft, ctx["dm1"], settings)
     async with db.transaction() as session:
         rows = await outbox.for_draft(session, draft_id=draft.id)
@@ -125,7 +145,9 @@ async def test_compromised_destination_is_skipped(db: Database, settings: Settin
 async def test_quorum_of_two_needs_two_distinct_decision_makers(
     db: Database, settings: Settings
 ) -> None:
-    two = settings.model_copy(update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2}))
+    two = settings.model_copy(
+        update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2})
+    )
     ctx = await _setup(db)
     draft = await _draft(db, ctx, two)
     after_one = await _approve(db, draft, ctx["dm1"], two)
@@ -175,7 +197,9 @@ async def test_only_decision_makers_approve(db: Database, settings: Settings) ->
 
 
 async def test_edit_voids_approvals_and_returns_to_review(db: Database, settings: Settings) -> None:
-    two = settings.model_copy(update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2}))
+    two = settings.model_copy(
+        update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2})
+    )
     ctx = await _setup(db)
     draft = await _draft(db, ctx, two)
     await _approve(db, draft, ctx["dm1"], two)
@@ -218,7 +242,9 @@ async def test_stale_hash_is_refused(db: Database, settings: Settings) -> None:
 
 
 async def test_revoked_decision_maker_stops_counting(db: Database, settings: Settings) -> None:
-    two = settings.model_copy(update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2}))
+    two = settings.model_copy(
+        update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2})
+    )
     ctx = await _setup(db)
     draft = await _draft(db, ctx, two)
     await _approve(db, draft, ctx["dm1"], two)
@@ -245,8 +271,11 @@ async def test_disabled_decision_maker_stops_counting(db: Database, settings: Se
 
 
 async def test_approvals_expire(db: Database, settings: Settings, clock: FrozenClock) -> None:
-    expiring = settings.model_copy(update=dict(approval_ttl_minutes=30,
-                       approval_quorum={**settings.approval_quorum, Severity.P1: 2}))
+    expiring = settings.model_copy(
+        update=dict(
+            approval_ttl_minutes=30, approval_quorum={**settings.approval_quorum, Severity.P1: 2}
+        )
+    )
     ctx = await _setup(db)
     draft = await _draft(db, ctx, expiring)
     await _approve(db, draft, ctx["dm1"], expiring)
@@ -267,8 +296,9 @@ async def test_rejection_needs_a_reason_and_goes_back_to_the_author(
             await drafts.reject(session, draft=draft, actor=ctx["dm1"], reason="   ")
     assert caught.value.field == "reason"
     async with db.transaction() as session:
-        rejected = await drafts.reject(session, draft=draft, actor=ctx["dm1"],
-                                       reason="Do not say funds are at risk yet")
+        rejected = await drafts.reject(
+            session, draft=draft, actor=ctx["dm1"], reason="Do not say funds are at risk yet"
+        )
     assert rejected.status == "rejected"
     with pytest.raises(RuleViolation):
         async with db.transaction() as session:
@@ -281,15 +311,22 @@ async def test_rejection_needs_a_reason_and_goes_back_to_the_author(
 
 
 async def test_severity_change_rerenders_and_voids(db: Database, settings: Settings) -> None:
-    two = settings.model_copy(update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2}))
+    two = settings.model_copy(
+        update=dict(approval_quorum={**settings.approval_quorum, Severity.P1: 2})
+    )
     ctx = await _setup(db, Severity.P2)
     draft = await _draft(db, ctx, two)
     await _approve(db, draft, ctx["dm1"], two)  # P2 quorum is 1: approved
     async with db.transaction() as session:
         inc = await incidents.require_incident(session, key=ctx["incident"].key)
-        touched = await change_severity(session, incident=inc, severity=Severity.P1,
-                                        actor=ctx["lead"], rationale="funds confirmed moving",
-                                        settings=two)
+        touched = await change_severity(
+            session,
+            incident=inc,
+            severity=Severity.P1,
+            actor=ctx["lead"],
+            rationale="funds confirmed moving",
+            settings=two,
+        )
     assert [d.id for d in touched] == [draft.id]
     async with db.transaction() as session:
         found = await drafts.require_draft(session, draft_id=draft.id)
@@ -306,21 +343,32 @@ async def test_submit_queues_an_approval_request(db: Database, settings: Setting
     async with db.transaction() as session:
         notes = list((await session.scalars(select(Notification))).all())
     assert [(n.kind, n.destination.name) for n in notes] == [
-        ("approval_request", "discord-responders")]
+        ("approval_request", "discord-responders")
+    ]
     assert draft.content_hash[:12] in notes[0].text
     assert "@everyone" not in notes[0].text
 
 
-@pytest.mark.parametrize(("template", "variables", "field"), [
-    ("no-such-template", VARS, "template"),
-    ("active-exploit-initial", {**VARS, "colour": "red"}, "variables.colour"),
-    ("active-exploit-initial", {k: v for k, v in VARS.items() if k != "summary"},
-     "variables.summary"),
-    ("active-exploit-initial", {**VARS, "status_url": "http://example.org"}, "variables.status_url"),
-    ("active-exploit-initial", {**VARS, "contract": "0x1234"}, "variables.contract"),
-    ("active-exploit-initial", {**VARS, "next_update": "tomorrow"}, "variables.next_update"),
-    ("internal-report-ack", {"reference": "R-1"}, "template"),
-])
+@pytest.mark.parametrize(
+    ("template", "variables", "field"),
+    [
+        ("no-such-template", VARS, "template"),
+        ("active-exploit-initial", {**VARS, "colour": "red"}, "variables.colour"),
+        (
+            "active-exploit-initial",
+            {k: v for k, v in VARS.items() if k != "summary"},
+            "variables.summary",
+        ),
+        (
+            "active-exploit-initial",
+            {**VARS, "status_url": "http://example.org"},
+            "variables.status_url",
+        ),
+        ("active-exploit-initial", {**VARS, "contract": "0x1234"}, "variables.contract"),
+        ("active-exploit-initial", {**VARS, "next_update": "tomorrow"}, "variables.next_update"),
+        ("internal-report-ack", {"reference": "R-1"}, "template"),
+    ],
+)
 async def test_bad_draft_input_names_the_field_and_writes_nothing(
     db: Database, settings: Settings, template: str, variables: dict[str, str], field: str
 ) -> None:
@@ -329,8 +377,15 @@ async def test_bad_draft_input_names_the_field_and_writes_nothing(
         async with db.transaction() as session:
             inc = await incidents.require_incident(session, key=ctx["incident"].key)
             dest = await destinations.require_destination(session, name="discord-announcements")
-            await drafts.create(session, incident=inc, template=template, variables=variables,
-                                destinations=[dest], actor=ctx["cm"], settings=settings)
+            await drafts.create(
+                session,
+                incident=inc,
+                template=template,
+                variables=variables,
+                destinations=[dest],
+                actor=ctx["cm"],
+                settings=settings,
+            )
     error = caught.value
     fields = {p.field for p in error.problems} if isinstance(error, InvalidInput) else {error.field}
     assert field in fields
@@ -344,14 +399,19 @@ async def test_every_option_changes_the_hash(db: Database, settings: Settings) -
     hashes = {draft.content_hash}
     async with db.transaction() as session:
         found = await drafts.require_draft(session, draft_id=draft.id)
-        for options in (DraftOptions(pin=False), DraftOptions(silent=True),
-                        DraftOptions(link_previews=True)):
-            found = await drafts.edit(session, draft=found, actor=ctx["cm"], settings=settings,
-                                      options=options)
+        for options in (
+            DraftOptions(pin=False),
+            DraftOptions(silent=True),
+            DraftOptions(link_previews=True),
+        ):
+            found = await drafts.edit(
+                session, draft=found, actor=ctx["cm"], settings=settings, options=options
+            )
             hashes.add(found.content_hash)
         tg = await destinations.require_destination(session, name="telegram-announcements")
-        found = await drafts.edit(session, draft=found, actor=ctx["cm"], settings=settings,
-                                  destinations=[tg])
+        found = await drafts.edit(
+            session, draft=found, actor=ctx["cm"], settings=settings, destinations=[tg]
+        )
         hashes.add(found.content_hash)
     assert len(hashes) == 5
     assert found.status == DraftStatus.DRAFT.value

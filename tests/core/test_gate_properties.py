@@ -51,29 +51,45 @@ class GateMachine(RuleBasedStateMachine):
     def setup(self, quorum: int) -> None:
         self.quorum = quorum
         self.settings: Settings = load_settings(
-            database_url=self.url, approval_quorum={"P1": quorum})
+            database_url=self.url, approval_quorum={"P1": quorum}
+        )
         roles = {
-            "cm": [Role.COMMS_MANAGER], "cm2": [Role.COMMS_MANAGER],
+            "cm": [Role.COMMS_MANAGER],
+            "cm2": [Role.COMMS_MANAGER],
             "dual": [Role.COMMS_MANAGER, Role.DECISION_MAKER],
-            "dm1": [Role.DECISION_MAKER], "dm2": [Role.DECISION_MAKER],
-            "dm3": [Role.DECISION_MAKER], "lead": [Role.INCIDENT_LEADER],
+            "dm1": [Role.DECISION_MAKER],
+            "dm2": [Role.DECISION_MAKER],
+            "dm3": [Role.DECISION_MAKER],
+            "lead": [Role.INCIDENT_LEADER],
         }
 
         async def build() -> int:
             async with self.db.transaction() as session:
                 for name, rs in roles.items():
-                    await users.create(session, username=f"{name}-{self.suffix}",
-                                       password=PASSWORD, roles=rs)
+                    await users.create(
+                        session, username=f"{name}-{self.suffix}", password=PASSWORD, roles=rs
+                    )
                 lead = await users.require_user(session, username=f"lead-{self.suffix}")
-                inc = await incidents.open_incident(session, title="Exploit", actor=lead,
-                                                    severity=Severity.P1)
+                inc = await incidents.open_incident(
+                    session, title="Exploit", actor=lead, severity=Severity.P1
+                )
                 dest = await destinations.create(
-                    session, name=f"dest-{self.suffix}", platform=Platform.DISCORD,
-                    target="123456789012345678", actor=None)
+                    session,
+                    name=f"dest-{self.suffix}",
+                    platform=Platform.DISCORD,
+                    target="123456789012345678",
+                    actor=None,
+                )
                 cm = await users.require_user(session, username=f"cm-{self.suffix}")
                 draft = await drafts.create(
-                    session, incident=inc, template="custom", variables={"message": "v0"},
-                    destinations=[dest], actor=cm, settings=self.settings)
+                    session,
+                    incident=inc,
+                    template="custom",
+                    variables={"message": "v0"},
+                    destinations=[dest],
+                    actor=cm,
+                    settings=self.settings,
+                )
                 return draft.id
 
         self.draft_id = self.run(build())
@@ -88,7 +104,8 @@ class GateMachine(RuleBasedStateMachine):
 
     def eligible_count(self) -> int:
         return sum(
-            1 for name in self.deciders
+            1
+            for name in self.deciders
             if self.version in self.approved_versions[name]
             and name not in (self.author, self.last_editor)
         )
@@ -98,8 +115,13 @@ class GateMachine(RuleBasedStateMachine):
             actor = await users.require_user(session, username=f"{username}-{self.suffix}")
             draft = await drafts.require_draft(session, draft_id=self.draft_id)
             if action == "edit":
-                await drafts.edit(session, draft=draft, actor=actor, settings=self.settings,
-                                  variables={"message": kwargs["text"]})
+                await drafts.edit(
+                    session,
+                    draft=draft,
+                    actor=actor,
+                    settings=self.settings,
+                    variables={"message": kwargs["text"]},
+                )
             elif action == "submit":
                 await drafts.submit(session, draft=draft, actor=actor, settings=self.settings)
             elif action == "approve":
@@ -116,8 +138,10 @@ class GateMachine(RuleBasedStateMachine):
             return type(error)
         return None
 
-    @rule(editor=st.sampled_from(EDITORS), text=st.text(
-        alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=1, max_size=20))
+    @rule(
+        editor=st.sampled_from(EDITORS),
+        text=st.text(alphabet="abcdefghijklmnopqrstuvwxyz ", min_size=1, max_size=20),
+    )
     def edit(self, editor: str, text: str) -> None:
         allowed = editor in ("cm", "cm2") or "dual" in self.deciders
         editable = self.status in ("draft", "in_review", "rejected", "approved")
@@ -145,8 +169,11 @@ class GateMachine(RuleBasedStateMachine):
         outcome = self.attempt(who, "approve")
         if who not in self.deciders:
             assert outcome is PermissionDenied
-        elif (self.status != "in_review" or who in (self.author, self.last_editor)
-              or self.version in self.approved_versions[who]):
+        elif (
+            self.status != "in_review"
+            or who in (self.author, self.last_editor)
+            or self.version in self.approved_versions[who]
+        ):
             assert outcome is RuleViolation
         else:
             assert outcome is None
@@ -186,7 +213,8 @@ class GateMachine(RuleBasedStateMachine):
         assert have == self.eligible_count()
         # Publishable (what the worker checks) exactly when the model says a quorum stands.
         assert (status == "approved" and met) == (
-            self.status == "approved" and self.eligible_count() >= self.quorum)
+            self.status == "approved" and self.eligible_count() >= self.quorum
+        )
         if status == "in_review":
             assert have < self.quorum
 
@@ -196,7 +224,9 @@ def test_gate_state_machine(database_url: str) -> None:
     GateMachine.url = database_url
     runner = GateMachine.TestCase()
     runner.settings = settings(
-        max_examples=25, stateful_step_count=20, deadline=None,
+        max_examples=25,
+        stateful_step_count=20,
+        deadline=None,
         suppress_health_check=[HealthCheck.too_slow],
     )
     runner.runTest()

@@ -43,18 +43,27 @@ async def test_the_full_lifecycle(db: Database) -> None:
     async with db.transaction() as session:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"])
-        for status in (S.COORDINATING, S.INVESTIGATING, S.MITIGATED, S.MONITORING,
-                       S.POST_INCIDENT, S.CLOSED):
+        for status in (
+            S.COORDINATING,
+            S.INVESTIGATING,
+            S.MITIGATED,
+            S.MONITORING,
+            S.POST_INCIDENT,
+            S.CLOSED,
+        ):
             await incidents.change_status(session, incident=inc, status=status, actor=team["lead"])
         assert inc.status == "closed" and inc.resolved_at is not None and inc.mitigated_at
 
 
-@pytest.mark.parametrize(("path", "target"), [
-    ([], S.MITIGATED),
-    ([S.INVESTIGATING], S.MONITORING),
-    ([S.INVESTIGATING, S.MITIGATED], S.POST_INCIDENT),
-    ([S.INVESTIGATING, S.MITIGATED, S.MONITORING, S.POST_INCIDENT, S.CLOSED], S.INVESTIGATING),
-])
+@pytest.mark.parametrize(
+    ("path", "target"),
+    [
+        ([], S.MITIGATED),
+        ([S.INVESTIGATING], S.MONITORING),
+        ([S.INVESTIGATING, S.MITIGATED], S.POST_INCIDENT),
+        ([S.INVESTIGATING, S.MITIGATED, S.MONITORING, S.POST_INCIDENT, S.CLOSED], S.INVESTIGATING),
+    ],
+)
 async def test_invalid_transitions_are_refused(
     db: Database, path: list[IncidentStatus], target: IncidentStatus
 ) -> None:
@@ -62,12 +71,14 @@ async def test_invalid_transitions_are_refused(
         team = await make_team(session)
         inc = await make_incident(session, team["lead"])
         for status in path:
-            await incidents.change_status(session, incident=inc, status=status,
-                                          actor=team["lead"], rationale="why not")
+            await incidents.change_status(
+                session, incident=inc, status=status, actor=team["lead"], rationale="why not"
+            )
         before = inc.status
         with pytest.raises(RuleViolation) as caught:
-            await incidents.change_status(session, incident=inc, status=target,
-                                          actor=team["lead"], rationale="try")
+            await incidents.change_status(
+                session, incident=inc, status=target, actor=team["lead"], rationale="try"
+            )
         assert caught.value.rule == "incident.transition"
         assert inc.status == before
 
@@ -76,15 +87,21 @@ async def test_going_back_needs_a_rationale(db: Database) -> None:
     async with db.transaction() as session:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"])
-        await incidents.change_status(session, incident=inc, status=S.INVESTIGATING,
-                                      actor=team["lead"])
-        await incidents.change_status(session, incident=inc, status=S.MITIGATED,
-                                      actor=team["lead"])
+        await incidents.change_status(
+            session, incident=inc, status=S.INVESTIGATING, actor=team["lead"]
+        )
+        await incidents.change_status(session, incident=inc, status=S.MITIGATED, actor=team["lead"])
         with pytest.raises(InvalidInput, match="rationale"):
-            await incidents.change_status(session, incident=inc, status=S.INVESTIGATING,
-                                          actor=team["lead"])
-        await incidents.change_status(session, incident=inc, status=S.INVESTIGATING,
-                                      actor=team["lead"], rationale="the pause did not hold")
+            await incidents.change_status(
+                session, incident=inc, status=S.INVESTIGATING, actor=team["lead"]
+            )
+        await incidents.change_status(
+            session,
+            incident=inc,
+            status=S.INVESTIGATING,
+            actor=team["lead"],
+            rationale="the pause did not hold",
+        )
         assert inc.status == "investigating"
 
 
@@ -93,18 +110,22 @@ async def test_p1_cannot_skip_the_post_mortem(db: Database) -> None:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"], Severity.P2)
         for status in (S.INVESTIGATING, S.MITIGATED, S.MONITORING):
-            await incidents.change_status(session, incident=inc, status=status,
-                                          actor=team["lead"])
+            await incidents.change_status(session, incident=inc, status=status, actor=team["lead"])
         with pytest.raises(RuleViolation) as caught:
-            await incidents.change_status(session, incident=inc, status=S.CLOSED,
-                                          actor=team["lead"], rationale="done")
+            await incidents.change_status(
+                session, incident=inc, status=S.CLOSED, actor=team["lead"], rationale="done"
+            )
         assert caught.value.rule == "incident.post_mortem_required"
         low = await make_incident(session, team["lead"], Severity.P4)
         for status in (S.INVESTIGATING, S.MITIGATED, S.MONITORING):
-            await incidents.change_status(session, incident=low, status=status,
-                                          actor=team["lead"])
-        await incidents.change_status(session, incident=low, status=S.CLOSED,
-                                      actor=team["lead"], rationale="minor, no review needed")
+            await incidents.change_status(session, incident=low, status=status, actor=team["lead"])
+        await incidents.change_status(
+            session,
+            incident=low,
+            status=S.CLOSED,
+            actor=team["lead"],
+            rationale="minor, no review needed",
+        )
 
 
 async def test_only_leaders_manage(db: Database) -> None:
@@ -112,8 +133,9 @@ async def test_only_leaders_manage(db: Database) -> None:
         team = await make_team(session)
         inc = await make_incident(session, team["scribe"])
         with pytest.raises(PermissionDenied):
-            await incidents.change_status(session, incident=inc, status=S.INVESTIGATING,
-                                          actor=team["cm"])
+            await incidents.change_status(
+                session, incident=inc, status=S.INVESTIGATING, actor=team["cm"]
+            )
 
 
 async def test_severity_change_needs_rationale_and_is_logged(db: Database) -> None:
@@ -121,10 +143,16 @@ async def test_severity_change_needs_rationale_and_is_logged(db: Database) -> No
         team = await make_team(session)
         inc = await make_incident(session, team["lead"], Severity.P3)
         with pytest.raises(InvalidInput, match="rationale"):
-            await incidents.change_severity(session, incident=inc, severity=Severity.P1,
-                                            actor=team["lead"], rationale="")
-        await incidents.change_severity(session, incident=inc, severity=Severity.P1,
-                                        actor=team["lead"], rationale="funds moving")
+            await incidents.change_severity(
+                session, incident=inc, severity=Severity.P1, actor=team["lead"], rationale=""
+            )
+        await incidents.change_severity(
+            session,
+            incident=inc,
+            severity=Severity.P1,
+            actor=team["lead"],
+            rationale="funds moving",
+        )
         entries = await incidents.entries(session, incident=inc)
     assert inc.severity == "P1"
     assert entries[-1].kind == "severity" and entries[-1].rationale == "funds moving"
@@ -142,12 +170,22 @@ async def test_leader_handoff_takes_effect_only_on_acknowledgment(db: Database) 
         team = await make_team(session)
         second = await make_user(session, "lena", Role.INCIDENT_LEADER)
         inc = await make_incident(session, team["lead"])
-        await incidents.assign(session, incident=inc, role=IncidentRole.INCIDENT_LEADER,
-                               user=team["lead"], actor=team["lead"])
+        await incidents.assign(
+            session,
+            incident=inc,
+            role=IncidentRole.INCIDENT_LEADER,
+            user=team["lead"],
+            actor=team["lead"],
+        )
         assert inc.leader is not None and inc.leader.username == "leo"
 
-        await incidents.assign(session, incident=inc, role=IncidentRole.INCIDENT_LEADER,
-                               user=second, actor=team["lead"])
+        await incidents.assign(
+            session,
+            incident=inc,
+            role=IncidentRole.INCIDENT_LEADER,
+            user=second,
+            actor=team["lead"],
+        )
         assert inc.leader.username == "leo"  # not yet
         assert inc.pending_leader is not None and inc.pending_leader.user.username == "lena"
         with pytest.raises(PermissionDenied):
@@ -167,12 +205,15 @@ async def test_role_assignment_requires_the_matching_role(db: Database) -> None:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"])
         with pytest.raises(RuleViolation, match="scribe"):
-            await incidents.assign(session, incident=inc, role=IncidentRole.SCRIBE,
-                                   user=team["cm"], actor=team["lead"])
-        await incidents.assign(session, incident=inc, role=IncidentRole.SCRIBE,
-                               user=team["scribe"], actor=team["lead"])
-        await incidents.assign(session, incident=inc, role=IncidentRole.RESPONDER,
-                               user=team["cm"], actor=team["lead"])
+            await incidents.assign(
+                session, incident=inc, role=IncidentRole.SCRIBE, user=team["cm"], actor=team["lead"]
+            )
+        await incidents.assign(
+            session, incident=inc, role=IncidentRole.SCRIBE, user=team["scribe"], actor=team["lead"]
+        )
+        await incidents.assign(
+            session, incident=inc, role=IncidentRole.RESPONDER, user=team["cm"], actor=team["lead"]
+        )
         assert [a.user.username for a in inc.holders(IncidentRole.SCRIBE)] == ["sam"]
 
 
@@ -180,25 +221,60 @@ async def test_log_entries_and_markdown_export(db: Database, clock: FrozenClock)
     async with db.transaction() as session:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"], title="Vault | drained <b>now</b>")
-        await incidents.assign(session, incident=inc, role=IncidentRole.INCIDENT_LEADER,
-                               user=team["lead"], actor=team["lead"])
+        await incidents.assign(
+            session,
+            incident=inc,
+            role=IncidentRole.INCIDENT_LEADER,
+            user=team["lead"],
+            actor=team["lead"],
+        )
         clock.advance(minutes=7)
-        await incidents.add_entry(session, incident=inc, kind=LogKind.NOTE, actor=team["scribe"],
-                                  text="Attacker address seen in https://explorer.example.org/tx/1")
+        await incidents.add_entry(
+            session,
+            incident=inc,
+            kind=LogKind.NOTE,
+            actor=team["scribe"],
+            text="Attacker address seen in https://explorer.example.org/tx/1",
+        )
         with pytest.raises(InvalidInput, match="rationale"):
-            await incidents.add_entry(session, incident=inc, kind=LogKind.DECISION,
-                                      actor=team["lead"], text="Pause the vault")
-        await incidents.add_entry(session, incident=inc, kind=LogKind.DECISION,
-                                  actor=team["lead"], text="Pause the vault",
-                                  rationale="stops further withdrawals")
-        await incidents.add_entry(session, incident=inc, kind=LogKind.ACTION, actor=team["lead"],
-                                  text="Contact SEAL 911", owner=team["dm1"])
+            await incidents.add_entry(
+                session,
+                incident=inc,
+                kind=LogKind.DECISION,
+                actor=team["lead"],
+                text="Pause the vault",
+            )
+        await incidents.add_entry(
+            session,
+            incident=inc,
+            kind=LogKind.DECISION,
+            actor=team["lead"],
+            text="Pause the vault",
+            rationale="stops further withdrawals",
+        )
+        await incidents.add_entry(
+            session,
+            incident=inc,
+            kind=LogKind.ACTION,
+            actor=team["lead"],
+            text="Contact SEAL 911",
+            owner=team["dm1"],
+        )
         entries = await incidents.entries(session, incident=inc)
     markdown = export.render_markdown(inc, entries)
     assert markdown.startswith("# INC-2026-0001: Vault \\| drained \\<b\\>now\\</b\\>")
-    for heading in ("## Summary", "## Roles", "## Communication channels", "## Timeline",
-                    "## Investigation", "## Actions", "## Resolution summary",
-                    "## Communications sent", "## Post-incident", "## Links and evidence"):
+    for heading in (
+        "## Summary",
+        "## Roles",
+        "## Communication channels",
+        "## Timeline",
+        "## Investigation",
+        "## Actions",
+        "## Resolution summary",
+        "## Communications sent",
+        "## Post-incident",
+        "## Links and evidence",
+    ):
         assert heading in markdown
     assert "| Status | Active (detected) |" in markdown
     assert "- 12:07 UTC - [note] Attacker address" in markdown

@@ -31,8 +31,7 @@ def test_defaults() -> None:
 def test_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMMS_APPROVAL_QUORUM", "P1=2, p2=1")
     monkeypatch.setenv("COMMS_OFFICIAL_DOMAINS", "Example.org, docs.example.org, bücher.example")
-    monkeypatch.setenv("COMMS_KNOWN_CONTRACTS",
-                       "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed=Vault")
+    monkeypatch.setenv("COMMS_KNOWN_CONTRACTS", "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed=Vault")
     monkeypatch.setenv("COMMS_APPROVAL_TTL_MINUTES", "45")
     monkeypatch.setenv("COMMS_DISCORD_TOKEN", "secret-token")
     s = load_settings()
@@ -43,17 +42,20 @@ def test_environment_values(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.discord_token is not None and "secret-token" not in repr(s)
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [
-    ("COMMS_APPROVAL_QUORUM", "P9=2", "COMMS_APPROVAL_QUORUM: unknown severity"),
-    ("COMMS_APPROVAL_QUORUM", "P1=0", "COMMS_APPROVAL_QUORUM: P1: quorum must be at least 1"),
-    ("COMMS_APPROVAL_QUORUM", "P1", "COMMS_APPROVAL_QUORUM"),
-    ("COMMS_APPROVAL_TTL_MINUTES", "-5", "COMMS_APPROVAL_TTL_MINUTES"),
-    ("COMMS_ALLOW_SELF_APPROVAL", "maybe", "COMMS_ALLOW_SELF_APPROVAL"),
-    ("COMMS_OFFICIAL_DOMAINS", "not a domain", "COMMS_OFFICIAL_DOMAINS"),
-    ("COMMS_KNOWN_CONTRACTS", "0x123=Vault", "COMMS_KNOWN_CONTRACTS"),
-    ("COMMS_DATABASE_URL", "sqlite:///x.db", "COMMS_DATABASE_URL"),
-    ("COMMS_REQUIRE_2FA_FOR", "wizard", "COMMS_REQUIRE_2FA_FOR"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("COMMS_APPROVAL_QUORUM", "P9=2", "COMMS_APPROVAL_QUORUM: unknown severity"),
+        ("COMMS_APPROVAL_QUORUM", "P1=0", "COMMS_APPROVAL_QUORUM: P1: quorum must be at least 1"),
+        ("COMMS_APPROVAL_QUORUM", "P1", "COMMS_APPROVAL_QUORUM"),
+        ("COMMS_APPROVAL_TTL_MINUTES", "-5", "COMMS_APPROVAL_TTL_MINUTES"),
+        ("COMMS_ALLOW_SELF_APPROVAL", "maybe", "COMMS_ALLOW_SELF_APPROVAL"),
+        ("COMMS_OFFICIAL_DOMAINS", "not a domain", "COMMS_OFFICIAL_DOMAINS"),
+        ("COMMS_KNOWN_CONTRACTS", "0x123=Vault", "COMMS_KNOWN_CONTRACTS"),
+        ("COMMS_DATABASE_URL", "sqlite:///x.db", "COMMS_DATABASE_URL"),
+        ("COMMS_REQUIRE_2FA_FOR", "wizard", "COMMS_REQUIRE_2FA_FOR"),
+    ],
+)
 def test_invalid_values_name_the_setting(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
 ) -> None:

@@ -50,12 +50,15 @@ async def test_duplicate_username_refused(db: Database) -> None:
     assert caught.value.field == "username"
 
 
-@pytest.mark.parametrize(("username", "password", "roles", "field"), [
-    ("a", PASSWORD, [Role.SCRIBE], "username"),
-    ("Bad Name!", PASSWORD, [Role.SCRIBE], "username"),
-    ("alice", "short", [Role.SCRIBE], "password"),
-    ("alice", PASSWORD, [], "roles"),
-])
+@pytest.mark.parametrize(
+    ("username", "password", "roles", "field"),
+    [
+        ("a", PASSWORD, [Role.SCRIBE], "username"),
+        ("Bad Name!", PASSWORD, [Role.SCRIBE], "username"),
+        ("alice", "short", [Role.SCRIBE], "password"),
+        ("alice", PASSWORD, [], "roles"),
+    ],
+)
 async def test_bad_input_names_the_field(
     db: Database, username: str, password: str, roles: list[Role], field: str
 ) -> None:
@@ -87,7 +90,7 @@ async def test_disabled_user_loses_every_permission(db: Database) -> None:
 async def test_admin_is_not_an_approver(db: Database) -> None:
     async with db.transaction() as session:
         admin = await make_user(session, "ada", Role.ADMIN)
-    with pytest.raises(PermissionDenied, match="draft.approve"):
+    with pytest.raises(PermissionDenied, match=r"draft\.approve"):
         require(admin, Action.DRAFT_APPROVE)
 
 
@@ -95,5 +98,6 @@ async def test_only_admins_manage_users(db: Database) -> None:
     async with db.transaction() as session:
         cm = await make_user(session, "carol", Role.COMMS_MANAGER)
         with pytest.raises(PermissionDenied):
-            await users.create(session, username="eve", password=PASSWORD,
-                               roles=[Role.ADMIN], actor=cm)
+            await users.create(
+                session, username="eve", password=PASSWORD, roles=[Role.ADMIN], actor=cm
+            )

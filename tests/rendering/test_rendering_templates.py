@@ -55,7 +55,12 @@ PUBLIC = [
     "resolved",
     "third-party-outage",
 ]
-INTERNAL = ["internal-approval-request", "internal-report-ack", "internal-responder-alert"]
+INTERNAL = [
+    "internal-approval-request",
+    "internal-delivery-problem",
+    "internal-report-ack",
+    "internal-responder-alert",
+]
 ALL = PUBLIC + INTERNAL
 
 
