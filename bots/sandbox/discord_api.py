@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import re
 import secrets
 import time
@@ -79,6 +80,10 @@ def unknown(kind: str) -> DiscordError:
 
 MISSING_ACCESS = (403, 50001, "Missing Access")
 MISSING_PERMISSIONS = (403, 50013, "Missing Permissions")
+
+
+def _ceil_ms(seconds: float) -> float:
+    return math.ceil(seconds * 1000 - 1e-6) / 1000
 
 
 def _err(code: str, message: str) -> dict[str, Any]:
@@ -635,11 +640,13 @@ class DiscordAPI:
         return None
 
     def _bucket_headers(self, route: Route, bucket: FixedWindow, now: float) -> dict[str, str]:
-        reset_after = max(0.0, bucket.reset_at - now)
+        # Rounded up to the millisecond: a client that waits exactly this long must find the
+        # window open, never a few microseconds early.
+        reset_after = _ceil_ms(max(0.0, bucket.reset_at - now))
         return {
             "X-RateLimit-Limit": str(bucket.limit),
             "X-RateLimit-Remaining": str(bucket.remaining()),
-            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset": f"{_ceil_ms(time.time() + reset_after):.3f}",
             "X-RateLimit-Reset-After": f"{reset_after:.3f}",
             "X-RateLimit-Bucket": self._bucket_hash(route),
         }
@@ -662,7 +669,7 @@ class DiscordAPI:
         message: str = "You are being rate limited.",
         code: int | None = None,
     ) -> web.Response:
-        retry = round(max(retry_after, 0.001), 3)
+        retry = _ceil_ms(max(retry_after, 0.001))
         body: dict[str, Any] = {
             "message": message,
             "retry_after": retry,
