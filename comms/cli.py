@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -50,6 +52,8 @@ T = TypeVar("T")
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+log = logging.getLogger("comms")
 
 
 @dataclass
@@ -1139,6 +1143,177 @@ async def audit_list(app: AppContext, limit: int, as_json: bool) -> None:
         )
 
     await in_transaction(app, body)
+
+
+# ------------------------------------------------------------------------------ deliveries
+
+
+@cli.group()
+def delivery() -> None:
+    """Deliveries of approved announcements (the outbox)."""
+
+
+def _delivery_row(d: Any) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "draft": d.draft_id,
+        "version": d.draft_version,
+        "destination": d.destination.name,
+        "platform": d.destination.platform,
+        "state": d.state,
+        "attempts": d.attempts,
+        "message_ids": d.platform_message_ids,
+        "uncertain_count": d.uncertain_count,
+        "last_error": d.last_error,
+        "sent_at": d.sent_at.isoformat() if d.sent_at else None,
+    }
+
+
+@delivery.command("list")
+@click.option("--draft", "draft_id", type=int, default=None, help="Only this draft's deliveries.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+@run_async
+async def delivery_list(app: AppContext, draft_id: int | None, as_json: bool) -> None:
+    """List deliveries: one draft's, or every failed and uncertain one."""
+    from comms.outbox import service as outbox
+
+    async def body(session: AsyncSession) -> None:
+        rows = (
+            await outbox.for_draft(session, draft_id=draft_id)
+            if draft_id is not None
+            else await outbox.needing_attention(session)
+        )
+        document = [_delivery_row(d) for d in rows]
+        _emit(
+            document,
+            as_json,
+            lambda: "\n".join(
+                f"#{d['id']:<5} draft #{d['draft']} v{d['version']:<3} {d['destination']:<24} "
+                f"{d['state']:<10} {d['last_error']}"
+                for d in document
+            )
+            or "(nothing)",
+        )
+
+    await in_transaction(app, body)
+
+
+@delivery.command("retry")
+@click.argument("delivery_id", type=int)
+@click.option("--by", "by", required=True)
+@pass_app
+@run_async
+async def delivery_retry(app: AppContext, delivery_id: int, by: str) -> None:
+    """Send a failed delivery again (the same approved content; audited)."""
+    from comms.outbox import service as outbox
+
+    async def body(session: AsyncSession) -> None:
+        actor = await users.require_user(session, username=by, field="by")
+        found = await outbox.require_delivery(session, delivery_id=delivery_id)
+        await outbox.retry(session, delivery=found, actor=actor)
+        click.echo(f"delivery #{found.id} queued again")
+
+    await in_transaction(app, body)
+
+
+@delivery.command("resend")
+@click.argument("delivery_id", type=int)
+@click.option("--by", "by", required=True)
+@pass_app
+@run_async
+async def delivery_resend(app: AppContext, delivery_id: int, by: str) -> None:
+    """Resend an uncertain delivery (check the chat first: it may already be there)."""
+    from comms.outbox import service as outbox
+
+    async def body(session: AsyncSession) -> None:
+        actor = await users.require_user(session, username=by, field="by")
+        found = await outbox.require_delivery(session, delivery_id=delivery_id)
+        await outbox.resolve_uncertain(session, delivery=found, actor=actor, resend=True)
+        click.echo(f"delivery #{found.id} will be sent again")
+
+    await in_transaction(app, body)
+
+
+@delivery.command("dismiss")
+@click.argument("delivery_id", type=int)
+@click.option("--note", default="", help="Why (e.g. 'checked: it arrived').")
+@click.option("--by", "by", required=True)
+@pass_app
+@run_async
+async def delivery_dismiss(app: AppContext, delivery_id: int, note: str, by: str) -> None:
+    """Dismiss an uncertain delivery: do not send it again."""
+    from comms.outbox import service as outbox
+
+    async def body(session: AsyncSession) -> None:
+        actor = await users.require_user(session, username=by, field="by")
+        found = await outbox.require_delivery(session, delivery_id=delivery_id)
+        await outbox.resolve_uncertain(
+            session, delivery=found, actor=actor, resend=False, note=note
+        )
+        click.echo(f"delivery #{found.id} dismissed")
+
+    await in_transaction(app, body)
+
+
+# ------------------------------------------------------------------------ worker, sandbox
+
+
+async def _run_worker(settings: Settings, database: Database, stop: asyncio.Event) -> None:
+    """The outbox worker with the publishers the configuration provides, until ``stop``."""
+    from bots.publishers import build_publishers
+    from comms.outbox.worker import Worker
+
+    publishers = build_publishers(settings)
+    if not publishers:
+        log.warning("no COMMS_DISCORD_TOKEN or COMMS_TELEGRAM_TOKEN: nothing can be published")
+    for publisher in publishers.values():
+        try:
+            await publisher.start()
+        except Exception as error:  # keep running: deliveries retry once the platform answers
+            log.error("%s publisher could not start: %s", publisher.platform.value, error)
+    try:
+        await Worker(database=database, settings=settings, publishers=publishers).run(stop)
+    finally:
+        for publisher in publishers.values():
+            await publisher.close()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+@cli.command("worker")
+@pass_app
+def worker(app: AppContext) -> None:
+    """Run the outbox worker: send approved announcements and internal notifications."""
+    from comms.migrate import upgrade
+
+    logging.basicConfig(level=app.settings.log_level, format=LOG_FORMAT)
+    upgrade(app.settings.database_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        database = Database(app.settings.database_url)
+        try:
+            await _run_worker(app.settings, database, stop)
+        finally:
+            await database.dispose()
+
+    asyncio.run(main())
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+def sandbox(host: str, port: int) -> None:
+    """Run the Discord and Telegram emulators; the first line printed is their JSON info."""
+    from bots.sandbox import run
+
+    run(host=host, port=port)
 
 
 # ------------------------------------------------------------------------------ panel, tokens
