@@ -1,0 +1,1 @@
+"""Discord and Telegram adapters, and the platform sandbox."""
