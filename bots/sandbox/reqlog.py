@@ -60,6 +60,10 @@ class Stats:
             collections.Counter
         )
         self.faults: collections.Counter[str] = collections.Counter()
+        # Discord bans an IP at 10,000 invalid requests (401, 403, 429 except "shared")
+        # in 10 minutes; benchmarks report how close they came.
+        self.discord_invalid: collections.deque[float] = collections.deque()
+        self.discord_invalid_total = 0
         self.messages_created: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
@@ -72,12 +76,26 @@ class Stats:
             self.rate_limited[platform][str(entry.get("scope") or "unknown")] += 1
         if entry.get("fault"):
             self.faults[f"{platform}:{entry['fault']}"] += 1
+        status = entry.get("status")
+        if platform == "discord" and (
+            status in (401, 403) or (status == 429 and "shared" not in str(entry.get("scope")))
+        ):
+            self.discord_invalid_total += 1
+            self.discord_invalid.append(float(entry.get("time", 0.0)))
 
     def message_created(self, platform: str, target: int) -> None:
         self.messages_created[platform][str(target)] += 1
 
     def to_dict(self) -> dict[str, Any]:
+        horizon = time.time() - 600
+        while self.discord_invalid and self.discord_invalid[0] < horizon:
+            self.discord_invalid.popleft()
         return {
+            "discord_invalid_requests": {
+                "total": self.discord_invalid_total,
+                "last_10_minutes": len(self.discord_invalid),
+                "ban_threshold": 10_000,
+            },
             "since": self.started,
             "requests": dict(self.requests),
             "requests_total": sum(self.requests.values()),

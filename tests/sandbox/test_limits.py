@@ -84,6 +84,7 @@ async def test_discord_channel_bucket(
     ).is_success
     stats = await control.get("/stats")
     assert stats["rate_limited"]["discord"] == {"user": 1}
+    assert stats["discord_invalid_requests"]["last_10_minutes"] == 1
     assert stats["messages_created"]["discord"] == {
         general: 5,
         sandbox.info["discord_channels"]["announcements"]: 1,
