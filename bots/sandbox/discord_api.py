@@ -2022,7 +2022,11 @@ class DiscordAPI:
         """Answer Request Guild Members (op 8) with one GUILD_MEMBERS_CHUNK."""
         if not isinstance(data, dict):
             return
-        guild = self.world.guilds.get(int(str(data.get("guild_id") or 0).strip() or 0))
+        raw = data.get("guild_id")
+        if isinstance(raw, list):  # one request may name several guilds
+            raw = raw[0] if raw else None
+        text = str(raw or "").strip()
+        guild = self.world.guilds.get(int(text)) if text.isdigit() else None
         if guild is None:
             return
         members = [m.to_json() for m in guild.members.values()]

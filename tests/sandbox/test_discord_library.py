@@ -380,3 +380,28 @@ async def test_direct_messages_both_ways(
     ]
     assert texts == ["help me", "A responder will contact you", "Incident resolved"]
     assert posted["author"]["username"] == "carol"
+
+
+async def test_reply_history_and_fetch(
+    sandbox: Sandbox, discord_factory: DiscordFactory, control: Control
+) -> None:
+    client = await discord_factory(connect=False)
+    channel = await client.fetch_channel(_channel_id(sandbox, "general"))
+    assert isinstance(channel, discord.TextChannel)
+    question = await control.post(
+        f"/discord/channels/{channel.id}/messages",
+        {"username": "alice", "content": "is it safe to bridge?"},
+        expect=201,
+    )
+    original = await channel.fetch_message(int(question["id"]))
+    answer = await original.reply("Not yet, please wait", mention_author=True)
+    assert answer.type == discord.MessageType.reply
+    assert answer.reference is not None
+    assert answer.reference.message_id == original.id
+    assert [u.id for u in answer.mentions] == [original.author.id]
+    history = [m.id async for m in channel.history(limit=10)]
+    assert history == [answer.id, original.id]
+    older = [m.id async for m in channel.history(limit=10, before=answer)]
+    assert older == [original.id]
+    shown = await control.get(f"/discord/channels/{channel.id}/messages")
+    assert shown[-1]["reply_to"] == question["id"]
