@@ -45,12 +45,16 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
             "a role allowed to do it. Approving also needs a current TOTP code in the "
             "`X-Comms-TOTP` header."
         ),
-        docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         dependencies=[Depends(guard)],
     )
     app.state.panel = PanelState(
-        settings=settings, database=database,
-        keys=Keys(settings.secret_key.get_secret_value()), templates=make_templates(),
+        settings=settings,
+        database=database,
+        keys=Keys(settings.secret_key.get_secret_value()),
+        templates=make_templates(),
     )
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware)
@@ -63,10 +67,13 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
     def openapi() -> dict[str, Any]:
         """Only the JSON API is documented; the panel's HTML routes are for browsers."""
         if app.openapi_schema is None:
-            routes = [r for r in iter_route_contexts(app.routes)
-                      if (r.path or "").startswith("/api/")]
+            routes = [
+                r for r in iter_route_contexts(app.routes) if (r.path or "").startswith("/api/")
+            ]
             app.openapi_schema = get_openapi(
-                title=app.title, version=app.version, description=app.description,
+                title=app.title,
+                version=app.version,
+                description=app.description,
                 routes=routes,
             )
         return app.openapi_schema

@@ -33,13 +33,14 @@ from comms.auth import sessions, tokens
 from comms.auth.models import ApiToken, WebSession
 from comms.auth.sessions import Stage
 from comms.db import Database
-from comms.errors import AuthenticationRequired, FieldProblem, InvalidInput, PermissionDenied
 from comms.enums import Role
+from comms.errors import AuthenticationRequired, FieldProblem, InvalidInput, PermissionDenied
 from comms.permissions import ALLOWED, Action, require
 from comms.users.models import User
 
 bearer_scheme = HTTPBearer(
-    auto_error=False, scheme_name="bearer",
+    auto_error=False,
+    scheme_name="bearer",
     description="An API token from `comms token create USERNAME --scope ...` or the admin page.",
 )
 
@@ -79,7 +80,7 @@ def panel(request: Request) -> PanelState:
 
 
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the endpoint returns, rolled back if it raises."""
+    """One transaction per request: committed when the endpoint returns, rolled back on error."""
     database: Database = panel(request).database
     async with database.transaction() as session:
         yield session
@@ -106,8 +107,9 @@ async def guard(request: Request, session: DbSession) -> None:
     request.state.viewer = None
     rule = rule_of(request.scope.get("endpoint"))
     if rule is None:
-        raise PermissionDenied("this route declares no access rule, so it is refused",
-                               rule="route.no_rule")
+        raise PermissionDenied(
+            "this route declares no access rule, so it is refused", rule="route.no_rule"
+        )
     if request.url.path.startswith("/api/"):
         await _guard_api(request, session, rule)
     else:
@@ -128,8 +130,9 @@ def _check_query(request: Request) -> None:
         pending.extend(current.dependencies)
     unknown = sorted(set(request.query_params.keys()) - known)
     if unknown:
-        raise InvalidInput([FieldProblem(name[:64], "unknown query parameter")
-                            for name in unknown[:10]])
+        raise InvalidInput(
+            [FieldProblem(name[:64], "unknown query parameter") for name in unknown[:10]]
+        )
 
 
 async def _guard_api(request: Request, session: AsyncSession, rule: Rule) -> None:
@@ -161,8 +164,9 @@ async def _guard_panel(request: Request, session: AsyncSession, rule: Rule) -> N
     row = await sessions.load(session, raw=raw, timeouts=state.timeouts) if raw else None
     request.state.web_session = row
     pre = read_cookie(request, state.settings, PRE_COOKIE)
-    request.state.csrf = csrf_token(state.keys, session_hash=row.id_hash if row else None,
-                                    pre_session=pre or None)
+    request.state.csrf = csrf_token(
+        state.keys, session_hash=row.id_hash if row else None, pre_session=pre or None
+    )
     unsafe = request.method not in SAFE_METHODS
     if unsafe:
         check_fetch_metadata(request)

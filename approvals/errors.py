@@ -23,19 +23,41 @@ from comms.errors import AuthenticationRequired, CommsError, InvalidInput, Permi
 
 log = logging.getLogger("approvals")
 
-TITLES = {400: "Bad request", 401: "Log in again", 403: "Not allowed", 404: "Not found",
-          405: "Method not allowed", 409: "Conflict", 413: "Too large", 422: "Invalid input",
-          429: "Too many attempts", 500: "Something went wrong"}
+TITLES = {
+    400: "Bad request",
+    401: "Log in again",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid input",
+    429: "Too many attempts",
+    500: "Something went wrong",
+}
 
 
 def is_api(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path == "/openapi.json"
 
 
-def error_body(*, code: str, message: str, field: str | None = None, rule: str | None = None,
-               problems: list[dict[str, str]] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "field": field, "rule": rule,
-                      "problems": problems or []}}
+def error_body(
+    *,
+    code: str,
+    message: str,
+    field: str | None = None,
+    rule: str | None = None,
+    problems: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "field": field,
+            "rule": rule,
+            "problems": problems or [],
+        }
+    }
 
 
 def _api_error(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -43,26 +65,50 @@ def _api_error(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _page(request: Request, status: int, message: str, *, rule: str | None = None,
-          problems: list[dict[str, str]] | None = None) -> HTMLResponse:
-    return page(request, "error.html", {
-        "status": status, "title": TITLES.get(status, "Error"), "message": message,
-        "rule": rule, "problem_list": problems or [],
-    }, status=status)
+def _page(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    rule: str | None = None,
+    problems: list[dict[str, str]] | None = None,
+) -> HTMLResponse:
+    return page(
+        request,
+        "error.html",
+        {
+            "status": status,
+            "title": TITLES.get(status, "Error"),
+            "message": message,
+            "rule": rule,
+            "problem_list": problems or [],
+        },
+        status=status,
+    )
 
 
 async def on_comms_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, CommsError)
     if isinstance(exc, PermissionDenied):
-        log.warning("denied %s %s: %s (%s)", request.method, request.url.path, exc.message,
-                    exc.rule)
-    problems = [{"field": p.field, "problem": p.problem} for p in exc.problems] \
-        if isinstance(exc, InvalidInput) else []
+        log.warning(
+            "denied %s %s: %s (%s)", request.method, request.url.path, exc.message, exc.rule
+        )
+    problems = (
+        [{"field": p.field, "problem": p.problem} for p in exc.problems]
+        if isinstance(exc, InvalidInput)
+        else []
+    )
     if is_api(request):
-        return _api_error(exc.status, error_body(
-            code=exc.code, message=exc.message, field=exc.field, rule=exc.rule,
-            problems=problems,
-        ))
+        return _api_error(
+            exc.status,
+            error_body(
+                code=exc.code,
+                message=exc.message,
+                field=exc.field,
+                rule=exc.rule,
+                problems=problems,
+            ),
+        )
     if isinstance(exc, AuthenticationRequired) and request.method in ("GET", "HEAD"):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
@@ -73,14 +119,23 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     problems = []
     for item in exc.errors():
-        loc = [str(part) for part in item.get("loc", ()) if part not in ("body", "query", "path",
-                                                                           "header", "form")]
+        loc = [
+            str(part)
+            for part in item.get("loc", ())
+            if part not in ("body", "query", "path", "header", "form")
+        ]
         problems.append({"field": ".".join(loc) or "body", "problem": str(item.get("msg", ""))})
     message = "; ".join(f"{p['field']}: {p['problem']}" for p in problems) or "invalid request"
     if is_api(request):
-        return _api_error(422, error_body(code="invalid_input", message=message,
-                                          field=problems[0]["field"] if problems else None,
-                                          problems=problems))
+        return _api_error(
+            422,
+            error_body(
+                code="invalid_input",
+                message=message,
+                field=problems[0]["field"] if problems else None,
+                problems=problems,
+            ),
+        )
     return _page(request, 400, message, problems=problems)
 
 
@@ -90,9 +145,14 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         message = "There is nothing at this address."
     headers = dict(exc.headers or {})
+    response: Response
     if is_api(request):
-        response = _api_error(exc.status_code, error_body(
-            code="not_found" if exc.status_code == 404 else "http_error", message=message))
+        response = _api_error(
+            exc.status_code,
+            error_body(
+                code="not_found" if exc.status_code == 404 else "http_error", message=message
+            ),
+        )
     else:
         response = _page(request, exc.status_code, message)
     response.headers.update(headers)
@@ -116,7 +176,9 @@ async def on_unexpected(request: Request, exc: Exception) -> Response:
         return _api_error(500, error_body(code="internal", message=message))
     return HTMLResponse(
         "<!doctype html><title>Error</title><h1>Something went wrong</h1>"
-        f"<p>{message}</p><p><a href=\"/\">Back to the dashboard</a></p>", status_code=500)
+        f'<p>{message}</p><p><a href="/">Back to the dashboard</a></p>',
+        status_code=500,
+    )
 
 
 def install(app: FastAPI) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from urllib.parse import urlsplit, urlunsplit
@@ -65,18 +66,35 @@ def safe_href(url: str) -> str | None:
 def _link(text_html: str, url: str) -> str:
     href = safe_href(url)
     if href is None:
-        return (f'<span class="bad-link">{text_html}</span> '
-                f'<span class="href">[not a https link: {esc(url)}]</span>')
-    return (f'<a href="{esc(href)}" rel="noopener noreferrer nofollow" target="_blank">'
-            f'{text_html}</a> <span class="href">({esc(href)})</span>')
+        return (
+            f'<span class="bad-link">{text_html}</span> '
+            f'<span class="href">[not a https link: {esc(url)}]</span>'
+        )
+    return (
+        f'<a href="{esc(href)}" rel="noopener noreferrer nofollow" target="_blank">'
+        f'{text_html}</a> <span class="href">({esc(href)})</span>'
+    )
 
 
 # --------------------------------------------------------------------------- Telegram HTML
 
 _TG_TAGS = {
-    "b": "strong", "strong": "strong", "i": "em", "em": "em", "u": "u", "ins": "u",
-    "s": "s", "strike": "s", "del": "s", "code": "code", "pre": "pre",
-    "blockquote": "blockquote", "tg-spoiler": "span", "tg-emoji": "", "a": "a", "span": "span",
+    "b": "strong",
+    "strong": "strong",
+    "i": "em",
+    "em": "em",
+    "u": "u",
+    "ins": "u",
+    "s": "s",
+    "strike": "s",
+    "del": "s",
+    "code": "code",
+    "pre": "pre",
+    "blockquote": "blockquote",
+    "tg-spoiler": "span",
+    "tg-emoji": "",
+    "a": "a",
+    "span": "span",
 }
 
 
@@ -97,11 +115,18 @@ class _TelegramPreview(HTMLParser):
             href = safe_href(values.get("href", ""))
             if href is None:
                 self.out.append('<span class="bad-link">')
-                self.stack.append((tag, "</span>", f' <span class="href">[not a https link: '
-                                                   f'{esc(values.get("href", ""))}]</span>'))
+                self.stack.append(
+                    (
+                        tag,
+                        "</span>",
+                        f' <span class="href">[not a https link: '
+                        f"{esc(values.get('href', ''))}]</span>",
+                    )
+                )
             else:
-                self.out.append(f'<a href="{esc(href)}" rel="noopener noreferrer nofollow" '
-                                'target="_blank">')
+                self.out.append(
+                    f'<a href="{esc(href)}" rel="noopener noreferrer nofollow" target="_blank">'
+                )
                 self.stack.append((tag, "</a>", f' <span class="href">({esc(href)})</span>'))
             return
         if tag in ("tg-spoiler", "span"):
@@ -168,8 +193,15 @@ _URL = re.compile(r"https?://[^\s<]+[^\s<.,:;\"')\]!?]")
 _MASKED = re.compile(r"\[([^\[\]\n]{1,500})\]\(\s*<?([^\s()<>]{1,2000})>?\s*\)")
 _EVERYONE = re.compile(r"@(everyone|here)\b")
 
-_PAIRS = [("***", "strong-em"), ("**", "strong"), ("__", "u"), ("~~", "s"), ("||", "spoiler"),
-          ("*", "em"), ("_", "em")]
+_PAIRS = [
+    ("***", "strong-em"),
+    ("**", "strong"),
+    ("__", "u"),
+    ("~~", "s"),
+    ("||", "spoiler"),
+    ("*", "em"),
+    ("_", "em"),
+]
 
 
 def _wrap(kind: str, inner: str) -> str:
@@ -219,18 +251,19 @@ def _inline(text: str, depth: int = 0) -> str:
             end = text.find(fence, i + len(fence))
             if end > i + len(fence) - 1 and end != -1:
                 flush(i)
-                out.append(f"<code>{esc(text[i + len(fence):end])}</code>")
+                out.append(f"<code>{esc(text[i + len(fence) : end])}</code>")
                 i = end + len(fence)
                 plain_start = i
                 continue
         if ch == "<":
-            for pattern, render in (
+            renderers: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
                 (_MENTION_ROLE, lambda m: _mention(f"@role:{m.group(1)}")),
                 (_MENTION_USER, lambda m: _mention(f"@user:{m.group(1)}")),
                 (_MENTION_CHANNEL, lambda m: _mention(f"#channel:{m.group(1)}")),
                 (_TIMESTAMP, lambda m: _timestamp(m.group(1), m.group(2))),
                 (_ANGLE_URL, lambda m: _link(esc(m.group(1)), m.group(1))),
-            ):
+            )
+            for pattern, render in renderers:
                 match = pattern.match(text, i)
                 if match:
                     flush(i)
@@ -271,7 +304,7 @@ def _inline(text: str, depth: int = 0) -> str:
                 end = text.find(marker, i + len(marker))
                 if end > i + len(marker) and not text[i + len(marker)].isspace():
                     flush(i)
-                    out.append(_wrap(kind, _inline(text[i + len(marker):end], depth + 1)))
+                    out.append(_wrap(kind, _inline(text[i + len(marker) : end], depth + 1)))
                     i = end + len(marker)
                     plain_start = i
                     matched = True

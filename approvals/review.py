@@ -54,9 +54,12 @@ def links_in(messages: dict[str, list[str]], official_domains: list[str]) -> lis
                     continue
                 host = _host(url)
                 found[url] = Link(
-                    url=url, shown=display_url(url), host=host,
+                    url=url,
+                    shown=display_url(url),
+                    host=host,
                     https=url.lower().startswith("https://"),
-                    official=_official(host, official_domains), text=label,
+                    official=_official(host, official_domains),
+                    text=label,
                 )
     return list(found.values())
 
@@ -84,8 +87,10 @@ def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[DiffLine]:
             dest = item.get("destination", {})
             flags = [k for k in ("pin", "silent", "crosspost", "thread_updates") if item.get(k)]
             mentions = ",".join(item.get("mentions", []))
-            result.append(f"{dest.get('name')} ({dest.get('platform')}) {' '.join(flags)}"
-                          + (f" mentions:{mentions}" if mentions else ""))
+            result.append(
+                f"{dest.get('name')} ({dest.get('platform')}) {' '.join(flags)}"
+                + (f" mentions:{mentions}" if mentions else "")
+            )
         result.append(f"=== publish at: {payload.get('publish_at') or 'now'} ===")
         return result
 

@@ -20,8 +20,10 @@ class ProblemOut(BaseModel):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(description="invalid_input, not_found, conflict, rule_violation, "
-                                  "forbidden, unauthenticated, ...")
+    code: str = Field(
+        description="invalid_input, not_found, conflict, rule_violation, "
+        "forbidden, unauthenticated, ..."
+    )
     message: str
     field: str | None = Field(description="The input that was wrong, if any")
     rule: str | None = Field(description="The policy rule that refused, if any")
@@ -33,11 +35,15 @@ class ErrorOut(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorOut, "description": text} for status, text in {
+    status: {"model": ErrorOut, "description": text}
+    for status, text in {
         400: "Malformed request (e.g. a body that is not JSON)",
-        401: "No valid API token", 403: "Scope or role does not allow this",
-        404: "Unknown id", 409: "Refused by a rule, or changed since you read it",
-        413: "Request body too large", 422: "Invalid input (names each field)",
+        401: "No valid API token",
+        403: "Scope or role does not allow this",
+        404: "Unknown id",
+        409: "Refused by a rule, or changed since you read it",
+        413: "Request body too large",
+        422: "Invalid input (names each field)",
         429: "Too many failed second-factor attempts; retry after Retry-After seconds",
     }.items()
 }
@@ -84,16 +90,18 @@ class DraftCreate(Strict):
 
 
 class DraftEdit(Strict):
-    expected_version: int = Field(ge=1, le=1_000_000,
-                                  description="Refused with 409 if the draft moved on")
+    expected_version: int = Field(
+        ge=1, le=1_000_000, description="Refused with 409 if the draft moved on"
+    )
     variables: dict[str, str] | None = Field(default=None, max_length=50)
     destinations: list[str] | None = Field(default=None, min_length=1, max_length=50)
     options: DraftOptionsIn | None = None
 
 
 class ApproveIn(Strict):
-    expected_hash: str = Field(pattern=r"^[0-9a-f]{64}$",
-                               description="The content hash you reviewed")
+    expected_hash: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="The content hash you reviewed"
+    )
 
 
 class RejectIn(Strict):

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
@@ -28,22 +26,26 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 MAX_BODY_BYTES = 1_000_000
 
-CSP = "; ".join([
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self'",
-    "connect-src 'self'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-    "base-uri 'none'",
-    "object-src 'none'",
-])
+CSP = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
 
 HEADERS = {
     "content-security-policy": CSP,
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer browsers send "Origin: null" on our own
+    # form posts, which the CSRF check must refuse.
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
@@ -74,19 +76,25 @@ SESSION_COOKIE = "comms_session"
 PRE_COOKIE = "comms_pre"
 
 
-def set_cookie(response: Response, request: Request, settings: Settings, base: str,
-               value: str) -> None:
+def set_cookie(
+    response: Response, request: Request, settings: Settings, base: str, value: str
+) -> None:
     secure = is_https(request, settings)
     response.set_cookie(
-        cookie_name(base, secure=secure), value, httponly=True, secure=secure,
-        samesite="strict", path="/",
+        cookie_name(base, secure=secure),
+        value,
+        httponly=True,
+        secure=secure,
+        samesite="strict",
+        path="/",
     )
 
 
 def clear_cookie(response: Response, request: Request, settings: Settings, base: str) -> None:
     secure = is_https(request, settings)
-    response.delete_cookie(cookie_name(base, secure=secure), path="/", secure=secure,
-                           httponly=True, samesite="strict")
+    response.delete_cookie(
+        cookie_name(base, secure=secure), path="/", secure=secure, httponly=True, samesite="strict"
+    )
 
 
 def read_cookie(request: Request, settings: Settings, base: str) -> str:
@@ -113,7 +121,9 @@ def check_fetch_metadata(request: Request) -> None:
     if origin is not None:
         expected = f"{request.url.scheme}://{request.url.netloc}"
         if origin != expected:
-            raise CsrfRejected("request from another origin refused")
+            raise CsrfRejected(
+                f"request from another origin refused ({origin[:60]} is not {expected[:60]})"
+            )
 
 
 def check_token(expected: str, supplied: str | None) -> None:
@@ -194,10 +204,17 @@ async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> 
     response: Response
     if scope.get("path", "").startswith("/api/"):
         response = JSONResponse(
-            {"error": {"code": "too_large", "message": text, "field": None, "rule": None,
-                       "problems": []}}, status_code=413)
+            {
+                "error": {
+                    "code": "too_large",
+                    "message": text,
+                    "field": None,
+                    "rule": None,
+                    "problems": [],
+                }
+            },
+            status_code=413,
+        )
     else:
         response = PlainTextResponse(text, status_code=413)
     await response(scope, receive, send)
-
-

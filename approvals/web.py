@@ -87,8 +87,14 @@ def context(request: Request, extra: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def page(request: Request, name: str, extra: dict[str, Any] | None = None, *,
-         status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+def page(
+    request: Request,
+    name: str,
+    extra: dict[str, Any] | None = None,
+    *,
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
     templates = panel(request).templates
     response = templates.TemplateResponse(
         request, name, context(request, extra or {}), status_code=status, headers=headers
@@ -113,8 +119,9 @@ def problems_of(error: CommsError) -> dict[str, str]:
     return {}
 
 
-def form_error(request: Request, name: str, extra: dict[str, Any],
-               error: CommsError) -> FormInvalid:
+def form_error(
+    request: Request, name: str, extra: dict[str, Any], error: CommsError
+) -> FormInvalid:
     """Render ``name`` again with the error(s) next to their fields; 400 for bad input."""
     status = 400 if isinstance(error, InvalidInput) else error.status
     body = render_text(request, name, {**extra, "error": error, "errors": problems_of(error)})

@@ -69,30 +69,51 @@ async def login_form(request: Request, state: Panel, next: str = "/") -> Respons
 @router.post("/login")
 @allow(Gate.PUBLIC)
 async def login(
-    request: Request, session: DbSession, state: Panel, username: Text = "",
-    password: Secret = "", next: Text = "/",
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    username: Text = "",
+    password: Secret = "",
+    next: Text = "/",
 ) -> Response:
     result = await auth.password_login(
-        session, username=username, password=password, settings=state.settings,
+        session,
+        username=username,
+        password=password,
+        settings=state.settings,
         ip=client_ip(request),
     )
     ctx = {"next": safe_next(next), "username": username[:64], "message": result.message}
     if result.outcome is auth.Outcome.REFUSED:
-        return page(request, "auth/login.html", ctx, status=429,
-                    headers={"Retry-After": str(result.retry_after)})
+        return page(
+            request,
+            "auth/login.html",
+            ctx,
+            status=429,
+            headers={"Retry-After": str(result.retry_after)},
+        )
     if result.outcome is auth.Outcome.FAILED or result.user is None:
         return page(request, "auth/login.html", ctx, status=401)
     old = request.state.web_session
     if isinstance(old, WebSession):
         await sessions.end(session, row=old)
-    stage = {auth.Outcome.OK: Stage.FULL, auth.Outcome.NEED_TOTP: Stage.TOTP,
-             auth.Outcome.NEED_ENROL: Stage.ENROL}[result.outcome]
+    stage = {
+        auth.Outcome.OK: Stage.FULL,
+        auth.Outcome.NEED_TOTP: Stage.TOTP,
+        auth.Outcome.NEED_ENROL: Stage.ENROL,
+    }[result.outcome]
     raw, _row = await sessions.create(
-        session, user=result.user, stage=stage, ip=client_ip(request),
+        session,
+        user=result.user,
+        stage=stage,
+        ip=client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
     )
-    target = {Stage.FULL: safe_next(next), Stage.ENROL: "/account/2fa",
-              Stage.TOTP: f"/login/totp?next={safe_next(next)}"}[stage]
+    target = {
+        Stage.FULL: safe_next(next),
+        Stage.ENROL: "/account/2fa",
+        Stage.TOTP: f"/login/totp?next={safe_next(next)}",
+    }[stage]
     return _start_session(request, redirect(target), state, raw)
 
 
@@ -107,19 +128,32 @@ async def totp_form(request: Request, session_row: CurrentSession, next: str = "
 @router.post("/login/totp")
 @allow(Gate.PENDING)
 async def totp_submit(
-    request: Request, session: DbSession, state: Panel, session_row: CurrentSession,
-    code: Text = "", next: Text = "/",
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    session_row: CurrentSession,
+    code: Text = "",
+    next: Text = "/",
 ) -> Response:
     if session_row.stage != Stage.TOTP.value:
         return redirect(safe_next(next))
     result = await auth.second_factor(
-        session, user=session_row.user, code=code, keys=state.keys, settings=state.settings,
+        session,
+        user=session_row.user,
+        code=code,
+        keys=state.keys,
+        settings=state.settings,
         ip=client_ip(request),
     )
     ctx = {"next": safe_next(next), "message": result.message}
     if result.outcome is auth.Outcome.REFUSED:
-        return page(request, "auth/totp.html", ctx, status=429,
-                    headers={"Retry-After": str(result.retry_after)})
+        return page(
+            request,
+            "auth/totp.html",
+            ctx,
+            status=429,
+            headers={"Retry-After": str(result.retry_after)},
+        )
     if result.outcome is not auth.Outcome.OK:
         return page(request, "auth/totp.html", ctx, status=401)
     raw, _row = await sessions.rotate(session, row=session_row, stage=Stage.FULL)
@@ -128,8 +162,9 @@ async def totp_submit(
 
 @router.post("/logout")
 @allow(Gate.PENDING)
-async def logout(request: Request, session: DbSession, state: Panel,
-                 session_row: CurrentSession) -> Response:
+async def logout(
+    request: Request, session: DbSession, state: Panel, session_row: CurrentSession
+) -> Response:
     await sessions.end(session, row=session_row)
     response = redirect("/login")
     clear_cookie(response, request, state.settings, SESSION_COOKIE)
@@ -138,16 +173,22 @@ async def logout(request: Request, session: DbSession, state: Panel,
 
 @router.get("/account")
 @allow(Gate.SELF)
-async def account_page(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                       session_row: CurrentSession) -> HTMLResponse:
-    return page(request, "account/get.html", await _account_ctx(session, state, user,
-                                                                session_row))
+async def account_page(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+) -> HTMLResponse:
+    return page(request, "account/get.html", await _account_ctx(session, state, user, session_row))
 
 
-async def _account_ctx(session: DbSession, state: Panel, user: CurrentUser,
-                       session_row: WebSession) -> dict[str, object]:
+async def _account_ctx(
+    session: DbSession, state: Panel, user: CurrentUser, session_row: WebSession
+) -> dict[str, object]:
     return {
-        "account": user, "enrolled": totp.is_enrolled(user),
+        "account": user,
+        "enrolled": totp.is_enrolled(user),
         "required": auth.requires_2fa(user, state.settings),
         "recovery_left": await totp.remaining_recovery_codes(session, user=user),
         "sessions": await sessions.for_user(session, user=user),
@@ -158,8 +199,13 @@ async def _account_ctx(session: DbSession, state: Panel, user: CurrentUser,
 @router.post("/account/password")
 @allow(Gate.SELF)
 async def change_password(
-    request: Request, session: DbSession, state: Panel, user: CurrentUser,
-    session_row: CurrentSession, current: Secret = "", password: Secret = "",
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    current: Secret = "",
+    password: Secret = "",
 ) -> Response:
     ctx = await _account_ctx(session, state, user, session_row)
     try:
@@ -170,7 +216,10 @@ async def change_password(
         raise form_error(request, "account/get.html", ctx, exc) from exc
     await sessions.end_all(session, user=user, reason="password changed", actor=user.username)
     raw, _row = await sessions.create(
-        session, user=user, stage=Stage.FULL, ip=client_ip(request),
+        session,
+        user=user,
+        stage=Stage.FULL,
+        ip=client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
     )
     return _start_session(request, redirect("/account"), state, raw)
@@ -181,40 +230,45 @@ def _enrol_ctx(state: Panel, row: WebSession, **extra: object) -> dict[str, obje
     secret = totp.pending_secret(user, state.keys)
     qr = None
     if secret:
-        uri = totp.provisioning_uri(secret, username=user.username,
-                                    issuer=f"{state.settings.protocol_name} comms")
+        uri = totp.provisioning_uri(
+            secret, username=user.username, issuer=f"{state.settings.protocol_name} comms"
+        )
         from markupsafe import Markup
 
         qr = Markup(totp.qr_svg(uri))  # noqa: S704 - segno's own SVG of our URI
-    return {"secret": secret, "qr": qr, "enrolled": totp.is_enrolled(user),
-            "required": auth.requires_2fa(user, state.settings), **extra}
+    return {
+        "secret": secret,
+        "qr": qr,
+        "enrolled": totp.is_enrolled(user),
+        "required": auth.requires_2fa(user, state.settings),
+        **extra,
+    }
 
 
 @router.get("/account/2fa")
 @allow(Gate.ENROL)
-async def enrol_page(request: Request, state: Panel,
-                     session_row: CurrentSession) -> HTMLResponse:
+async def enrol_page(request: Request, state: Panel, session_row: CurrentSession) -> HTMLResponse:
     return page(request, "account/2fa.html", _enrol_ctx(state, session_row))
 
 
 @router.post("/account/2fa/start")
 @allow(Gate.ENROL)
-async def enrol_start(session: DbSession, state: Panel,
-                      session_row: CurrentSession) -> Response:
+async def enrol_start(session: DbSession, state: Panel, session_row: CurrentSession) -> Response:
     await totp.begin_enrolment(session, user=session_row.user, keys=state.keys)
     return redirect("/account/2fa")
 
 
 @router.post("/account/2fa/confirm")
 @allow(Gate.ENROL)
-async def enrol_confirm(request: Request, session: DbSession, state: Panel,
-                        session_row: CurrentSession, code: Text = "") -> Response:
+async def enrol_confirm(
+    request: Request, session: DbSession, state: Panel, session_row: CurrentSession, code: Text = ""
+) -> Response:
     try:
-        codes = await totp.confirm_enrolment(session, user=session_row.user, keys=state.keys,
-                                             code=code)
+        codes = await totp.confirm_enrolment(
+            session, user=session_row.user, keys=state.keys, code=code
+        )
     except CommsError as exc:
-        raise form_error(request, "account/2fa.html", _enrol_ctx(state, session_row), exc) \
-            from exc
+        raise form_error(request, "account/2fa.html", _enrol_ctx(state, session_row), exc) from exc
     raw, fresh = await sessions.rotate(session, row=session_row, stage=Stage.FULL)
     request.state.web_session = fresh
     request.state.user = fresh.user

@@ -56,14 +56,25 @@ TargetDestination = Annotated[Destination, Depends(target_destination)]
 
 # ---------------------------------------------------------------------------------- users
 
+
 async def _users_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
     rows = []
     for u in await users.list_users(session):
         lock = await throttle.state_of(session, account=throttle.account_key(u.username))
-        rows.append({"user": u, "two_factor": totp.is_enrolled(u), "lock": lock,
-                     "sessions": await sessions.count_for_user(session, user_id=u.id)})
-    return {"rows": rows, "roles": [r.value for r in Role],
-            "form": {"username": "", "display_name": "", "roles": []}, **extra}
+        rows.append(
+            {
+                "user": u,
+                "two_factor": totp.is_enrolled(u),
+                "lock": lock,
+                "sessions": await sessions.count_for_user(session, user_id=u.id),
+            }
+        )
+    return {
+        "rows": rows,
+        "roles": [r.value for r in Role],
+        "form": {"username": "", "display_name": "", "roles": []},
+        **extra,
+    }
 
 
 @router.get("/users")
@@ -75,15 +86,21 @@ async def user_list(request: Request, session: DbSession) -> HTMLResponse:
 @router.post("/users")
 @allow(Action.USER_MANAGE)
 async def user_create(request: Request, session: DbSession, actor: CurrentUser) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
-    data = {"username": _text(form, "username"), "display_name": _text(form, "display_name"),
-            "roles": _strings(form, "roles")}
+    form = await request.form(**FORM_LIMITS)
+    data: dict[str, Any] = {
+        "username": _text(form, "username"),
+        "display_name": _text(form, "display_name"),
+        "roles": _strings(form, "roles"),
+    }
     ctx = await _users_ctx(session, form=data)
     try:
         created = await users.create(
-            session, username=data["username"], password=_text(form, "password", 2000),
+            session,
+            username=data["username"],
+            password=_text(form, "password", 2000),
             roles=users.parse_roles(data["roles"]),
-            display_name=data["display_name"] or None, actor=actor,
+            display_name=data["display_name"] or None,
+            actor=actor,
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/list.html", ctx, exc) from exc
@@ -92,10 +109,13 @@ async def user_create(request: Request, session: DbSession, actor: CurrentUser) 
 
 async def _user_ctx(session: AsyncSession, user: User, **extra: Any) -> dict[str, Any]:
     return {
-        "target": user, "roles": [r.value for r in Role], "two_factor": totp.is_enrolled(user),
+        "target": user,
+        "roles": [r.value for r in Role],
+        "two_factor": totp.is_enrolled(user),
         "lock": await throttle.state_of(session, account=throttle.account_key(user.username)),
         "sessions": await sessions.for_user(session, user=user),
-        "tokens": await tokens.list_tokens(session, user=user), **extra,
+        "tokens": await tokens.list_tokens(session, user=user),
+        **extra,
     }
 
 
@@ -107,13 +127,15 @@ async def user_get(request: Request, session: DbSession, target: TargetUser) -> 
 
 @router.post("/users/{user_id}/roles")
 @allow(Action.USER_MANAGE)
-async def user_roles(request: Request, session: DbSession, actor: CurrentUser,
-                     target: TargetUser) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def user_roles(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     ctx = await _user_ctx(session, target)
     try:
-        await users.set_roles(session, user=target, roles=users.parse_roles(_strings(form, "roles")),
-                              actor=actor)
+        await users.set_roles(
+            session, user=target, roles=users.parse_roles(_strings(form, "roles")), actor=actor
+        )
     except CommsError as exc:
         raise form_error(request, "admin/users/get.html", ctx, exc) from exc
     return redirect(f"/admin/users/{target.id}")
@@ -121,9 +143,10 @@ async def user_roles(request: Request, session: DbSession, actor: CurrentUser,
 
 @router.post("/users/{user_id}/active")
 @allow(Action.USER_MANAGE)
-async def user_active(request: Request, session: DbSession, actor: CurrentUser,
-                      target: TargetUser) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def user_active(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     ctx = await _user_ctx(session, target)
     try:
         value = _text(form, "active")
@@ -146,15 +169,15 @@ async def user_reset_2fa(session: DbSession, actor: CurrentUser, target: TargetU
 @allow(Action.USER_MANAGE)
 async def user_unlock(session: DbSession, actor: CurrentUser, target: TargetUser) -> Response:
     if await throttle.unlock(session, account=throttle.account_key(target.username)):
-        await audit.record(session, actor=actor.username, action="auth.unlock",
-                           target=f"user:{target.username}")
+        await audit.record(
+            session, actor=actor.username, action="auth.unlock", target=f"user:{target.username}"
+        )
     return redirect(f"/admin/users/{target.id}")
 
 
 @router.post("/users/{user_id}/end-sessions")
 @allow(Action.USER_MANAGE)
-async def user_end_sessions(session: DbSession, actor: CurrentUser,
-                            target: TargetUser) -> Response:
+async def user_end_sessions(session: DbSession, actor: CurrentUser, target: TargetUser) -> Response:
     await sessions.end_all(session, user=target, reason="ended by an admin", actor=actor.username)
     return redirect(f"/admin/users/{target.id}")
 
@@ -165,10 +188,13 @@ FLAGS = ("pin", "silent", "crosspost", "allow_everyone", "thread_updates")
 
 
 async def _dest_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
-    return {"destinations": await destinations.list_destinations(session), "flags": FLAGS,
-            "uses": [u.value for u in InternalUse],
-            "form": {"name": "", "platform": "discord", "target": "", "visibility": "public"},
-            **extra}
+    return {
+        "destinations": await destinations.list_destinations(session),
+        "flags": FLAGS,
+        "uses": [u.value for u in InternalUse],
+        "form": {"name": "", "platform": "discord", "target": "", "visibility": "public"},
+        **extra,
+    }
 
 
 @router.get("/destinations")
@@ -179,9 +205,8 @@ async def destination_list(request: Request, session: DbSession) -> HTMLResponse
 
 @router.post("/destinations")
 @allow(Action.DESTINATION_MANAGE)
-async def destination_create(request: Request, session: DbSession,
-                             actor: CurrentUser) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def destination_create(request: Request, session: DbSession, actor: CurrentUser) -> Response:
+    form = await request.form(**FORM_LIMITS)
     data = {k: _text(form, k) for k in ("name", "platform", "target", "visibility")}
     ctx = await _dest_ctx(session, form=data)
     try:
@@ -191,9 +216,18 @@ async def destination_create(request: Request, session: DbSession,
         except ValueError:
             raise InvalidInput(FieldProblem("visibility", "choose public or private")) from None
         await destinations.create(
-            session, name=data["name"], platform=destinations.parse_platform(data["platform"]),
-            target=data["target"], actor=actor, visibility=visibility, internal_uses=uses,
-            **{flag: _text(form, flag) == "on" for flag in FLAGS},
+            session,
+            name=data["name"],
+            platform=destinations.parse_platform(data["platform"]),
+            target=data["target"],
+            actor=actor,
+            visibility=visibility,
+            internal_uses=uses,
+            pin=_text(form, "pin") == "on",
+            silent=_text(form, "silent") == "on",
+            crosspost=_text(form, "crosspost") == "on",
+            allow_everyone=_text(form, "allow_everyone") == "on",
+            thread_updates=_text(form, "thread_updates") == "on",
         )
     except CommsError as exc:
         raise form_error(request, "admin/destinations/list.html", ctx, exc) from exc
@@ -202,13 +236,17 @@ async def destination_create(request: Request, session: DbSession,
 
 @router.post("/destinations/{destination_id}/update")
 @allow(Action.DESTINATION_MANAGE)
-async def destination_update(request: Request, session: DbSession, actor: CurrentUser,
-                             target: TargetDestination) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def destination_update(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetDestination
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     ctx = await _dest_ctx(session)
     try:
         await destinations.update(
-            session, destination=target, actor=actor, enabled=_text(form, "enabled") == "on",
+            session,
+            destination=target,
+            actor=actor,
+            enabled=_text(form, "enabled") == "on",
             **{flag: _text(form, flag) == "on" for flag in FLAGS},
         )
     except CommsError as exc:
@@ -218,15 +256,20 @@ async def destination_update(request: Request, session: DbSession, actor: Curren
 
 @router.post("/destinations/{destination_id}/compromised")
 @allow(Action.DESTINATION_MANAGE)
-async def destination_compromised(request: Request, session: DbSession, actor: CurrentUser,
-                                  target: TargetDestination) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def destination_compromised(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetDestination
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     ctx = await _dest_ctx(session)
     try:
         restore = _text(form, "restore") == "yes"
-        await destinations.mark_compromised(session, destination=target,
-                                            reason=_text(form, "reason", 2000), actor=actor,
-                                            compromised=not restore)
+        await destinations.mark_compromised(
+            session,
+            destination=target,
+            reason=_text(form, "reason", 2000),
+            actor=actor,
+            compromised=not restore,
+        )
     except CommsError as exc:
         raise form_error(request, "admin/destinations/list.html", ctx, exc) from exc
     return redirect("/admin/destinations")
@@ -234,11 +277,15 @@ async def destination_compromised(request: Request, session: DbSession, actor: C
 
 # --------------------------------------------------------------------------------- tokens
 
+
 async def _token_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
-    return {"tokens": await tokens.list_tokens(session),
-            "people": [u.username for u in await users.list_users(session) if u.active],
-            "scopes": [s.value for s in tokens.Scope],
-            "form": {"username": "", "name": "", "scopes": [], "expires_at": ""}, **extra}
+    return {
+        "tokens": await tokens.list_tokens(session),
+        "people": [u.username for u in await users.list_users(session) if u.active],
+        "scopes": [s.value for s in tokens.Scope],
+        "form": {"username": "", "name": "", "scopes": [], "expires_at": ""},
+        **extra,
+    }
 
 
 @router.get("/tokens")
@@ -250,15 +297,22 @@ async def token_list(request: Request, session: DbSession) -> HTMLResponse:
 @router.post("/tokens")
 @allow(Action.TOKEN_MANAGE)
 async def token_create(request: Request, session: DbSession, actor: CurrentUser) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
-    data = {"username": _text(form, "username", 64), "name": _text(form, "name", 64),
-            "scopes": _strings(form, "scopes"), "expires_at": _text(form, "expires_at")}
+    form = await request.form(**FORM_LIMITS)
+    data: dict[str, Any] = {
+        "username": _text(form, "username", 64),
+        "name": _text(form, "name", 64),
+        "scopes": _strings(form, "scopes"),
+        "expires_at": _text(form, "expires_at"),
+    }
     ctx = await _token_ctx(session, form=data)
     try:
         owner = await users.require_user(session, username=data["username"], field="username")
         raw, created = await tokens.create(
-            session, user=owner, name=str(data["name"]),
-            scopes=tokens.parse_scopes(data["scopes"]), actor=actor,
+            session,
+            user=owner,
+            name=str(data["name"]),
+            scopes=tokens.parse_scopes(data["scopes"]),
+            actor=actor,
             expires_at=parse_when(str(data["expires_at"]), "expires_at"),
         )
     except CommsError as exc:
@@ -269,7 +323,8 @@ async def token_create(request: Request, session: DbSession, actor: CurrentUser)
 
 @router.post("/tokens/{token_id}/revoke")
 @allow(Action.TOKEN_MANAGE)
-async def token_revoke(request: Request, session: DbSession, actor: CurrentUser,
-                       token_id: int) -> Response:
+async def token_revoke(
+    request: Request, session: DbSession, actor: CurrentUser, token_id: int
+) -> Response:
     await tokens.revoke(session, token=await tokens.get(session, token_id=token_id), actor=actor)
     return redirect("/admin/tokens")

@@ -7,21 +7,27 @@ from fastapi.responses import HTMLResponse
 
 from approvals.deps import DbSession
 from approvals.rules import allow
+from approvals.web import page
 from comms.audit import service as audit
 from comms.permissions import Action
-
-from approvals.web import page
 
 router = APIRouter(include_in_schema=False)
 
 
 @router.get("/audit")
 @allow(Action.AUDIT_READ)
-async def audit_log(request: Request, session: DbSession, before: int | None = None,
-                    action: str = "") -> HTMLResponse:
+async def audit_log(
+    request: Request, session: DbSession, before: int | None = None, action: str = ""
+) -> HTMLResponse:
     events = await audit.recent(session, limit=100, before_seq=before, action=action[:64] or None)
-    return page(request, "audit/list.html", {
-        "events": events, "verification": await audit.verify(session),
-        "total": await audit.count(session), "action": action[:64],
-        "older": events[-1].seq if len(events) == 100 else None,
-    })
+    return page(
+        request,
+        "audit/list.html",
+        {
+            "events": events,
+            "verification": await audit.verify(session),
+            "total": await audit.count(session),
+            "action": action[:64],
+            "older": events[-1].seq if len(events) == 100 else None,
+        },
+    )

@@ -30,11 +30,17 @@ def awaiting(draft: Draft, user: User, settings: Settings) -> bool:
         return False
     if not settings.allow_self_approval and user.id in (draft.author_id, draft.last_editor_id):
         return False
-    return not any(a.approver_id == user.id and a.content_hash == draft.content_hash
-                   and a.decision == Decision.APPROVE.value for a in draft.approvals)
+    return not any(
+        a.approver_id == user.id
+        and a.content_hash == draft.content_hash
+        and a.decision == Decision.APPROVE.value
+        for a in draft.approvals
+    )
 
 
-async def pending_for(session: AsyncSession, user: User, settings: Settings) -> list[dict[str, Any]]:
+async def pending_for(
+    session: AsyncSession, user: User, settings: Settings
+) -> list[dict[str, Any]]:
     rows = await drafts.list_drafts(session, statuses={DraftStatus.IN_REVIEW})
     result = []
     for draft in rows:
@@ -46,31 +52,50 @@ async def pending_for(session: AsyncSession, user: User, settings: Settings) -> 
 
 @router.get("/")
 @allow(Action.READ)
-async def dashboard(request: Request, session: DbSession, state: Panel,
-                    user: CurrentUser) -> HTMLResponse:
+async def dashboard(
+    request: Request, session: DbSession, state: Panel, user: CurrentUser
+) -> HTMLResponse:
     open_incidents = await incidents.list_incidents(session, open_only=True)
     mine = (await drafts.list_drafts(session, author=user))[:20]
-    failed = list((await session.scalars(
-        select(Delivery).where(Delivery.state.in_([s.value for s in NEEDS_PERSON]))
-        .order_by(Delivery.updated_at.desc()).limit(50)
-    )).all())
-    return page(request, "dashboard/get.html", {
-        "incidents": open_incidents,
-        "pending": await pending_for(session, user, state.settings),
-        "mine": [{"draft": d, "quorum": drafts.quorum(d, settings=state.settings)} for d in mine],
-        "failed": failed,
-        "is_dm": user.has_role(Role.DECISION_MAKER),
-    })
+    failed = list(
+        (
+            await session.scalars(
+                select(Delivery)
+                .where(Delivery.state.in_([s.value for s in NEEDS_PERSON]))
+                .order_by(Delivery.updated_at.desc())
+                .limit(50)
+            )
+        ).all()
+    )
+    return page(
+        request,
+        "dashboard/get.html",
+        {
+            "incidents": open_incidents,
+            "pending": await pending_for(session, user, state.settings),
+            "mine": [
+                {"draft": d, "quorum": drafts.quorum(d, settings=state.settings)} for d in mine
+            ],
+            "failed": failed,
+            "is_dm": user.has_role(Role.DECISION_MAKER),
+        },
+    )
 
 
 @router.get("/fragments/pending")
 @allow(Action.READ)
-async def pending_fragment(request: Request, session: DbSession, state: Panel,
-                           user: CurrentUser) -> HTMLResponse:
+async def pending_fragment(
+    request: Request, session: DbSession, state: Panel, user: CurrentUser
+) -> HTMLResponse:
     """The "waiting for my approval" list alone; the dashboard script polls it."""
-    return page(request, "dashboard/_pending.html",
-                {"pending": await pending_for(session, user, state.settings),
-                 "is_dm": user.has_role(Role.DECISION_MAKER)})
+    return page(
+        request,
+        "dashboard/_pending.html",
+        {
+            "pending": await pending_for(session, user, state.settings),
+            "is_dm": user.has_role(Role.DECISION_MAKER),
+        },
+    )
 
 
 @router.get("/healthz")

@@ -58,6 +58,7 @@ PathIncident = Annotated[Incident, Depends(path_incident)]
 
 # ------------------------------------------------------------------------- form handling
 
+
 def _text(form: FormData, name: str) -> str:
     value = form.get(name)
     return value if isinstance(value, str) else ""
@@ -100,9 +101,12 @@ def parse_options(form: FormData) -> DraftOptions:
         problems += exc.problems
     if problems:
         raise InvalidInput(problems)
-    return DraftOptions(pin=values["pin"], silent=values["silent"],
-                        link_previews=_text(form, "options.link_previews") == "on",
-                        publish_at=values["publish_at"])
+    return DraftOptions(
+        pin=values["pin"],
+        silent=values["silent"],
+        link_previews=_text(form, "options.link_previews") == "on",
+        publish_at=values["publish_at"],
+    )
 
 
 def form_values(form: FormData) -> dict[str, str]:
@@ -113,49 +117,85 @@ async def chosen_destinations(session: AsyncSession, form: FormData) -> list[Des
     names = [v for v in form.getlist("destinations") if isinstance(v, str)]
     found = []
     for name in names[:50]:
-        found.append(await destinations.require_destination(session, name=name,
-                                                            field="destinations"))
+        found.append(
+            await destinations.require_destination(session, name=name, field="destinations")
+        )
     return found
 
 
 # ------------------------------------------------------------------------------- preview
 
+
 async def build_preview(
-    session: AsyncSession, state: PanelState, *, spec: TemplateSpec, incident: Incident,
-    raw: dict[str, str], chosen: list[Destination], options: DraftOptions,
+    session: AsyncSession,
+    state: PanelState,
+    *,
+    spec: TemplateSpec,
+    incident: Incident,
+    raw: dict[str, str],
+    chosen: list[Destination],
+    options: DraftOptions,
 ) -> dict[str, Any]:
     """Render what would be sent, without saving anything; problems are shown, not raised."""
     try:
         values = validate_values(spec, raw)
         if not chosen:
-            fallback = [d for d in await destinations.list_destinations(session)
-                        if d.is_public and d.can_receive]
+            fallback = [
+                d
+                for d in await destinations.list_destinations(session)
+                if d.is_public and d.can_receive
+            ]
         else:
             fallback = chosen
         payload = build_payload(
-            draft_id=0, version=0, spec=spec, values=values,
+            draft_id=0,
+            version=0,
+            spec=spec,
+            values=values,
             ctx=drafts._render_context(incident, state.settings),  # the same context as saving
-            destinations=fallback, options=options, correction_of=None,
+            destinations=fallback,
+            options=options,
+            correction_of=None,
         )
-        warnings = check_values(spec, values, official_domains=state.settings.official_domains,
-                                known_contracts=state.settings.known_contracts)
+        warnings = check_values(
+            spec,
+            values,
+            official_domains=state.settings.official_domains,
+            known_contracts=state.settings.known_contracts,
+        )
     except CommsError as exc:
         return {"preview_error": exc, "preview_problems": problems_of(exc)}
-    return {"payload": payload, "warnings": [w.message for w in warnings],
-            "links": review.links_in(payload["rendered"], state.settings.official_domains)}
+    return {
+        "payload": payload,
+        "warnings": [w.message for w in warnings],
+        "links": review.links_in(payload["rendered"], state.settings.official_domains),
+    }
 
 
 # --------------------------------------------------------------------------------- editor
 
+
 async def _editor_ctx(
-    session: AsyncSession, state: PanelState, *, incident: Incident, spec: TemplateSpec | None,
-    raw: dict[str, str], chosen: list[str], options: dict[str, str], draft: Draft | None = None,
+    session: AsyncSession,
+    state: PanelState,
+    *,
+    incident: Incident,
+    spec: TemplateSpec | None,
+    raw: dict[str, str],
+    chosen: list[str],
+    options: dict[str, str],
+    draft: Draft | None = None,
     show_preview: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     registry = drafts.registry_for(state.settings)
     return {
-        "incident": incident, "spec": spec, "draft": draft, "values": raw, "chosen": chosen,
-        "options": options, "templates": registry.list("public"),
+        "incident": incident,
+        "spec": spec,
+        "draft": draft,
+        "values": raw,
+        "chosen": chosen,
+        "options": options,
+        "templates": registry.list("public"),
         "destinations": await destinations.list_destinations(session),
         "preview": show_preview,
     }
@@ -163,55 +203,94 @@ async def _editor_ctx(
 
 def _option_strings(form: FormData | None, draft: Draft | None = None) -> dict[str, str]:
     if form is not None:
-        return {k: _text(form, f"options.{k}") for k in ("pin", "silent", "publish_at",
-                                                         "link_previews")}
+        return {
+            k: _text(form, f"options.{k}") for k in ("pin", "silent", "publish_at", "link_previews")
+        }
     if draft is not None:
         opts = draft.options
 
         def tri(v: Any) -> str:
             return "" if v is None else ("yes" if v else "no")
 
-        return {"pin": tri(opts.get("pin")), "silent": tri(opts.get("silent")),
-                "publish_at": (opts.get("publish_at") or "").replace("+00:00", ""),
-                "link_previews": "on" if opts.get("link_previews") else ""}
+        return {
+            "pin": tri(opts.get("pin")),
+            "silent": tri(opts.get("silent")),
+            "publish_at": (opts.get("publish_at") or "").replace("+00:00", ""),
+            "link_previews": "on" if opts.get("link_previews") else "",
+        }
     return {"pin": "", "silent": "", "publish_at": "", "link_previews": ""}
 
 
 @router.get("/incidents/{key}/drafts/new")
 @allow(Action.DRAFT_WRITE)
-async def draft_new(request: Request, session: DbSession, state: Panel,
-                    incident: PathIncident, template: str = "") -> HTMLResponse:
+async def draft_new(
+    request: Request, session: DbSession, state: Panel, incident: PathIncident, template: str = ""
+) -> HTMLResponse:
     spec = drafts.registry_for(state.settings).get(template[:64]) if template else None
     if spec is not None and spec.audience != "public":
         spec = None
-    defaults = [d.name for d in await destinations.list_destinations(session)
-                if d.is_public and d.can_receive]
-    return page(request, "drafts/edit.html", await _editor_ctx(
-        session, state, incident=incident, spec=spec, raw={}, chosen=defaults,
-        options=_option_strings(None)))
+    defaults = [
+        d.name
+        for d in await destinations.list_destinations(session)
+        if d.is_public and d.can_receive
+    ]
+    return page(
+        request,
+        "drafts/edit.html",
+        await _editor_ctx(
+            session,
+            state,
+            incident=incident,
+            spec=spec,
+            raw={},
+            chosen=defaults,
+            options=_option_strings(None),
+        ),
+    )
 
 
 @router.post("/incidents/{key}/drafts")
 @allow(Action.DRAFT_WRITE)
-async def draft_create(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                       incident: PathIncident) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def draft_create(
+    request: Request, session: DbSession, state: Panel, user: CurrentUser, incident: PathIncident
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     name = _text(form, "template")[:64]
     raw = form_values(form)
     chosen_names = [v for v in form.getlist("destinations") if isinstance(v, str)]
     spec = drafts.registry_for(state.settings).get(name)
-    ctx = await _editor_ctx(session, state, incident=incident, spec=spec, raw=raw,
-                            chosen=chosen_names, options=_option_strings(form))
+    ctx = await _editor_ctx(
+        session,
+        state,
+        incident=incident,
+        spec=spec,
+        raw=raw,
+        chosen=chosen_names,
+        options=_option_strings(form),
+    )
     try:
         options = parse_options(form)
         chosen = await chosen_destinations(session, form)
         if _text(form, "action") == "preview":
-            ctx["preview"] = await build_preview(session, state, spec=spec, incident=incident,
-                                                 raw=raw, chosen=chosen, options=options)
+            ctx["preview"] = await build_preview(
+                session,
+                state,
+                spec=spec,
+                incident=incident,
+                raw=raw,
+                chosen=chosen,
+                options=options,
+            )
             return page(request, "drafts/edit.html", ctx)
         created = await drafts.create(
-            session, incident=incident, template=name, variables=raw, destinations=chosen,
-            actor=user, settings=state.settings, options=options,
+            session,
+            incident=incident,
+            template=name,
+            variables=raw,
+            destinations=chosen,
+            actor=user,
+            settings=state.settings,
+            options=options,
         )
         if _text(form, "action") == "submit":
             await drafts.submit(session, draft=created, actor=user, settings=state.settings)
@@ -224,56 +303,98 @@ async def draft_create(request: Request, session: DbSession, state: Panel, user:
 @allow(Action.DRAFT_WRITE)
 async def draft_preview(request: Request, session: DbSession, state: Panel) -> HTMLResponse:
     """The live preview fragment (the editor's script posts the form here). Saves nothing."""
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+    form = await request.form(**FORM_LIMITS)
     incident = await incidents.require_incident(session, key=_text(form, "incident")[:32])
     spec = drafts.registry_for(state.settings).get(_text(form, "template")[:64])
     try:
         options = parse_options(form)
         chosen = await chosen_destinations(session, form)
     except CommsError as exc:
-        return page(request, "drafts/_preview.html",
-                    {"preview": {"preview_error": exc, "preview_problems": problems_of(exc)}})
-    result = await build_preview(session, state, spec=spec, incident=incident,
-                                 raw=form_values(form), chosen=chosen, options=options)
+        return page(
+            request,
+            "drafts/_preview.html",
+            {"preview": {"preview_error": exc, "preview_problems": problems_of(exc)}},
+        )
+    result = await build_preview(
+        session,
+        state,
+        spec=spec,
+        incident=incident,
+        raw=form_values(form),
+        chosen=chosen,
+        options=options,
+    )
     return page(request, "drafts/_preview.html", {"preview": result})
 
 
 @router.get("/drafts/{draft_id}/edit")
 @allow(Action.DRAFT_WRITE)
-async def draft_edit_form(request: Request, session: DbSession, state: Panel,
-                          draft: CurrentDraft) -> HTMLResponse:
+async def draft_edit_form(
+    request: Request, session: DbSession, state: Panel, draft: CurrentDraft
+) -> HTMLResponse:
     spec = drafts.registry_for(state.settings).get(draft.template)
-    return page(request, "drafts/edit.html", await _editor_ctx(
-        session, state, incident=draft.incident, spec=spec, raw=dict(draft.variables),
-        chosen=[d.name for d in draft.destinations], options=_option_strings(None, draft),
-        draft=draft))
+    return page(
+        request,
+        "drafts/edit.html",
+        await _editor_ctx(
+            session,
+            state,
+            incident=draft.incident,
+            spec=spec,
+            raw=dict(draft.variables),
+            chosen=[d.name for d in draft.destinations],
+            options=_option_strings(None, draft),
+            draft=draft,
+        ),
+    )
 
 
 @router.post("/drafts/{draft_id}/edit")
 @allow(Action.DRAFT_WRITE)
-async def draft_edit(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                     draft: CurrentDraft) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def draft_edit(
+    request: Request, session: DbSession, state: Panel, user: CurrentUser, draft: CurrentDraft
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     spec = drafts.registry_for(state.settings).get(draft.template)
     raw = form_values(form)
     chosen_names = [v for v in form.getlist("destinations") if isinstance(v, str)]
-    ctx = await _editor_ctx(session, state, incident=draft.incident, spec=spec, raw=raw,
-                            chosen=chosen_names, options=_option_strings(form), draft=draft)
+    ctx = await _editor_ctx(
+        session,
+        state,
+        incident=draft.incident,
+        spec=spec,
+        raw=raw,
+        chosen=chosen_names,
+        options=_option_strings(form),
+        draft=draft,
+    )
     try:
         options = parse_options(form)
         chosen = await chosen_destinations(session, form)
         if _text(form, "action") == "preview":
-            ctx["preview"] = await build_preview(session, state, spec=spec,
-                                                 incident=draft.incident, raw=raw,
-                                                 chosen=chosen, options=options)
+            ctx["preview"] = await build_preview(
+                session,
+                state,
+                spec=spec,
+                incident=draft.incident,
+                raw=raw,
+                chosen=chosen,
+                options=options,
+            )
             return page(request, "drafts/edit.html", ctx)
         try:
             expected = int(_text(form, "expected_version"))
         except ValueError:
             raise InvalidInput(FieldProblem("version", "missing; reload the page")) from None
         edited = await drafts.edit(
-            session, draft=draft, actor=user, settings=state.settings, variables=raw,
-            replace_variables=True, destinations=chosen, options=options,
+            session,
+            draft=draft,
+            actor=user,
+            settings=state.settings,
+            variables=raw,
+            replace_variables=True,
+            destinations=chosen,
+            options=options,
             expected_version=expected,
         )
         if _text(form, "action") == "submit" and edited.status == DraftStatus.DRAFT.value:
@@ -285,29 +406,50 @@ async def draft_edit(request: Request, session: DbSession, state: Panel, user: C
 
 # ---------------------------------------------------------------------------- review page
 
-async def review_ctx(session: AsyncSession, state: PanelState, draft: Draft, *,
-                     user: User, stepup_fresh: bool, **extra: Any) -> dict[str, Any]:
-    previous = await drafts.get_version(session, draft_id=draft.id, version=draft.version - 1) \
-        if draft.version > 1 else None
+
+async def review_ctx(
+    session: AsyncSession,
+    state: PanelState,
+    draft: Draft,
+    *,
+    user: User,
+    stepup_fresh: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    previous = (
+        await drafts.get_version(session, draft_id=draft.id, version=draft.version - 1)
+        if draft.version > 1
+        else None
+    )
     quorum = drafts.quorum(draft, settings=state.settings)
     standing = {s.approval.id: s for s in quorum.standings}
     deliveries = []
     for item in draft.payload.get("deliveries", []):
         platform = item["format"].split("-")[0]
-        deliveries.append({**item, "platform": platform,
-                           "html": [preview.render(platform, m) for m in item["messages"]]})
+        deliveries.append(
+            {
+                **item,
+                "platform": platform,
+                "html": [preview.render(platform, m) for m in item["messages"]],
+            }
+        )
     from approvals.routes.dashboard import awaiting
 
     return {
-        "draft": draft, "quorum": quorum, "standing": standing, "deliveries": deliveries,
+        "draft": draft,
+        "quorum": quorum,
+        "standing": standing,
+        "deliveries": deliveries,
         "rendered": draft.payload.get("rendered", {}),
-        "links": review.links_in(draft.payload.get("rendered", {}),
-                                 state.settings.official_domains),
+        "links": review.links_in(
+            draft.payload.get("rendered", {}), state.settings.official_domains
+        ),
         "diff": review.diff(previous.payload if previous else None, draft.payload),
         "previous": previous,
         "can_decide": awaiting(draft, user, state.settings),
         "is_author": user.id in (draft.author_id, draft.last_editor_id),
-        "stepup_fresh": stepup_fresh, "stepup_minutes": state.settings.stepup_minutes,
+        "stepup_fresh": stepup_fresh,
+        "stepup_minutes": state.settings.stepup_minutes,
         **extra,
     }
 
@@ -320,45 +462,79 @@ def _fresh(state: PanelState, row: Any) -> bool:
 @allow(Action.READ)
 async def draft_list(request: Request, session: DbSession, status: str = "") -> HTMLResponse:
     statuses = {DraftStatus(status)} if status in {s.value for s in DraftStatus} else None
-    return page(request, "drafts/list.html", {
-        "drafts": await drafts.list_drafts(session, statuses=statuses), "status": status,
-        "statuses": [s.value for s in DraftStatus]})
+    return page(
+        request,
+        "drafts/list.html",
+        {
+            "drafts": await drafts.list_drafts(session, statuses=statuses),
+            "status": status,
+            "statuses": [s.value for s in DraftStatus],
+        },
+    )
 
 
 @router.get("/drafts/{draft_id}")
 @allow(Action.READ)
-async def draft_get(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                    session_row: CurrentSession, draft: CurrentDraft) -> HTMLResponse:
-    return page(request, "drafts/get.html", await review_ctx(
-        session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)))
+async def draft_get(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    draft: CurrentDraft,
+) -> HTMLResponse:
+    return page(
+        request,
+        "drafts/get.html",
+        await review_ctx(session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)),
+    )
 
 
 @router.post("/drafts/{draft_id}/approve")
 @allow(Action.DRAFT_APPROVE)
-async def draft_approve(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                        session_row: CurrentSession, draft: CurrentDraft) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def draft_approve(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    draft: CurrentDraft,
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     expected = _text(form, "expected_hash")
     credential = _text(form, "credential")[:2000]
     new_cookie = None
     if not _fresh(state, session_row):
-        result = await auth.step_up(session, user=user, credential=credential, keys=state.keys,
-                                    settings=state.settings, ip=client_ip(request))
+        result = await auth.step_up(
+            session,
+            user=user,
+            credential=credential,
+            keys=state.keys,
+            settings=state.settings,
+            ip=client_ip(request),
+        )
         if result.outcome is not auth.Outcome.OK:
             # Commit the failure's records (throttle, audit); nothing is approved.
-            message = result.message if credential else (
-                f"Your last sign-in was more than {state.settings.stepup_minutes} minutes ago: "
-                "enter your password or an authenticator code to approve.")
-            ctx = await review_ctx(session, state, draft, user=user, stepup_fresh=False,
-                                   stepup_error=message)
+            message = (
+                result.message
+                if credential
+                else (
+                    f"Your last sign-in was more than {state.settings.stepup_minutes} minutes ago: "
+                    "enter your password or an authenticator code to approve."
+                )
+            )
+            ctx = await review_ctx(
+                session, state, draft, user=user, stepup_fresh=False, stepup_error=message
+            )
             status = 429 if result.outcome is auth.Outcome.REFUSED else 401
             return page(request, "drafts/get.html", ctx, status=status)
         new_cookie, session_row = await sessions.rotate(session, row=session_row)
     try:
         if not expected:
             raise InvalidInput(FieldProblem("content_hash", "missing; reload the page"))
-        await drafts.approve(session, draft=draft, actor=user, settings=state.settings,
-                             expected_hash=expected)
+        await drafts.approve(
+            session, draft=draft, actor=user, settings=state.settings, expected_hash=expected
+        )
     except CommsError as exc:
         current = await drafts.require_draft(session, draft_id=draft.id)
         ctx = await review_ctx(session, state, current, user=user, stepup_fresh=True)
@@ -371,52 +547,86 @@ async def draft_approve(request: Request, session: DbSession, state: Panel, user
 
 @router.post("/drafts/{draft_id}/reject")
 @allow(Action.DRAFT_APPROVE)
-async def draft_reject(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                       session_row: CurrentSession, draft: CurrentDraft) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def draft_reject(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    draft: CurrentDraft,
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     try:
-        await drafts.reject(session, draft=draft, actor=user, reason=_text(form, "reason"),
-                            expected_hash=_text(form, "expected_hash") or None)
+        await drafts.reject(
+            session,
+            draft=draft,
+            actor=user,
+            reason=_text(form, "reason"),
+            expected_hash=_text(form, "expected_hash") or None,
+        )
     except CommsError as exc:
         current = await drafts.require_draft(session, draft_id=draft.id)
-        ctx = await review_ctx(session, state, current, user=user,
-                               stepup_fresh=_fresh(state, session_row),
-                               reject_reason=_text(form, "reason"))
+        ctx = await review_ctx(
+            session,
+            state,
+            current,
+            user=user,
+            stepup_fresh=_fresh(state, session_row),
+            reject_reason=_text(form, "reason"),
+        )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
     return redirect(f"/drafts/{draft.id}")
 
 
 @router.post("/drafts/{draft_id}/submit")
 @allow(Action.DRAFT_WRITE)
-async def draft_submit(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                       session_row: CurrentSession, draft: CurrentDraft) -> Response:
+async def draft_submit(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    draft: CurrentDraft,
+) -> Response:
     try:
         await drafts.submit(session, draft=draft, actor=user, settings=state.settings)
     except CommsError as exc:
-        ctx = await review_ctx(session, state, draft, user=user,
-                               stepup_fresh=_fresh(state, session_row))
+        ctx = await review_ctx(
+            session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)
+        )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
     return redirect(f"/drafts/{draft.id}")
 
 
 @router.post("/drafts/{draft_id}/withdraw")
 @allow(Action.DRAFT_WRITE)
-async def draft_withdraw(request: Request, session: DbSession, state: Panel, user: CurrentUser,
-                         session_row: CurrentSession, draft: CurrentDraft) -> Response:
-    form = await request.form(**FORM_LIMITS)  # type: ignore[arg-type]
+async def draft_withdraw(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    session_row: CurrentSession,
+    draft: CurrentDraft,
+) -> Response:
+    form = await request.form(**FORM_LIMITS)
     try:
         await drafts.withdraw(session, draft=draft, actor=user, reason=_text(form, "reason"))
     except CommsError as exc:
-        ctx = await review_ctx(session, state, draft, user=user,
-                               stepup_fresh=_fresh(state, session_row))
+        ctx = await review_ctx(
+            session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)
+        )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
     return redirect(f"/drafts/{draft.id}")
 
 
 @router.get("/drafts/{draft_id}/deliveries")
 @allow(Action.READ)
-async def draft_deliveries(request: Request, session: DbSession,
-                           draft: CurrentDraft) -> HTMLResponse:
+async def draft_deliveries(
+    request: Request, session: DbSession, draft: CurrentDraft
+) -> HTMLResponse:
     """What the outbox says for each destination (the publishing worker fills these rows)."""
-    return page(request, "deliveries/list.html", {
-        "draft": draft, "deliveries": await outbox.for_draft(session, draft_id=draft.id)})
+    return page(
+        request,
+        "deliveries/list.html",
+        {"draft": draft, "deliveries": await outbox.for_draft(session, draft_id=draft.id)},
+    )

@@ -39,13 +39,17 @@ CurrentIncident = Annotated[Incident, Depends(current_incident)]
 @router.get("/incidents")
 @allow(Action.READ)
 async def incident_list(request: Request, session: DbSession) -> HTMLResponse:
-    return page(request, "incidents/list.html",
-                {"incidents": await incidents.list_incidents(session)})
+    return page(
+        request, "incidents/list.html", {"incidents": await incidents.list_incidents(session)}
+    )
 
 
 def _new_ctx(**extra: Any) -> dict[str, Any]:
-    return {"severities": [(s.value, f"{s.value} ({s.label})") for s in Severity],
-            "form": {"title": "", "severity": "P1", "summary": ""}, **extra}
+    return {
+        "severities": [(s.value, f"{s.value} ({s.label})") for s in Severity],
+        "form": {"title": "", "severity": "P1", "summary": ""},
+        **extra,
+    }
 
 
 @router.get("/incidents/new")
@@ -57,13 +61,20 @@ async def incident_new(request: Request) -> HTMLResponse:
 @router.post("/incidents")
 @allow(Action.INCIDENT_OPEN)
 async def incident_create(
-    request: Request, session: DbSession, user: CurrentUser, title: Short = "",
-    severity: Short = "", summary: Long = "",
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    title: Short = "",
+    severity: Short = "",
+    summary: Long = "",
 ) -> Response:
     form = {"title": title, "severity": severity, "summary": summary}
     try:
         created = await incidents.open_incident(
-            session, title=title, severity=incidents.parse_severity(severity), summary=summary,
+            session,
+            title=title,
+            severity=incidents.parse_severity(severity),
+            summary=summary,
             actor=user,
         )
     except CommsError as exc:
@@ -78,9 +89,15 @@ async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -
         "entries": list(reversed(await incidents.entries(session, incident=incident))),
         "drafts": await drafts.list_drafts(session, incident=incident),
         "severities": [(s.value, f"{s.value} ({s.label})") for s in Severity],
-        "next_statuses": [s.value for s in sorted(
-            incidents.TRANSITIONS[IncidentStatus(incident.status)], key=incidents.ORDER.index)],
-        "incident_roles": [(r.value, r.title) for r in IncidentRole if r is not IncidentRole.DETECTOR],
+        "next_statuses": [
+            s.value
+            for s in sorted(
+                incidents.TRANSITIONS[IncidentStatus(incident.status)], key=incidents.ORDER.index
+            )
+        ],
+        "incident_roles": [
+            (r.value, r.title) for r in IncidentRole if r is not IncidentRole.DETECTOR
+        ],
         "people": [(u.username, f"{u.display_name} ({u.username})") for u in people if u.active],
         "current_roles": [a for a in incident.assignments if a.ended_at is None],
         "Role": Role,
@@ -90,22 +107,32 @@ async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -
 
 @router.get("/incidents/{key}")
 @allow(Action.READ)
-async def incident_get(request: Request, session: DbSession,
-                       incident: CurrentIncident) -> HTMLResponse:
+async def incident_get(
+    request: Request, session: DbSession, incident: CurrentIncident
+) -> HTMLResponse:
     return page(request, "incidents/get.html", await _detail_ctx(session, incident))
 
 
 @router.post("/incidents/{key}/severity")
 @allow(Action.INCIDENT_MANAGE)
 async def incident_severity(
-    request: Request, session: DbSession, state: Panel, user: CurrentUser,
-    incident: CurrentIncident, severity: Short = "", rationale: Long = "",
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    severity: Short = "",
+    rationale: Long = "",
 ) -> Response:
     ctx = await _detail_ctx(session, incident)
     try:
         await flows.change_severity(
-            session, incident=incident, severity=incidents.parse_severity(severity), actor=user,
-            rationale=rationale, settings=state.settings,
+            session,
+            incident=incident,
+            severity=incidents.parse_severity(severity),
+            actor=user,
+            rationale=rationale,
+            settings=state.settings,
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
@@ -115,13 +142,20 @@ async def incident_severity(
 @router.post("/incidents/{key}/status")
 @allow(Action.INCIDENT_MANAGE)
 async def incident_status(
-    request: Request, session: DbSession, user: CurrentUser, incident: CurrentIncident,
-    status: Short = "", rationale: Long = "",
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    status: Short = "",
+    rationale: Long = "",
 ) -> Response:
     ctx = await _detail_ctx(session, incident)
     try:
         await incidents.change_status(
-            session, incident=incident, status=incidents.parse_status(status), actor=user,
+            session,
+            incident=incident,
+            status=incidents.parse_status(status),
+            actor=user,
             rationale=rationale,
         )
     except CommsError as exc:
@@ -132,14 +166,23 @@ async def incident_status(
 @router.post("/incidents/{key}/assign")
 @allow(Action.INCIDENT_MANAGE)
 async def incident_assign(
-    request: Request, session: DbSession, user: CurrentUser, incident: CurrentIncident,
-    role: Short = "", username: Short = "",
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    role: Short = "",
+    username: Short = "",
 ) -> Response:
     ctx = await _detail_ctx(session, incident)
     try:
         assignee = await users.require_user(session, username=username, field="username")
-        await incidents.assign(session, incident=incident,
-                               role=incidents.parse_incident_role(role), user=assignee, actor=user)
+        await incidents.assign(
+            session,
+            incident=incident,
+            role=incidents.parse_incident_role(role),
+            user=assignee,
+            actor=user,
+        )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
     return redirect(f"/incidents/{incident.key}")
@@ -147,8 +190,9 @@ async def incident_assign(
 
 @router.post("/incidents/{key}/ack")
 @allow(Action.READ)  # the service checks that you are the offered leader and hold the role
-async def incident_ack(request: Request, session: DbSession, user: CurrentUser,
-                       incident: CurrentIncident) -> Response:
+async def incident_ack(
+    request: Request, session: DbSession, user: CurrentUser, incident: CurrentIncident
+) -> Response:
     await incidents.acknowledge_leadership(session, incident=incident, actor=user)
     return redirect(f"/incidents/{incident.key}")
 
@@ -156,20 +200,39 @@ async def incident_ack(request: Request, session: DbSession, user: CurrentUser,
 @router.post("/incidents/{key}/log")
 @allow(Action.INCIDENT_LOG)
 async def incident_log(
-    request: Request, session: DbSession, user: CurrentUser, incident: CurrentIncident,
-    kind: Short = "note", text: Long = "", rationale: Long = "", owner: Short = "",
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    kind: Short = "note",
+    text: Long = "",
+    rationale: Long = "",
+    owner: Short = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident, log_form={"kind": kind, "text": text,
-                                                         "rationale": rationale, "owner": owner})
+    ctx = await _detail_ctx(
+        session,
+        incident,
+        log_form={"kind": kind, "text": text, "rationale": rationale, "owner": owner},
+    )
     try:
         try:
             log_kind = LogKind(kind)
         except ValueError:
             log_kind = LogKind.STATUS  # refused by the service with a field message
-        owner_user = await users.require_user(session, username=owner, field="owner") \
-            if owner.strip() else None
-        await incidents.add_entry(session, incident=incident, kind=log_kind, text=text,
-                                  actor=user, rationale=rationale, owner=owner_user)
+        owner_user = (
+            await users.require_user(session, username=owner, field="owner")
+            if owner.strip()
+            else None
+        )
+        await incidents.add_entry(
+            session,
+            incident=incident,
+            kind=log_kind,
+            text=text,
+            actor=user,
+            rationale=rationale,
+            owner=owner_user,
+        )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
     return redirect(f"/incidents/{incident.key}#log")
@@ -180,5 +243,8 @@ async def incident_log(
 async def incident_export(session: DbSession, incident: CurrentIncident) -> Response:
     text = export.render_markdown(incident, await incidents.entries(session, incident=incident))
     name = export.filename(incident)
-    return PlainTextResponse(text, media_type="text/markdown; charset=utf-8",
-                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    return PlainTextResponse(
+        text,
+        media_type="text/markdown; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )

@@ -56,28 +56,45 @@ async def _refused(
     session: AsyncSession, *, account: str, ip: str, refusal: throttle.Refusal, kind: str
 ) -> AuthResult:
     now = utcnow()
-    await throttle.record_attempt(session, account=account, ip=ip, outcome="refused",
-                                  evaluated=False, now=now)
-    await audit.record(session, actor=account, action=f"auth.{kind}_refused",
-                       target=f"account:{account}",
-                       details={"reason": refusal.reason, "retry_after": refusal.retry_after,
-                                "ip": ip})
+    await throttle.record_attempt(
+        session, account=account, ip=ip, outcome="refused", evaluated=False, now=now
+    )
+    await audit.record(
+        session,
+        actor=account,
+        action=f"auth.{kind}_refused",
+        target=f"account:{account}",
+        details={"reason": refusal.reason, "retry_after": refusal.retry_after, "ip": ip},
+    )
     return AuthResult(Outcome.REFUSED, retry_after=refusal.retry_after, message=refusal.message)
 
 
 async def _failed(
-    session: AsyncSession, *, account: str, ip: str, settings: Settings, kind: str, why: str,
+    session: AsyncSession,
+    *,
+    account: str,
+    ip: str,
+    settings: Settings,
+    kind: str,
+    why: str,
     message: str,
 ) -> AuthResult:
     now = utcnow()
-    await throttle.record_attempt(session, account=account, ip=ip, outcome=why,
-                                  evaluated=True, now=now)
+    await throttle.record_attempt(
+        session, account=account, ip=ip, outcome=why, evaluated=True, now=now
+    )
     state = await throttle.failure(session, account=account, settings=settings, now=now)
-    await audit.record(session, actor=account, action=f"auth.{kind}_failed",
-                       target=f"account:{account}",
-                       details={"reason": why, "ip": ip,
-                                "locked": state.locked_until is not None
-                                and state.locked_until > now})
+    await audit.record(
+        session,
+        actor=account,
+        action=f"auth.{kind}_failed",
+        target=f"account:{account}",
+        details={
+            "reason": why,
+            "ip": ip,
+            "locked": state.locked_until is not None and state.locked_until > now,
+        },
+    )
     return AuthResult(Outcome.FAILED, message=message)
 
 
@@ -90,8 +107,11 @@ async def password_login(
     refusal = await throttle.check(session, account=account, settings=settings, now=now)
     if refusal is not None:
         return await _refused(session, account=account, ip=ip, refusal=refusal, kind="login")
-    user = await users.get_by_username(session, username=username) \
-        if len(username.strip()) <= 64 else None
+    user = (
+        await users.get_by_username(session, username=username)
+        if len(username.strip()) <= 64
+        else None
+    )
     if user is None:
         # A known user's roles are loaded with a second query; do the same amount of work.
         await session.execute(select(UserRole.id).where(UserRole.user_id == -1))
@@ -100,29 +120,56 @@ async def password_login(
         why = "bad_password" if user is not None else "unknown_user"
         if ok and user is not None and not user.active:
             why = "disabled"
-        return await _failed(session, account=account, ip=ip, settings=settings, kind="login",
-                             why=why, message=GENERIC_FAILURE)
+        return await _failed(
+            session,
+            account=account,
+            ip=ip,
+            settings=settings,
+            kind="login",
+            why=why,
+            message=GENERIC_FAILURE,
+        )
     if users.needs_rehash(user):
         user.password_hash = users.hash_password(password)
-    await throttle.record_attempt(session, account=account, ip=ip, outcome="password_ok",
-                                  evaluated=True, now=now)
+    await throttle.record_attempt(
+        session, account=account, ip=ip, outcome="password_ok", evaluated=True, now=now
+    )
     if totp.is_enrolled(user):
-        await audit.record(session, actor=user.username, action="auth.password_ok",
-                           target=f"user:{user.username}", details={"ip": ip})
+        await audit.record(
+            session,
+            actor=user.username,
+            action="auth.password_ok",
+            target=f"user:{user.username}",
+            details={"ip": ip},
+        )
         return AuthResult(Outcome.NEED_TOTP, user=user, factor="password")
     await throttle.success(session, account=account)
     if requires_2fa(user, settings):
-        await audit.record(session, actor=user.username, action="auth.password_ok",
-                           target=f"user:{user.username}",
-                           details={"ip": ip, "must_enrol_2fa": True})
+        await audit.record(
+            session,
+            actor=user.username,
+            action="auth.password_ok",
+            target=f"user:{user.username}",
+            details={"ip": ip, "must_enrol_2fa": True},
+        )
         return AuthResult(Outcome.NEED_ENROL, user=user, factor="password")
-    await audit.record(session, actor=user.username, action="auth.login",
-                       target=f"user:{user.username}", details={"ip": ip, "factors": "password"})
+    await audit.record(
+        session,
+        actor=user.username,
+        action="auth.login",
+        target=f"user:{user.username}",
+        details={"ip": ip, "factors": "password"},
+    )
     return AuthResult(Outcome.OK, user=user, factor="password")
 
 
 async def second_factor(
-    session: AsyncSession, *, user: User, code: str, keys: Keys, settings: Settings,
+    session: AsyncSession,
+    *,
+    user: User,
+    code: str,
+    keys: Keys,
+    settings: Settings,
     ip: str = "",
 ) -> AuthResult:
     """The authenticator (or recovery) code after the password, at login."""
@@ -133,19 +180,36 @@ async def second_factor(
         return await _refused(session, account=account, ip=ip, refusal=refusal, kind="login")
     factor = await totp.verify(session, user=user, keys=keys, code=code[:64], now=now)
     if factor is None:
-        return await _failed(session, account=account, ip=ip, settings=settings, kind="login",
-                             why="bad_totp", message="That code is not valid (or was used).")
-    await throttle.record_attempt(session, account=account, ip=ip, outcome="ok",
-                                  evaluated=True, now=now)
+        return await _failed(
+            session,
+            account=account,
+            ip=ip,
+            settings=settings,
+            kind="login",
+            why="bad_totp",
+            message="That code is not valid (or was used).",
+        )
+    await throttle.record_attempt(
+        session, account=account, ip=ip, outcome="ok", evaluated=True, now=now
+    )
     await throttle.success(session, account=account)
-    await audit.record(session, actor=user.username, action="auth.login",
-                       target=f"user:{user.username}",
-                       details={"ip": ip, "factors": f"password+{factor}"})
+    await audit.record(
+        session,
+        actor=user.username,
+        action="auth.login",
+        target=f"user:{user.username}",
+        details={"ip": ip, "factors": f"password+{factor}"},
+    )
     return AuthResult(Outcome.OK, user=user, factor=factor)
 
 
 async def step_up(
-    session: AsyncSession, *, user: User, credential: str, keys: Keys, settings: Settings,
+    session: AsyncSession,
+    *,
+    user: User,
+    credential: str,
+    keys: Keys,
+    settings: Settings,
     ip: str = "",
 ) -> AuthResult:
     """Fresh authentication before approving: the password, or a TOTP code if enrolled."""
@@ -158,33 +222,60 @@ async def step_up(
     factor: str | None = None
     if totp.is_enrolled(user) and text.isdigit() and len(text) == 6:
         factor = await totp.verify(session, user=user, keys=keys, code=text, now=now)
-    elif credential and len(credential) <= PASSWORD_INPUT_MAX \
-            and users.verify_password(user, credential):
+    elif (
+        credential
+        and len(credential) <= PASSWORD_INPUT_MAX
+        and users.verify_password(user, credential)
+    ):
         factor = "password"
     if factor is None:
         return await _failed(
-            session, account=account, ip=ip, settings=settings, kind="stepup", why="bad_credential",
+            session,
+            account=account,
+            ip=ip,
+            settings=settings,
+            kind="stepup",
+            why="bad_credential",
             message="That password or code is not valid; nothing was approved.",
         )
-    await throttle.record_attempt(session, account=account, ip=ip, outcome="ok",
-                                  evaluated=True, now=now)
+    await throttle.record_attempt(
+        session, account=account, ip=ip, outcome="ok", evaluated=True, now=now
+    )
     await throttle.success(session, account=account)
-    await audit.record(session, actor=user.username, action="auth.stepup",
-                       target=f"user:{user.username}", details={"ip": ip, "factor": factor})
+    await audit.record(
+        session,
+        actor=user.username,
+        action="auth.stepup",
+        target=f"user:{user.username}",
+        details={"ip": ip, "factor": factor},
+    )
     return AuthResult(Outcome.OK, user=user, factor=factor)
 
 
 async def totp_header_step_up(
-    session: AsyncSession, *, user: User, code: str | None, keys: Keys, settings: Settings,
+    session: AsyncSession,
+    *,
+    user: User,
+    code: str | None,
+    keys: Keys,
+    settings: Settings,
     ip: str = "",
 ) -> AuthResult:
     """API step-up: a current TOTP code in ``X-Comms-TOTP``; a bearer token alone never approves."""
     if not totp.is_enrolled(user):
-        return AuthResult(Outcome.FAILED, message=(
-            "approving through the API needs two-factor: enrol TOTP in the panel, then send "
-            "a current code in the X-Comms-TOTP header"))
+        return AuthResult(
+            Outcome.FAILED,
+            message=(
+                "approving through the API needs two-factor: enrol TOTP in the panel, then send "
+                "a current code in the X-Comms-TOTP header"
+            ),
+        )
     if not code or not code.strip().isdigit() or len(code.strip()) != 6:
-        return AuthResult(Outcome.FAILED, message=(
-            "approving through the API needs a current authenticator code in the "
-            "X-Comms-TOTP header"))
+        return AuthResult(
+            Outcome.FAILED,
+            message=(
+                "approving through the API needs a current authenticator code in the "
+                "X-Comms-TOTP header"
+            ),
+        )
     return await step_up(session, user=user, credential=code, keys=keys, settings=settings, ip=ip)

@@ -48,14 +48,25 @@ def hash_id(raw: str) -> str:
 
 
 async def create(
-    session: AsyncSession, *, user: User, stage: Stage, ip: str = "", user_agent: str = "",
+    session: AsyncSession,
+    *,
+    user: User,
+    stage: Stage,
+    ip: str = "",
+    user_agent: str = "",
     now: datetime | None = None,
 ) -> tuple[str, WebSession]:
     moment = now or utcnow()
     raw = new_id()
     row = WebSession(
-        id_hash=hash_id(raw), user_id=user.id, stage=stage.value, created_at=moment,
-        last_seen_at=moment, authenticated_at=moment, ip=ip[:64], user_agent=user_agent[:200],
+        id_hash=hash_id(raw),
+        user_id=user.id,
+        stage=stage.value,
+        created_at=moment,
+        last_seen_at=moment,
+        authenticated_at=moment,
+        ip=ip[:64],
+        user_agent=user_agent[:200],
     )
     session.add(row)
     await session.flush()
@@ -94,17 +105,25 @@ async def load(
 
 
 async def rotate(
-    session: AsyncSession, *, row: WebSession, stage: Stage | None = None,
-    authenticated: bool = True, now: datetime | None = None,
+    session: AsyncSession,
+    *,
+    row: WebSession,
+    stage: Stage | None = None,
+    authenticated: bool = True,
+    now: datetime | None = None,
 ) -> tuple[str, WebSession]:
     """Replace the id (login completion, re-authentication); the old id stops working."""
     moment = now or utcnow()
     raw = new_id()
     fresh = WebSession(
-        id_hash=hash_id(raw), user_id=row.user_id, stage=(stage or Stage(row.stage)).value,
-        created_at=row.created_at, last_seen_at=moment,
+        id_hash=hash_id(raw),
+        user_id=row.user_id,
+        stage=(stage or Stage(row.stage)).value,
+        created_at=row.created_at,
+        last_seen_at=moment,
         authenticated_at=moment if authenticated else row.authenticated_at,
-        ip=row.ip, user_agent=row.user_agent,
+        ip=row.ip,
+        user_agent=row.user_agent,
     )
     await session.delete(row)
     await session.flush()
@@ -123,27 +142,38 @@ async def end_all(
     session: AsyncSession, *, user: User, reason: str, actor: str = audit.SYSTEM_ACTOR
 ) -> int:
     """End every session of ``user`` (disabled, roles changed, password or 2FA reset)."""
-    count = int(await session.scalar(
-        select(func.count()).select_from(WebSession).where(WebSession.user_id == user.id)
-    ) or 0)
+    count = int(
+        await session.scalar(
+            select(func.count()).select_from(WebSession).where(WebSession.user_id == user.id)
+        )
+        or 0
+    )
     await session.execute(delete(WebSession).where(WebSession.user_id == user.id))
     await session.flush()
     if count:
         await audit.record(
-            session, actor=actor, action="auth.sessions_ended", target=f"user:{user.username}",
+            session,
+            actor=actor,
+            action="auth.sessions_ended",
+            target=f"user:{user.username}",
             details={"count": count, "reason": reason},
         )
     return count
 
 
 async def for_user(session: AsyncSession, *, user: User) -> list[WebSession]:
-    query = select(WebSession).where(WebSession.user_id == user.id).order_by(
-        WebSession.created_at.desc()
+    query = (
+        select(WebSession)
+        .where(WebSession.user_id == user.id)
+        .order_by(WebSession.created_at.desc())
     )
     return list((await session.scalars(query)).all())
 
 
 async def count_for_user(session: AsyncSession, *, user_id: int) -> int:
-    return int(await session.scalar(
-        select(func.count()).select_from(WebSession).where(WebSession.user_id == user_id)
-    ) or 0)
+    return int(
+        await session.scalar(
+            select(func.count()).select_from(WebSession).where(WebSession.user_id == user_id)
+        )
+        or 0
+    )

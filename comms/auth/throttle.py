@@ -34,11 +34,15 @@ class Refusal:
     def message(self) -> str:
         if self.reason == "locked":
             minutes = max(1, math.ceil(self.retry_after / 60))
-            return (f"Too many failed attempts: this account is locked for {minutes} more "
-                    "minute(s). An admin can unlock it.")
+            return (
+                f"Too many failed attempts: this account is locked for {minutes} more "
+                "minute(s). An admin can unlock it."
+            )
         if self.reason == "hourly_cap":
-            return ("Too many attempts for this account in the last hour; try again in "
-                    f"{max(1, math.ceil(self.retry_after / 60))} minute(s).")
+            return (
+                "Too many attempts for this account in the last hour; try again in "
+                f"{max(1, math.ceil(self.retry_after / 60))} minute(s)."
+            )
         return f"Too many failed attempts: wait {self.retry_after} second(s) and try again."
 
 
@@ -55,12 +59,18 @@ def _seconds(delta: timedelta) -> int:
 
 
 async def evaluated_in_window(session: AsyncSession, *, account: str, now: datetime) -> int:
-    return int(await session.scalar(
-        select(func.count()).select_from(LoginAttempt).where(
-            LoginAttempt.account == account, LoginAttempt.evaluated.is_(True),
-            LoginAttempt.at > now - WINDOW,
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(LoginAttempt)
+            .where(
+                LoginAttempt.account == account,
+                LoginAttempt.evaluated.is_(True),
+                LoginAttempt.at > now - WINDOW,
+            )
         )
-    ) or 0)
+        or 0
+    )
 
 
 async def check(
@@ -77,7 +87,8 @@ async def check(
     if await evaluated_in_window(session, account=account, now=now) >= cap:
         oldest = await session.scalar(
             select(func.min(LoginAttempt.at)).where(
-                LoginAttempt.account == account, LoginAttempt.evaluated.is_(True),
+                LoginAttempt.account == account,
+                LoginAttempt.evaluated.is_(True),
                 LoginAttempt.at > now - WINDOW,
             )
         )
@@ -89,8 +100,9 @@ async def check(
 async def record_attempt(
     session: AsyncSession, *, account: str, ip: str, outcome: str, evaluated: bool, now: datetime
 ) -> None:
-    session.add(LoginAttempt(account=account, at=now, ip=ip[:64], outcome=outcome,
-                             evaluated=evaluated))
+    session.add(
+        LoginAttempt(account=account, at=now, ip=ip[:64], outcome=outcome, evaluated=evaluated)
+    )
     await session.flush()
 
 
@@ -110,7 +122,7 @@ async def failure(
         state.failures = 0
     elif state.failures >= settings.login_slowdown_after:
         extra = state.failures - settings.login_slowdown_after
-        state.next_allowed_at = now + timedelta(seconds=min(2 ** extra, BACKOFF_MAX_SECONDS))
+        state.next_allowed_at = now + timedelta(seconds=min(2**extra, BACKOFF_MAX_SECONDS))
     await session.flush()
     return state
 

@@ -41,10 +41,15 @@ SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
     Scope.DRAFT: frozenset({Action.DRAFT_WRITE, Action.INCIDENT_OPEN, Action.INCIDENT_LOG}),
     Scope.APPROVE: frozenset({Action.DRAFT_APPROVE}),
     Scope.DETECTIONS_WRITE: frozenset({Action.DETECTION_WRITE}),
-    Scope.ADMIN: frozenset({
-        Action.USER_MANAGE, Action.DESTINATION_MANAGE, Action.TOKEN_MANAGE,
-        Action.INCIDENT_MANAGE, Action.DELIVERY_MANAGE,
-    }),
+    Scope.ADMIN: frozenset(
+        {
+            Action.USER_MANAGE,
+            Action.DESTINATION_MANAGE,
+            Action.TOKEN_MANAGE,
+            Action.INCIDENT_MANAGE,
+            Action.DELIVERY_MANAGE,
+        }
+    ),
 }
 
 
@@ -89,9 +94,9 @@ async def create(
         require(actor, Action.TOKEN_MANAGE)
     clean = name.strip()
     if not NAME_RE.match(clean):
-        raise InvalidInput(FieldProblem(
-            "name", "1-64 characters: letters, digits, space, '_', '.', ':' or '-'"
-        ))
+        raise InvalidInput(
+            FieldProblem("name", "1-64 characters: letters, digits, space, '_', '.', ':' or '-'")
+        )
     chosen = sorted(set(scopes), key=list(Scope).index)
     if not chosen:
         raise InvalidInput(FieldProblem("scopes", "give at least one scope"))
@@ -102,19 +107,30 @@ async def create(
         raise InvalidInput(FieldProblem("expires_at", "must be in the future"))
     raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
-        user_id=user.id, name=clean, token_hash=sha256_hex(raw), prefix=raw[:12],
-        scopes=[s.value for s in chosen], created_at=now,
-        created_by=actor.username if actor else audit.SYSTEM_ACTOR, expires_at=expires_at,
+        user_id=user.id,
+        name=clean,
+        token_hash=sha256_hex(raw),
+        prefix=raw[:12],
+        scopes=[s.value for s in chosen],
+        created_at=now,
+        created_by=actor.username if actor else audit.SYSTEM_ACTOR,
+        expires_at=expires_at,
     )
     session.add(token)
     await session.flush()
     await session.refresh(token, ["user"])
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR, action="token.create",
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="token.create",
         target=f"user:{user.username}",
-        details={"token": token.id, "prefix": token.prefix, "name": clean,
-                 "scopes": token.scopes,
-                 "expires_at": expires_at.isoformat() if expires_at else None},
+        details={
+            "token": token.id,
+            "prefix": token.prefix,
+            "name": clean,
+            "scopes": token.scopes,
+            "expires_at": expires_at.isoformat() if expires_at else None,
+        },
     )
     return raw, token
 
@@ -159,7 +175,10 @@ async def revoke(session: AsyncSession, *, token: ApiToken, actor: User | None) 
     token.revoked_at = utcnow()
     await session.flush()
     await audit.record(
-        session, actor=actor.username if actor else audit.SYSTEM_ACTOR, action="token.revoke",
-        target=f"user:{token.user.username}", details={"token": token.id, "prefix": token.prefix},
+        session,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
+        action="token.revoke",
+        target=f"user:{token.user.username}",
+        details={"token": token.id, "prefix": token.prefix},
     )
     return token

@@ -121,17 +121,24 @@ async def confirm_enrolment(
     if secret is None:
         raise RuleViolation("totp.not_enrolling", "start the two-factor setup first")
     moment = now or utcnow()
-    step = _match(secret, code.strip(), now=moment, last_step=None) \
-        if _CODE_RE.match(code.strip()) else None
+    step = (
+        _match(secret, code.strip(), now=moment, last_step=None)
+        if _CODE_RE.match(code.strip())
+        else None
+    )
     if step is None:
-        raise InvalidInput(FieldProblem(
-            "code", "that code does not match; check the time on your phone and try the next one"
-        ))
+        raise InvalidInput(
+            FieldProblem(
+                "code",
+                "that code does not match; check the time on your phone and try the next one",
+            )
+        )
     user.totp_enabled_at = moment
     user.totp_last_step = step
     codes = await _replace_recovery_codes(session, user=user, keys=keys, now=moment)
-    await audit.record(session, actor=user.username, action="auth.2fa_enrolled",
-                       target=f"user:{user.username}")
+    await audit.record(
+        session, actor=user.username, action="auth.2fa_enrolled", target=f"user:{user.username}"
+    )
     return codes
 
 
@@ -141,10 +148,13 @@ async def _replace_recovery_codes(
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     codes = [_new_recovery_code() for _ in range(RECOVERY_CODES)]
     for code in codes:
-        session.add(RecoveryCode(
-            user_id=user.id, code_hash=keys.mac(keys.recovery, _normal_recovery(code)),
-            created_at=now,
-        ))
+        session.add(
+            RecoveryCode(
+                user_id=user.id,
+                code_hash=keys.mac(keys.recovery, _normal_recovery(code)),
+                created_at=now,
+            )
+        )
     await session.flush()
     return codes
 
@@ -168,24 +178,36 @@ async def verify(
         await session.flush()
         return "totp"
     wanted = keys.mac(keys.recovery, _normal_recovery(text))
-    rows = (await session.scalars(select(RecoveryCode).where(
-        RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
-    ))).all()
+    rows = (
+        await session.scalars(
+            select(RecoveryCode).where(
+                RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
+            )
+        )
+    ).all()
     for row in rows:
         if hmac.compare_digest(row.code_hash, wanted):
             row.used_at = moment
             await session.flush()
-            await audit.record(session, actor=user.username, action="auth.recovery_code_used",
-                               target=f"user:{user.username}",
-                               details={"remaining": len(rows) - 1})
+            await audit.record(
+                session,
+                actor=user.username,
+                action="auth.recovery_code_used",
+                target=f"user:{user.username}",
+                details={"remaining": len(rows) - 1},
+            )
             return "recovery"
     return None
 
 
 async def remaining_recovery_codes(session: AsyncSession, *, user: User) -> int:
-    rows = (await session.scalars(select(RecoveryCode).where(
-        RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
-    ))).all()
+    rows = (
+        await session.scalars(
+            select(RecoveryCode).where(
+                RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None)
+            )
+        )
+    ).all()
     return len(rows)
 
 
@@ -199,6 +221,5 @@ async def reset(session: AsyncSession, *, user: User, actor: User | None) -> Non
     await session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
     await session.flush()
     name = actor.username if actor else audit.SYSTEM_ACTOR
-    await audit.record(session, actor=name, action="auth.2fa_reset",
-                       target=f"user:{user.username}")
+    await audit.record(session, actor=name, action="auth.2fa_reset", target=f"user:{user.username}")
     await sessions.end_all(session, user=user, reason="two-factor reset", actor=name)

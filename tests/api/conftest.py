@@ -17,8 +17,9 @@ from tests.panel.conftest import app, panel_settings, world  # noqa: F401 - shar
 
 @pytest.fixture
 async def api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
         yield client
 
 
@@ -27,9 +28,13 @@ def token_for(db: Database) -> Any:
     async def make(username: str, *scopes: str) -> dict[str, str]:
         async with db.transaction() as session:
             user = await users.require_user(session, username=username)
-            raw, _t = await tokens.create(session, user=user, name="test",
-                                          scopes=tokens.parse_scopes(scopes or ["read"]),
-                                          actor=None)
+            raw, _t = await tokens.create(
+                session,
+                user=user,
+                name="test",
+                scopes=tokens.parse_scopes(scopes or ["read"]),
+                actor=None,
+            )
         return {"Authorization": f"Bearer {raw}"}
 
     return make

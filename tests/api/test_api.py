@@ -15,13 +15,17 @@ from tests.panel.conftest import EXPLOIT_VARS, current_code, enrol_totp
 
 
 def _draft_body(world: dict[str, Any], **variables: str) -> dict[str, Any]:
-    return {"incident": world["incident"].key, "template": "active-exploit-initial",
-            "variables": {**EXPLOIT_VARS, **variables},
-            "destinations": ["discord-announcements", "telegram-announcements"]}
+    return {
+        "incident": world["incident"].key,
+        "template": "active-exploit-initial",
+        "variables": {**EXPLOIT_VARS, **variables},
+        "destinations": ["discord-announcements", "telegram-announcements"],
+    }
 
 
-async def test_requests_need_a_valid_token(world: dict[str, Any], api: httpx.AsyncClient,
-                                           token_for: Any) -> None:
+async def test_requests_need_a_valid_token(
+    world: dict[str, Any], api: httpx.AsyncClient, token_for: Any
+) -> None:
     assert (await api.get("/api/v1/incidents")).status_code == 401
     bad = await api.get("/api/v1/incidents", headers={"Authorization": "Bearer cmt_nope"})
     assert bad.status_code == 401 and bad.headers["www-authenticate"].startswith("Bearer")
@@ -30,8 +34,9 @@ async def test_requests_need_a_valid_token(world: dict[str, Any], api: httpx.Asy
     assert ok.status_code == 200 and ok.json()[0]["key"] == world["incident"].key
 
 
-async def test_scope_and_role_both_apply(world: dict[str, Any], api: httpx.AsyncClient,
-                                         token_for: Any) -> None:
+async def test_scope_and_role_both_apply(
+    world: dict[str, Any], api: httpx.AsyncClient, token_for: Any
+) -> None:
     read_only = await token_for("carol", "read")
     refused = await api.post("/api/v1/drafts", json=_draft_body(world), headers=read_only)
     assert refused.status_code == 403 and refused.json()["error"]["rule"] == "token.scope"
@@ -42,8 +47,12 @@ async def test_scope_and_role_both_apply(world: dict[str, Any], api: httpx.Async
 
 
 async def test_draft_life_through_the_api(
-    world: dict[str, Any], api: httpx.AsyncClient, token_for: Any, db: Database,
-    app: FastAPI, clock: FrozenClock,
+    world: dict[str, Any],
+    api: httpx.AsyncClient,
+    token_for: Any,
+    db: Database,
+    app: FastAPI,
+    clock: FrozenClock,
 ) -> None:
     cm = await token_for("carol", "read", "draft")
     created = await api.post("/api/v1/drafts", json=_draft_body(world), headers=cm)
@@ -61,38 +70,57 @@ async def test_draft_life_through_the_api(
     no_code = await api.post(f"/api/v1/drafts/{draft_id}/approve", json=body, headers=dm)
     assert no_code.status_code == 403 and no_code.json()["error"]["field"] == "X-Comms-TOTP"
     clock.advance(seconds=30)
-    wrong = await api.post(f"/api/v1/drafts/{draft_id}/approve", json=body,
-                           headers={**dm, "X-Comms-TOTP": "000000"})
+    wrong = await api.post(
+        f"/api/v1/drafts/{draft_id}/approve", json=body, headers={**dm, "X-Comms-TOTP": "000000"}
+    )
     assert wrong.status_code == 403
     unenrolled = await token_for("erin", "approve")
-    refused = await api.post(f"/api/v1/drafts/{draft_id}/approve", json=body,
-                             headers={**unenrolled, "X-Comms-TOTP": "123456"})
+    refused = await api.post(
+        f"/api/v1/drafts/{draft_id}/approve",
+        json=body,
+        headers={**unenrolled, "X-Comms-TOTP": "123456"},
+    )
     assert refused.status_code == 403 and "enrol TOTP" in refused.json()["error"]["message"]
     async with db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Approval)) == 0
 
-    ok = await api.post(f"/api/v1/drafts/{draft_id}/approve", json=body,
-                        headers={**dm, "X-Comms-TOTP": current_code(dm_secret)})
+    ok = await api.post(
+        f"/api/v1/drafts/{draft_id}/approve",
+        json=body,
+        headers={**dm, "X-Comms-TOTP": current_code(dm_secret)},
+    )
     assert ok.status_code == 200, ok.text
     assert ok.json()["quorum"] == {"needed": 2, "have": 1, "met": False, "blocked": None}
 
     # A stale version: the edit voids the approval; approving the old hash is a conflict.
-    edited = await api.patch(f"/api/v1/drafts/{draft_id}", headers=cm, json={
-        "expected_version": 1, "variables": {**EXPLOIT_VARS, "affected": "Both bridges"}})
+    edited = await api.patch(
+        f"/api/v1/drafts/{draft_id}",
+        headers=cm,
+        json={"expected_version": 1, "variables": {**EXPLOIT_VARS, "affected": "Both bridges"}},
+    )
     assert edited.status_code == 200 and edited.json()["version"] == 2
     assert edited.json()["quorum"]["have"] == 0
-    stale_edit = await api.patch(f"/api/v1/drafts/{draft_id}", headers=cm,
-                                 json={"expected_version": 1, "variables": EXPLOIT_VARS})
+    stale_edit = await api.patch(
+        f"/api/v1/drafts/{draft_id}",
+        headers=cm,
+        json={"expected_version": 1, "variables": EXPLOIT_VARS},
+    )
     assert stale_edit.status_code == 409 and stale_edit.json()["error"]["field"] == "version"
     clock.advance(seconds=30)
-    stale = await api.post(f"/api/v1/drafts/{draft_id}/approve", json=body,
-                           headers={**dm, "X-Comms-TOTP": current_code(dm_secret)})
+    stale = await api.post(
+        f"/api/v1/drafts/{draft_id}/approve",
+        json=body,
+        headers={**dm, "X-Comms-TOTP": current_code(dm_secret)},
+    )
     assert stale.status_code == 409
     assert stale.json()["error"]["field"] == "content_hash"
     assert "changed since you loaded it" in stale.json()["error"]["message"]
 
-    reject = await api.post(f"/api/v1/drafts/{draft_id}/reject", headers=dm, json={
-        "reason": "Say which bridge", "expected_hash": edited.json()["content_hash"]})
+    reject = await api.post(
+        f"/api/v1/drafts/{draft_id}/reject",
+        headers=dm,
+        json={"reason": "Say which bridge", "expected_hash": edited.json()["content_hash"]},
+    )
     assert reject.status_code == 200 and reject.json()["status"] == "rejected"
     deliveries = await api.get(f"/api/v1/drafts/{draft_id}/deliveries", headers=cm)
     assert deliveries.status_code == 200 and deliveries.json() == []
@@ -114,8 +142,10 @@ async def test_bad_input_names_the_field_and_saves_nothing(
         response = await api.post("/api/v1/drafts", json=body, headers=cm)
         assert response.status_code in (404, 422), response.text
         error = response.json()["error"]
-        assert error["field"] == field or any(p["field"] == field for p in error["problems"]), \
-            (field, error)
+        assert error["field"] == field or any(p["field"] == field for p in error["problems"]), (
+            field,
+            error,
+        )
     unknown = await api.get("/api/v1/drafts/424242", headers=cm)
     assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "draft"
     wrong_type = await api.get("/api/v1/drafts/abc", headers=cm)
@@ -124,23 +154,31 @@ async def test_bad_input_names_the_field_and_saves_nothing(
         assert await session.scalar(select(func.count()).select_from(Draft)) == 0
 
 
-async def test_templates_destinations_me(world: dict[str, Any], api: httpx.AsyncClient,
-                                          token_for: Any) -> None:
+async def test_templates_destinations_me(
+    world: dict[str, Any], api: httpx.AsyncClient, token_for: Any
+) -> None:
     headers = await token_for("carol", "read")
     templates = (await api.get("/api/v1/templates", headers=headers)).json()
     assert any(t["name"] == "active-exploit-initial" for t in templates)
     one = await api.get("/api/v1/templates/active-exploit-initial", headers=headers)
-    assert [v["name"] for v in one.json()["variables"]][0] == "summary"
+    assert next(v["name"] for v in one.json()["variables"]) == "summary"
     assert (await api.get("/api/v1/templates/nope", headers=headers)).status_code == 404
     names = [d["name"] for d in (await api.get("/api/v1/destinations", headers=headers)).json()]
     assert "discord-announcements" in names
     me = (await api.get("/api/v1/me", headers=headers)).json()
-    assert me == {"username": "carol", "roles": ["comms_manager"], "scopes": ["read"],
-                  "two_factor": False}
+    assert me == {
+        "username": "carol",
+        "roles": ["comms_manager"],
+        "scopes": ["read"],
+        "two_factor": False,
+    }
     incident = await api.get(f"/api/v1/incidents/{world['incident'].key}", headers=headers)
     assert incident.json()["severity"] == "P1"
-    opened = await api.post("/api/v1/incidents", headers=await token_for("carol", "draft"),
-                            json={"title": "Frontend down", "severity": "P2"})
+    opened = await api.post(
+        "/api/v1/incidents",
+        headers=await token_for("carol", "draft"),
+        json={"title": "Frontend down", "severity": "P2"},
+    )
     assert opened.status_code == 201 and opened.json()["key"].startswith("INC-")
 
 
@@ -154,5 +192,6 @@ async def test_openapi_is_complete(app: FastAPI, api: httpx.AsyncClient) -> None
             assert operation.get("security") == [{"bearer": []}], (method, path)
             for status in ("401", "403", "422"):
                 assert status in operation["responses"], (method, path, status)
-            assert operation["responses"]["422"]["content"]["application/json"]["schema"] == \
-                {"$ref": "#/components/schemas/ErrorOut"}
+            assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorOut"
+            }

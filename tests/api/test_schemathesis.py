@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import schemathesis
-from schemathesis import GenerationMode
-from schemathesis.checks import CHECKS, load_all_checks
 from hypothesis import HealthCheck, given, settings
 from pydantic import SecretStr
+from schemathesis import GenerationMode
+from schemathesis.checks import CHECKS, load_all_checks
 
 from approvals.app import create_app
 from comms.auth import tokens
@@ -35,8 +35,9 @@ async def _seed(url: str) -> str:
             omni = await make_user(session, "omni", *Role)
             await make_destinations(session)
             await make_incident(session, omni)
-            raw, _t = await tokens.create(session, user=omni, name="schemathesis",
-                                          scopes=list(tokens.Scope), actor=None)
+            raw, _t = await tokens.create(
+                session, user=omni, name="schemathesis", scopes=list(tokens.Scope), actor=None
+            )
     finally:
         await database.dispose()
     return raw
@@ -57,8 +58,7 @@ def _build(tmp: Path) -> Any:
     url = f"sqlite+aiosqlite:///{tmp / 'comms.db'}"
     upgrade(url)
     TOKEN["value"] = asyncio.run(_seed(url))
-    app_settings = load_settings(database_url=url, secret_key=SecretStr(SECRET),
-                                 require_2fa_for=[])
+    app_settings = load_settings(database_url=url, secret_key=SecretStr(SECRET), require_2fa_for=[])
     app = create_app(settings=app_settings, database=Database(url))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -75,14 +75,18 @@ def test_api_conforms_to_its_schema(tmp_path: Path) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
             @given(case=operation.as_strategy(generation_mode=mode))
-            @settings(max_examples=EXAMPLES, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             def run(case: schemathesis.Case) -> None:
                 case.call_and_validate(checks=ALL_CHECKS)
 
             try:
                 run()
-            except Exception as exc:  # noqa: BLE001 - collect every operation's failure
+            except Exception as exc:
                 failures.append(f"{operation.label} ({mode.value}): {exc}")
     assert operations >= 15
     assert not failures, "\n\n".join(failures)

@@ -4,9 +4,9 @@ a browser (cookies, CSRF token from the page, same-origin fetch metadata)."""
 from __future__ import annotations
 
 import re
-from urllib.parse import urlencode
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -25,11 +25,13 @@ _CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]*)">')
 @pytest.fixture
 def panel_settings(settings: Settings) -> Settings:
     """Quorum 2 for P1 (as the issue's journey), 2FA enforcement off unless a test turns it on."""
-    return settings.model_copy(update={
-        "secret_key": __import__("pydantic").SecretStr(SECRET),
-        "approval_quorum": {**settings.approval_quorum, "P1": 2},
-        "require_2fa_for": [],
-    })
+    return settings.model_copy(
+        update={
+            "secret_key": __import__("pydantic").SecretStr(SECRET),
+            "approval_quorum": {**settings.approval_quorum, "P1": 2},
+            "require_2fa_for": [],
+        }
+    )
 
 
 @pytest.fixture
@@ -41,16 +43,22 @@ class PanelClient:
     """A logged-in (or not) browser: keeps cookies and the page's CSRF token."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                      base_url="http://testserver", follow_redirects=False)
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://testserver",
+            follow_redirects=False,
+        )
         self.csrf = ""
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
     def _remember(self, response: httpx.Response) -> None:
-        match = _CSRF_META.search(response.text) if "text/html" in response.headers.get(
-            "content-type", "") else None
+        match = (
+            _CSRF_META.search(response.text)
+            if "text/html" in response.headers.get("content-type", "")
+            else None
+        )
         if match:
             self.csrf = match.group(1)
 
@@ -59,14 +67,24 @@ class PanelClient:
         self._remember(response)
         return response
 
-    async def post(self, path: str, data: dict[str, Any] | list[tuple[str, str]] | None = None,
-                   *, csrf: bool = True, headers: dict[str, str] | None = None) -> httpx.Response:
-        items: list[tuple[str, str]] = list(data.items()) if isinstance(data, dict) else list(
-            data or [])
+    async def post(
+        self,
+        path: str,
+        data: dict[str, Any] | list[tuple[str, str]] | None = None,
+        *,
+        csrf: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        items: list[tuple[str, str]] = (
+            list(data.items()) if isinstance(data, dict) else list(data or [])
+        )
         if csrf:
             items.append(("csrf_token", self.csrf))
-        sent = {"Sec-Fetch-Site": "same-origin",
-                "Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        sent = {
+            "Sec-Fetch-Site": "same-origin",
+            "Content-Type": "application/x-www-form-urlencoded",
+            **(headers or {}),
+        }
         response = await self.http.post(path, content=urlencode(items), headers=sent)
         self._remember(response)
         return response
@@ -87,7 +105,8 @@ async def client(app: FastAPI) -> AsyncIterator[PanelClient]:
 
 
 @pytest.fixture
-def make_client(app: FastAPI) -> Any:
+async def make_client(app: FastAPI) -> AsyncIterator[Any]:
+    """Several people at once (each their own cookies)."""
     made: list[PanelClient] = []
 
     def factory() -> PanelClient:
@@ -95,7 +114,8 @@ def make_client(app: FastAPI) -> Any:
         return made[-1]
 
     yield factory
-    # httpx clients over ASGITransport hold no sockets; nothing to close asynchronously here
+    for browser in made:
+        await browser.aclose()
 
 
 @pytest.fixture
@@ -151,8 +171,14 @@ def current_code(secret: str) -> str:
     return totp.code_at(secret, totp.step_of(utcnow()))
 
 
-async def _draft_id_for(db: Database, world: dict[str, Any], settings: Settings, *,
-                        submit: bool, variables: dict[str, str] | None = None) -> int:
+async def _draft_id_for(
+    db: Database,
+    world: dict[str, Any],
+    settings: Settings,
+    *,
+    submit: bool,
+    variables: dict[str, str] | None = None,
+) -> int:
     """A draft by carol for the world's incident, through the real services."""
     from comms.destinations import service as destinations
     from comms.drafts import service as drafts
@@ -162,11 +188,19 @@ async def _draft_id_for(db: Database, world: dict[str, Any], settings: Settings,
     async with db.transaction() as session:
         cm = await users.require_user(session, username="carol")
         incident = await incidents.require_incident(session, key=world["incident"].key)
-        chosen = [await destinations.require_destination(session, name=n)
-                  for n in ("discord-announcements", "telegram-announcements")]
-        draft = await drafts.create(session, incident=incident, template="active-exploit-initial",
-                                    variables=variables or EXPLOIT_VARS, destinations=chosen,
-                                    actor=cm, settings=settings)
+        chosen = [
+            await destinations.require_destination(session, name=n)
+            for n in ("discord-announcements", "telegram-announcements")
+        ]
+        draft = await drafts.create(
+            session,
+            incident=incident,
+            template="active-exploit-initial",
+            variables=variables or EXPLOIT_VARS,
+            destinations=chosen,
+            actor=cm,
+            settings=settings,
+        )
         if submit:
             await drafts.submit(session, draft=draft, actor=cm, settings=settings)
         return draft.id

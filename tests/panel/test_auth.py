@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -32,11 +31,13 @@ async def test_login_sets_a_strict_httponly_cookie_and_a_new_id(
 ) -> None:
     await client.get("/login")
     client.http.cookies.set("comms_session", "attacker-chosen-id")
-    response = await client.post("/login", {"username": "carol",
-                                            "password": "correct horse battery staple"})
+    response = await client.post(
+        "/login", {"username": "carol", "password": "correct horse battery staple"}
+    )
     assert response.status_code == 303
-    cookie = next(h for h in response.headers.get_list("set-cookie")
-                  if h.startswith("comms_session="))
+    cookie = next(
+        h for h in response.headers.get_list("set-cookie") if h.startswith("comms_session=")
+    )
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     value = cookie.split(";")[0].split("=", 1)[1]
     assert value != "attacker-chosen-id" and len(value) >= 43  # 256 bits, base64url
@@ -48,16 +49,18 @@ async def test_login_sets_a_strict_httponly_cookie_and_a_new_id(
 async def test_https_cookies_use_the_host_prefix_and_secure(
     world: dict[str, Any], panel_settings: Settings, db: Database
 ) -> None:
-    app = create_app(settings=panel_settings.model_copy(update={"secure_cookies": True}),
-                     database=db)
+    app = create_app(
+        settings=panel_settings.model_copy(update={"secure_cookies": True}), database=db
+    )
     client = PanelClient(app)
     client.http.base_url = "https://testserver"  # type: ignore[assignment]
     page = await client.get("/login")
     pre = page.headers["set-cookie"]
     assert pre.startswith("__Host-comms_pre=") and "Secure" in pre and "Domain" not in pre
     assert page.headers["strict-transport-security"].startswith("max-age=31536000")
-    response = await client.post("/login", {"username": "carol",
-                                            "password": "correct horse battery staple"})
+    response = await client.post(
+        "/login", {"username": "carol", "password": "correct horse battery staple"}
+    )
     cookie = response.headers["set-cookie"]
     assert cookie.startswith("__Host-comms_session=")
     assert all(part in cookie for part in ("Secure", "HttpOnly", "Path=/", "SameSite=strict"))
@@ -72,7 +75,10 @@ async def test_wrong_password_and_unknown_user_look_the_same(
     wrong = await client.post("/login", {"username": "carol", "password": "not the password"})
     unknown = await client.post("/login", {"username": "nobody", "password": "not the password"})
     assert wrong.status_code == unknown.status_code == 401
-    assert "Wrong username or password." in wrong.text and "Wrong username or password." in unknown.text
+    assert (
+        "Wrong username or password." in wrong.text
+        and "Wrong username or password." in unknown.text
+    )
     async with db.transaction() as session:
         actions = [e.action for e in (await session.scalars(select(AuditEvent))).all()]
     assert actions.count("auth.login_failed") == 2
@@ -91,8 +97,9 @@ async def test_logout_ends_the_session_server_side(
     await other.aclose()
 
 
-async def test_idle_timeout(world: dict[str, Any], client: PanelClient,
-                            clock: FrozenClock, panel_settings: Settings) -> None:
+async def test_idle_timeout(
+    world: dict[str, Any], client: PanelClient, clock: FrozenClock, panel_settings: Settings
+) -> None:
     await client.login("carol")
     clock.advance(minutes=panel_settings.session_idle_minutes - 1)
     assert (await client.get("/")).status_code == 200  # activity refreshes the idle timer
@@ -103,8 +110,9 @@ async def test_idle_timeout(world: dict[str, Any], client: PanelClient,
     assert response.status_code == 303 and "/login" in response.headers["location"]
 
 
-async def test_absolute_timeout(world: dict[str, Any], client: PanelClient,
-                                clock: FrozenClock, panel_settings: Settings) -> None:
+async def test_absolute_timeout(
+    world: dict[str, Any], client: PanelClient, clock: FrozenClock, panel_settings: Settings
+) -> None:
     await client.login("carol")
     for _ in range(panel_settings.session_absolute_hours * 3 - 1):
         clock.advance(minutes=20)
@@ -127,8 +135,9 @@ async def test_disabling_or_changing_roles_ends_sessions(
     if change == "disable":
         response = await admin.post(f"/admin/users/{target}/active", {"active": "no"})
     else:
-        response = await admin.post(f"/admin/users/{target}/roles",
-                                    [("roles", "decision_maker"), ("roles", "scribe")])
+        response = await admin.post(
+            f"/admin/users/{target}/roles", [("roles", "decision_maker"), ("roles", "scribe")]
+        )
     assert response.status_code == 303
     assert (await dm.get("/")).status_code == 303  # back to the login page
     assert (await _count(db, WebSession)) == 1  # only the admin's
@@ -193,16 +202,26 @@ async def _submitted_draft(db: Database, world: dict[str, Any], settings: Settin
         from comms.destinations import service as destinations
 
         chosen = [await destinations.require_destination(session, name=d.name) for d in dest]
-        draft = await drafts.create(session, incident=incident, template="active-exploit-initial",
-                                    variables=EXPLOIT_VARS, destinations=chosen, actor=cm,
-                                    settings=settings)
+        draft = await drafts.create(
+            session,
+            incident=incident,
+            template="active-exploit-initial",
+            variables=EXPLOIT_VARS,
+            destinations=chosen,
+            actor=cm,
+            settings=settings,
+        )
         await drafts.submit(session, draft=draft, actor=cm, settings=settings)
         return draft.id
 
 
 async def test_approving_needs_a_fresh_authentication(
-    world: dict[str, Any], make_client: Any, db: Database, clock: FrozenClock,
-    panel_settings: Settings, app: FastAPI,
+    world: dict[str, Any],
+    make_client: Any,
+    db: Database,
+    clock: FrozenClock,
+    panel_settings: Settings,
+    app: FastAPI,
 ) -> None:
     draft_id = await _submitted_draft(db, world, panel_settings)
     dm: PanelClient = make_client()
@@ -215,17 +234,20 @@ async def test_approving_needs_a_fresh_authentication(
     # Without the credential, or with a wrong one: a prompt and 0 approvals.
     missing = await dm.post(f"/drafts/{draft_id}/approve", {"expected_hash": content_hash.group(1)})
     assert missing.status_code == 401 and "enter your password" in missing.text
-    wrong = await dm.post(f"/drafts/{draft_id}/approve",
-                          {"expected_hash": content_hash.group(1), "credential": "nope"})
+    wrong = await dm.post(
+        f"/drafts/{draft_id}/approve",
+        {"expected_hash": content_hash.group(1), "credential": "nope"},
+    )
     assert wrong.status_code == 401 and "nothing was approved" in wrong.text
     assert await _count(db, Approval) == 0
     async with db.transaction() as session:
         actions = [e.action for e in (await session.scalars(select(AuditEvent))).all()]
     assert "auth.stepup_failed" in actions
     old_cookie = dm.http.cookies.get("comms_session")
-    ok = await dm.post(f"/drafts/{draft_id}/approve",
-                       {"expected_hash": content_hash.group(1),
-                        "credential": "correct horse battery staple"})
+    ok = await dm.post(
+        f"/drafts/{draft_id}/approve",
+        {"expected_hash": content_hash.group(1), "credential": "correct horse battery staple"},
+    )
     assert ok.status_code == 303
     assert await _count(db, Approval) == 1
     assert dm.http.cookies.get("comms_session") != old_cookie  # re-authentication rotates the id
@@ -233,8 +255,12 @@ async def test_approving_needs_a_fresh_authentication(
 
 
 async def test_step_up_accepts_a_totp_code(
-    world: dict[str, Any], make_client: Any, db: Database, clock: FrozenClock,
-    panel_settings: Settings, app: FastAPI,
+    world: dict[str, Any],
+    make_client: Any,
+    db: Database,
+    clock: FrozenClock,
+    panel_settings: Settings,
+    app: FastAPI,
 ) -> None:
     secret = await enrol_totp(db, app, "dave")
     draft_id = await _submitted_draft(db, world, panel_settings)
@@ -245,13 +271,17 @@ async def test_step_up_accepts_a_totp_code(
     page = await dm.get(f"/drafts/{draft_id}")
     content_hash = re.search(r'name="expected_hash" value="([0-9a-f]{64})"', page.text)
     assert content_hash
-    ok = await dm.post(f"/drafts/{draft_id}/approve",
-                       {"expected_hash": content_hash.group(1), "credential": current_code(secret)})
+    ok = await dm.post(
+        f"/drafts/{draft_id}/approve",
+        {"expected_hash": content_hash.group(1), "credential": current_code(secret)},
+    )
     assert ok.status_code == 303
     assert await _count(db, Approval) == 1
 
 
-async def test_severity_is_shown_on_the_dashboard(world: dict[str, Any], client: PanelClient) -> None:
+async def test_severity_is_shown_on_the_dashboard(
+    world: dict[str, Any], client: PanelClient
+) -> None:
     await client.login("leo")
     page = await client.get("/")
     assert world["incident"].key in page.text and "P1 critical" in page.text

@@ -14,8 +14,23 @@ from comms.db import Database
 from comms.settings import Settings
 from tests.panel.conftest import EXPLOIT_VARS, PanelClient, _draft_id_for
 
-ALLOWED_TAGS = {"strong", "em", "u", "s", "code", "pre", "blockquote", "span", "a", "h1", "h2",
-                "h3", "ul", "ol", "li"}
+ALLOWED_TAGS = {
+    "strong",
+    "em",
+    "u",
+    "s",
+    "code",
+    "pre",
+    "blockquote",
+    "span",
+    "a",
+    "h1",
+    "h2",
+    "h3",
+    "ul",
+    "ol",
+    "li",
+}
 ALLOWED_ATTRS = {"href", "rel", "target", "class", "tabindex"}
 
 
@@ -41,17 +56,68 @@ def audit(html: str) -> list[str]:
     return parser.problems
 
 
-PIECES = st.sampled_from([
-    "<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "<a href=\"javascript:alert(1)\">x</a>",
-    "<a href='http://evil.example'>y</a>", "<a href=\"https://ok.example/a?b=1&c=2\">z</a>",
-    "<b>", "</b>", "<i>", "<u>", "<s>", "<code>", "<pre>", "<blockquote>", "<tg-spoiler>",
-    "<span class=\"tg-spoiler\">", "<span onclick=x>", "</a>", "<svg/onload=alert(1)>", "&lt;",
-    "&amp;", "&#60;script&#62;", "\"", "'", "`", "**", "__", "*", "_", "~~", "||", "```", "> ",
-    ">>> ", "# ", "-# ", "- ", "1. ", "[x](javascript:alert(1))", "[x](https://ok.example)",
-    "[y](http://plain.example)", "<https://x.example>", "https://a.example/p?q=<x>", "@everyone",
-    "@here", "<@123>", "<@!456>", "<@&789>", "<#42>", "<t:1700000000:R>", "\n", " ", "\\*",
-    "javascript:", "data:text/html,<script>", "\u202e", "\x00", "onerror=", "style=x",
-])
+PIECES = st.sampled_from(
+    [
+        "<script>alert(1)</script>",
+        "<img src=x onerror=alert(1)>",
+        '<a href="javascript:alert(1)">x</a>',
+        "<a href='http://evil.example'>y</a>",
+        '<a href="https://ok.example/a?b=1&c=2">z</a>',
+        "<b>",
+        "</b>",
+        "<i>",
+        "<u>",
+        "<s>",
+        "<code>",
+        "<pre>",
+        "<blockquote>",
+        "<tg-spoiler>",
+        '<span class="tg-spoiler">',
+        "<span onclick=x>",
+        "</a>",
+        "<svg/onload=alert(1)>",
+        "&lt;",
+        "&amp;",
+        "&#60;script&#62;",
+        '"',
+        "'",
+        "`",
+        "**",
+        "__",
+        "*",
+        "_",
+        "~~",
+        "||",
+        "```",
+        "> ",
+        ">>> ",
+        "# ",
+        "-# ",
+        "- ",
+        "1. ",
+        "[x](javascript:alert(1))",
+        "[x](https://ok.example)",
+        "[y](http://plain.example)",
+        "<https://x.example>",
+        "https://a.example/p?q=<x>",
+        "@everyone",
+        "@here",
+        "<@123>",
+        "<@!456>",
+        "<@&789>",
+        "<#42>",
+        "<t:1700000000:R>",
+        "\n",
+        " ",
+        "\\*",
+        "javascript:",
+        "data:text/html,<script>",
+        "\u202e",
+        "\x00",
+        "onerror=",
+        "style=x",
+    ]
+)
 TEXT = st.lists(st.one_of(PIECES, st.text(max_size=12)), max_size=30).map("".join)
 
 
@@ -68,21 +134,29 @@ def test_discord_preview_never_yields_script_handlers_or_unsafe_links(text: str)
 
 
 def test_telegram_tags_map_to_safe_html() -> None:
-    html = str(telegram_html('<b>Bold</b> <a href="https://xn--80ak6aa92e.com/">link</a> '
-                             '<a href="javascript:alert(1)">bad</a> <tg-spoiler>s</tg-spoiler> '
-                             '&lt;script&gt;'))
+    html = str(
+        telegram_html(
+            '<b>Bold</b> <a href="https://xn--80ak6aa92e.com/">link</a> '
+            '<a href="javascript:alert(1)">bad</a> <tg-spoiler>s</tg-spoiler> '
+            "&lt;script&gt;"
+        )
+    )
     assert "<strong>Bold</strong>" in html
     assert 'href="https://xn--80ak6aa92e.com/"' in html and "(https://xn--80ak6aa92e.com/)" in html
     assert "javascript" not in re.findall(r'href="([^"]*)"', html)[-1]
-    assert 'not a https link: javascript:alert(1)' in html
+    assert "not a https link: javascript:alert(1)" in html
     assert '<span class="spoiler" tabindex="0">s</span>' in html
     assert "&lt;script&gt;" in html
 
 
 def test_discord_markdown_and_mentions() -> None:
-    html = str(discord_markdown("# Alert\n**bold** __under__ *it* ~~gone~~ ||hidden||\n"
-                                "> quoted\n- one\n- two\n@everyone <@&42> <@7> "
-                                "[status](https://status.example.org) `x<y`"))
+    html = str(
+        discord_markdown(
+            "# Alert\n**bold** __under__ *it* ~~gone~~ ||hidden||\n"
+            "> quoted\n- one\n- two\n@everyone <@&42> <@7> "
+            "[status](https://status.example.org) `x<y`"
+        )
+    )
     assert "<h1>Alert</h1>" in html and "<strong>bold</strong>" in html and "<u>under</u>" in html
     assert "<em>it</em>" in html and "<s>gone</s>" in html
     assert '<span class="spoiler" tabindex="0">hidden</span>' in html
@@ -94,16 +168,20 @@ def test_discord_markdown_and_mentions() -> None:
 
 
 async def test_hostile_values_and_title_display_as_inert_text(
-    world: dict[str, Any], db: Database, panel_settings: Settings, make_client: Any,
+    world: dict[str, Any],
+    db: Database,
+    panel_settings: Settings,
+    make_client: Any,
 ) -> None:
     from comms.incidents import service as incidents
 
-    hostile = '<script>alert(1)</script> <img src=x onerror=alert(2)> @everyone'
+    hostile = "<script>alert(1)</script> <img src=x onerror=alert(2)> @everyone"
     async with db.transaction() as session:
         incident = await incidents.require_incident(session, key=world["incident"].key)
         incident.title = hostile
-    draft_id = await _draft_id_for(db, world, panel_settings, submit=True,
-                                   variables={**EXPLOIT_VARS, "affected": hostile})
+    draft_id = await _draft_id_for(
+        db, world, panel_settings, submit=True, variables={**EXPLOIT_VARS, "affected": hostile}
+    )
     dm: PanelClient = make_client()
     await dm.login("dave")
     for path in (f"/drafts/{draft_id}", f"/incidents/{world['incident'].key}", "/", "/drafts"):

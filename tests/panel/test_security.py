@@ -24,8 +24,13 @@ from tests.factories import make_user
 from tests.panel.conftest import PanelClient, _draft_id_for
 
 ROLES: dict[str, str | None] = {
-    "anonymous": None, "responder": "rita", "scribe": "sam", "comms_manager": "carol",
-    "decision_maker": "dave", "incident_leader": "leo", "admin": "ada",
+    "anonymous": None,
+    "responder": "rita",
+    "scribe": "sam",
+    "comms_manager": "carol",
+    "decision_maker": "dave",
+    "incident_leader": "leo",
+    "admin": "ada",
 }
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
@@ -39,25 +44,44 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
     draft_id = await _draft_id_for(db, world, panel_settings, submit=True)
     async with db.transaction() as session:
         victim = await make_user(session, "victor", Role.RESPONDER)
-        _raw, token = await tokens.create(session, user=victim, name="victim",
-                                          scopes=[tokens.Scope.READ], actor=None)
+        _raw, token = await tokens.create(
+            session, user=victim, name="victim", scopes=[tokens.Scope.READ], actor=None
+        )
         tokens_by_role: dict[str, str] = {}
         for role, username in ROLES.items():
             if username is None:
                 continue
-            user = world["users"][{"rita": "responder", "sam": "scribe", "carol": "cm",
-                                   "dave": "dm1", "leo": "lead", "ada": "admin"}[username]]
-            raw, _t = await tokens.create(session, user=user, name=f"{role}-all",
-                                          scopes=list(tokens.Scope), actor=None)
+            user = world["users"][
+                {
+                    "rita": "responder",
+                    "sam": "scribe",
+                    "carol": "cm",
+                    "dave": "dm1",
+                    "leo": "lead",
+                    "ada": "admin",
+                }[username]
+            ]
+            raw, _t = await tokens.create(
+                session, user=user, name=f"{role}-all", scopes=list(tokens.Scope), actor=None
+            )
             tokens_by_role[role] = raw
-    return {"key": world["incident"].key, "draft_id": draft_id, "user_id": victim.id,
-            "destination_id": world["destinations"]["responders"].id, "token_id": token.id,
-            "name": "custom", "tokens": tokens_by_role}
+    return {
+        "key": world["incident"].key,
+        "draft_id": draft_id,
+        "user_id": victim.id,
+        "destination_id": world["destinations"]["responders"].id,
+        "token_id": token.id,
+        "name": "custom",
+        "tokens": tokens_by_role,
+    }
 
 
 def test_every_route_declares_a_rule(app: FastAPI) -> None:
-    missing = [(m, p) for m, p, endpoint in route_table(app)
-               if p != "/openapi.json" and rule_of(endpoint) is None]
+    missing = [
+        (m, p)
+        for m, p, endpoint in route_table(app)
+        if p != "/openapi.json" and rule_of(endpoint) is None
+    ]
     assert missing == []
 
 
@@ -68,8 +92,9 @@ async def test_a_route_without_a_rule_is_refused(panel_settings: Settings, db: D
     async def forgotten() -> dict[str, str]:
         return {"secret": "data"}
 
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://testserver") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
         response = await http.get("/forgotten")
     assert response.status_code == 403 and "secret" not in response.text
 
@@ -102,7 +127,8 @@ async def test_route_role_matrix(
             checked += 1
             where = f"{method} {path} as {role}: {response.status_code}"
             to_login = response.status_code == 303 and response.headers.get(
-                "location", "").startswith("/login?next=")
+                "location", ""
+            ).startswith("/login?next=")
             if rule.gate is Gate.PUBLIC:
                 assert response.status_code != 403, where
                 continue
@@ -110,10 +136,12 @@ async def test_route_role_matrix(
                 assert response.status_code == 401 or to_login, where
                 continue
             allowed = rule.gate is not Gate.ACTION or (
-                rule.action is not None and Role(role) in ALLOWED[rule.action])
+                rule.action is not None and Role(role) in ALLOWED[rule.action]
+            )
             if allowed:
                 denied_by_rule = response.status_code == 403 and (
-                    "permission." in response.text or "token.scope" in response.text)
+                    "permission." in response.text or "token.scope" in response.text
+                )
                 assert not denied_by_rule and response.status_code != 401 and not to_login, where
             else:
                 assert response.status_code == 403, where
@@ -123,8 +151,10 @@ async def test_route_role_matrix(
 
 async def _counts(db: Database) -> dict[str, int]:
     async with db.transaction() as session:
-        return {t.name: int(await session.scalar(select(func.count()).select_from(t)) or 0)
-                for t in Base.metadata.sorted_tables}
+        return {
+            t.name: int(await session.scalar(select(func.count()).select_from(t)) or 0)
+            for t in Base.metadata.sorted_tables
+        }
 
 
 async def _omni(db: Database) -> None:
@@ -147,10 +177,15 @@ async def test_unsafe_panel_routes_need_a_csrf_token(
         url = _fill(path, ids)
         attempts = {
             "no token": await victim.post(url, {}, csrf=False),
-            "another session's token": await victim.post(url, {"csrf_token": other.csrf},
-                                                         csrf=False),
-            "cross-site fetch": await victim.post(url, {}, headers={"Sec-Fetch-Site": "cross-site"}),
-            "foreign origin": await victim.post(url, {}, headers={"Origin": "https://evil.example"}),
+            "another session's token": await victim.post(
+                url, {"csrf_token": other.csrf}, csrf=False
+            ),
+            "cross-site fetch": await victim.post(
+                url, {}, headers={"Sec-Fetch-Site": "cross-site"}
+            ),
+            "foreign origin": await victim.post(
+                url, {}, headers={"Origin": "https://evil.example"}
+            ),
         }
         for label, response in attempts.items():
             assert response.status_code == 403, f"{method} {path} with {label}"
@@ -160,8 +195,9 @@ async def test_unsafe_panel_routes_need_a_csrf_token(
     login = await anonymous.post("/login", {"username": "omni", "password": "x"}, csrf=False)
     assert login.status_code == 403
     after = await _counts(db)
-    assert {k: v for k, v in after.items() if k != "web_sessions"} == \
-        {k: v for k, v in before.items() if k != "web_sessions"}
+    assert {k: v for k, v in after.items() if k != "web_sessions"} == {
+        k: v for k, v in before.items() if k != "web_sessions"
+    }
 
 
 async def test_get_routes_write_nothing(
@@ -174,8 +210,9 @@ async def test_get_routes_write_nothing(
         from comms.users import service as users
 
         omni = await users.require_user(session, username="omni")
-        raw, _t = await tokens.create(session, user=omni, name="all", scopes=list(tokens.Scope),
-                                      actor=None)
+        raw, _t = await tokens.create(
+            session, user=omni, name="all", scopes=list(tokens.Scope), actor=None
+        )
     before = await _counts(db)
     gets = [p for m, p, _e in route_table(app) if m == "GET"]
     for path in gets:
@@ -190,12 +227,19 @@ async def test_security_headers_on_every_kind_of_response(
 ) -> None:
     await client.login("ada")
     responses = [
-        await client.get("/"), await client.get("/login"), await client.get("/nowhere"),
-        await client.get("/static/panel.css"), await client.get("/openapi.json"),
-        await client.get("/api/v1/incidents"), await client.get("/drafts/999999"),
+        await client.get("/"),
+        await client.get("/login"),
+        await client.get("/nowhere"),
+        await client.get("/static/panel.css"),
+        await client.get("/openapi.json"),
+        await client.get("/api/v1/incidents"),
+        await client.get("/drafts/999999"),
         await client.post("/drafts/1/approve", {}, csrf=False),
-        await client.http.post("/login", content=b"x" * 2_000_000,
-                               headers={"Content-Type": "application/x-www-form-urlencoded"}),
+        await client.http.post(
+            "/login",
+            content=b"x" * 2_000_000,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        ),
     ]
     for response in responses:
         for name, value in HEADERS.items():
@@ -206,9 +250,9 @@ async def test_security_headers_on_every_kind_of_response(
     assert responses[-1].status_code == 413
 
 
-async def test_pages_have_no_inline_script(world: dict[str, Any], ids: dict[str, Any],
-                                           client: PanelClient, app: FastAPI,
-                                           db: Database) -> None:
+async def test_pages_have_no_inline_script(
+    world: dict[str, Any], ids: dict[str, Any], client: PanelClient, app: FastAPI, db: Database
+) -> None:
     await _omni(db)
     await client.login("omni")
     for method, path, _e in route_table(app):

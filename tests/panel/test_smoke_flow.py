@@ -26,11 +26,13 @@ async def test_draft_submit_approve_with_quorum_two(
     assert (await cm.login("carol")).status_code == 303
     page = await cm.get(f"/incidents/{key}/drafts/new?template=active-exploit-initial")
     assert page.status_code == 200, page.text
-    preview = await cm.post(f"/incidents/{key}/drafts", _draft_form(world) + [("action", "preview")])
+    preview = await cm.post(
+        f"/incidents/{key}/drafts", [*_draft_form(world), ("action", "preview")]
+    )
     assert preview.status_code == 200, preview.text
     assert "draining the bridge pool" in preview.text
     assert "msg msg-discord" in preview.text and "msg msg-telegram" in preview.text
-    created = await cm.post(f"/incidents/{key}/drafts", _draft_form(world) + [("action", "submit")])
+    created = await cm.post(f"/incidents/{key}/drafts", [*_draft_form(world), ("action", "submit")])
     assert created.status_code == 303, created.text
     location = created.headers["location"]
     draft_id = int(location.rsplit("/", 1)[1])
@@ -52,7 +54,9 @@ async def test_draft_submit_approve_with_quorum_two(
     edit = await cm.get(f"{location}/edit")
     assert edit.status_code == 200
     form = _draft_form(world, summary="An attacker drained the bridge pool.")
-    edited = await cm.post(f"{location}/edit", form + [("expected_version", "1"), ("action", "save")])
+    edited = await cm.post(
+        f"{location}/edit", [*form, ("expected_version", "1"), ("action", "save")]
+    )
     assert edited.status_code == 303, edited.text
     view = await dm1.get(location)
     assert "0 of 2 approvals" in view.text
@@ -65,10 +69,14 @@ async def test_draft_submit_approve_with_quorum_two(
 
     new_hash = re.search(r'name="expected_hash" value="([0-9a-f]{64})"', stale.text)
     assert new_hash and new_hash.group(1) != content_hash.group(1)
-    assert (await dm1.post(f"{location}/approve", {"expected_hash": new_hash.group(1)})).status_code == 303
+    assert (
+        await dm1.post(f"{location}/approve", {"expected_hash": new_hash.group(1)})
+    ).status_code == 303
     dm2: PanelClient = make_client()
     await dm2.login("erin")
-    assert (await dm2.post(f"{location}/approve", {"expected_hash": new_hash.group(1)})).status_code == 303
+    assert (
+        await dm2.post(f"{location}/approve", {"expected_hash": new_hash.group(1)})
+    ).status_code == 303
     async with db.transaction() as session:
         draft = await drafts.require_draft(session, draft_id=draft_id)
         assert draft.status == "approved"

@@ -32,10 +32,16 @@ def client_from(app: FastAPI, ip: str) -> PanelClient:
 
 async def _figures(db: Database, account: str) -> tuple[int, int]:
     async with db.transaction() as session:
-        evaluated = await session.scalar(select(func.count()).select_from(LoginAttempt).where(
-            LoginAttempt.account == account, LoginAttempt.evaluated.is_(True)))
-        audited = await session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action.in_(["auth.login_failed", "auth.login_refused"])))
+        evaluated = await session.scalar(
+            select(func.count())
+            .select_from(LoginAttempt)
+            .where(LoginAttempt.account == account, LoginAttempt.evaluated.is_(True))
+        )
+        audited = await session.scalar(
+            select(func.count())
+            .select_from(AuditEvent)
+            .where(AuditEvent.action.in_(["auth.login_failed", "auth.login_refused"]))
+        )
     return int(evaluated or 0), int(audited or 0)
 
 
@@ -59,16 +65,21 @@ async def test_150_wrong_passwords_in_an_hour_slow_down_then_lock(
     locked = await client.post("/login", {"username": "dave", "password": PASSWORD})
     assert locked.status_code == 429 and "locked" in locked.text
     clock.advance(minutes=16)
-    assert (await client.post("/login", {"username": "dave", "password": PASSWORD})).status_code == 303
-    print(f"\nFIGURE lockout: 150 tries/h -> {evaluated} evaluated, "
-          f"{statuses.count(429)} refused (429), {audited} audit events")
+    assert (
+        await client.post("/login", {"username": "dave", "password": PASSWORD})
+    ).status_code == 303
+    print(
+        f"\nFIGURE lockout: 150 tries/h -> {evaluated} evaluated, "
+        f"{statuses.count(429)} refused (429), {audited} audit events"
+    )
 
 
 async def test_hourly_cap_holds_from_50_addresses_even_without_lockout(
     world: dict[str, Any], panel_settings: Settings, db: Database, clock: FrozenClock
 ) -> None:
-    loose = panel_settings.model_copy(update={"lockout_after_failures": 100_000,
-                                              "login_slowdown_after": 100_000})
+    loose = panel_settings.model_copy(
+        update={"lockout_after_failures": 100_000, "login_slowdown_after": 100_000}
+    )
     app = create_app(settings=loose, database=db)
     clients = [client_from(app, f"198.51.100.{i}") for i in range(50)]
     statuses = []
@@ -77,8 +88,11 @@ async def test_hourly_cap_holds_from_50_addresses_even_without_lockout(
             clock.advance(seconds=20)
             if round_number == 0:
                 await browser.get("/login")
-            statuses.append((await browser.post(
-                "/login", {"username": "dave", "password": "guess"})).status_code)
+            statuses.append(
+                (
+                    await browser.post("/login", {"username": "dave", "password": "guess"})
+                ).status_code
+            )
     evaluated, audited = await _figures(db, "dave")
     assert evaluated == 100 and statuses.count(401) == 100 and statuses.count(429) == 50
     assert audited == 150
@@ -90,8 +104,9 @@ async def test_hourly_cap_holds_from_50_addresses_even_without_lockout(
 async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
     world: dict[str, Any], panel_settings: Settings, db: Database
 ) -> None:
-    loose = panel_settings.model_copy(update={"lockout_after_failures": 100_000,
-                                              "login_slowdown_after": 100_000})
+    loose = panel_settings.model_copy(
+        update={"lockout_after_failures": 100_000, "login_slowdown_after": 100_000}
+    )
     app = create_app(settings=loose, database=db)
     browser = PanelClient(app)
     await browser.get("/login")
@@ -104,7 +119,9 @@ async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
             bucket.append(time.perf_counter() - start)
             assert response.status_code == 401
     ratio = statistics.median(unknown) / statistics.median(known)
-    print(f"\nFIGURE login timing: median known-wrong {statistics.median(known) * 1000:.1f} ms, "
-          f"unknown {statistics.median(unknown) * 1000:.1f} ms, ratio {ratio:.3f}")
+    print(
+        f"\nFIGURE login timing: median known-wrong {statistics.median(known) * 1000:.1f} ms, "
+        f"unknown {statistics.median(unknown) * 1000:.1f} ms, ratio {ratio:.3f}"
+    )
     assert 0.9 <= ratio <= 1.1
     await browser.aclose()
