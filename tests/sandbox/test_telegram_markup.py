@@ -184,3 +184,62 @@ def test_ptb_escape_markdown_v2_round_trips(text: str) -> None:
     plain, entities = parse_markdown_v2(escape_markdown(text, version=2))
     assert plain == text
     assert entities == []
+
+
+def test_more_tags_and_markdown_forms() -> None:
+    text, entities = parse_html(
+        '<tg-emoji emoji-id="5368324170671202286">👍</tg-emoji> '
+        '<tg-time unix="1647531900" format="wDT">tomorrow</tg-time> '
+        '<a href="tg://user?id=1000003">Carol</a>',
+        resolve_user=lambda uid: {"id": uid, "is_bot": False, "first_name": "Carol"},
+    )
+    assert text == "👍 tomorrow Carol"
+    assert entities[0] == {
+        "type": "custom_emoji", "offset": 0, "length": 2, "custom_emoji_id": "5368324170671202286"
+    }  # fmt: skip
+    assert entities[1]["type"] == "date_time"
+    assert entities[1]["unix_time"] == 1647531900
+    assert entities[2]["type"] == "text_mention"
+    assert entities[2]["user"]["id"] == 1000003
+    assert parse_html('<a href="tg://user?id=42">x</a>') == ("x", [])  # unknown user: dropped
+
+    text, entities = parse_markdown_v2(
+        ">quoted\n>still\nafter ![👍](tg://emoji?id=5368324170671202286)"
+    )
+    assert text == "quoted\nstill\nafter 👍"
+    assert [e["type"] for e in entities] == ["blockquote", "custom_emoji"]
+    assert parse_markdown("[docs](https://example.com) ```py\nx```") == (
+        "docs x",
+        [
+            {"type": "text_link", "offset": 0, "length": 4, "url": "https://example.com/"},
+            {"type": "pre", "offset": 5, "length": 1, "language": "py"},
+        ],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(alphabet="<>/&;#x0123abcdefghijklmnopqrstuvwyz \"'=\\*_~|[]()`!>\n😀é-.", max_size=60)
+)
+def test_parsers_only_ever_raise_entity_parse_errors(text: str) -> None:
+    errors: list[str] = []
+    for parser in (parse_html, parse_markdown_v2, parse_markdown):
+        try:
+            plain, entities = parser(text)
+        except EntityParseError as error:
+            errors.append(error.description)
+            continue
+        limit = utf16_len(plain)
+        for entity in entities:
+            assert entity["length"] > 0
+            assert entity["offset"] >= 0
+            assert entity["offset"] + entity["length"] <= limit
+    assert all(e.startswith("Bad Request: can't parse entities: ") for e in errors)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=120))
+def test_automatic_entities_stay_inside_the_text(text: str) -> None:
+    limit = utf16_len(text)
+    for entity in find_entities(text):
+        assert 0 <= entity["offset"] < entity["offset"] + entity["length"] <= limit
