@@ -66,6 +66,12 @@ class ControlAPI:
             web.get("/control/discord/channels/{channel_id}", w(self.d_channel)),
             web.get("/control/discord/channels/{channel_id}/messages", w(self.d_messages)),
             web.post("/control/discord/channels/{channel_id}/messages", w(self.d_post)),
+            web.patch(
+                "/control/discord/channels/{channel_id}/messages/{message_id}", w(self.d_edit)
+            ),
+            web.delete(
+                "/control/discord/channels/{channel_id}/messages/{message_id}", w(self.d_delete)
+            ),
             web.post("/control/discord/dms", w(self.d_dm)),
             web.post("/control/discord/interactions", w(self.d_interaction)),
             web.get("/control/discord/interactions/{interaction_id}", w(self.d_get_interaction)),
@@ -78,6 +84,7 @@ class ControlAPI:
             web.patch("/control/telegram/chats/{chat_id}", w(self.t_patch_chat)),
             web.get("/control/telegram/chats/{chat_id}/messages", w(self.t_messages)),
             web.post("/control/telegram/chats/{chat_id}/messages", w(self.t_post)),
+            web.patch("/control/telegram/chats/{chat_id}/messages/{message_id}", w(self.t_edit)),
             web.get("/control/telegram/updates", w(self.t_updates)),
         ]
 
@@ -380,6 +387,38 @@ class ControlAPI:
         await api.announce(message)
         return json_response(self._d_message_view(message), 201)
 
+    def _d_message(self, channel: ds.Channel, request: web.Request) -> ds.Message:
+        raw = request.match_info["message_id"]
+        message = channel.messages.get(int(raw)) if raw.isdigit() else None
+        if message is None:
+            raise ControlError(404, "unknown message in this channel")
+        return message
+
+    async def d_edit(self, request: web.Request) -> Any:
+        """The author edits their message: content and mentions change, MESSAGE_UPDATE."""
+        channel = self._d_chan(request)
+        message = self._d_message(channel, request)
+        data = await self.body(request)
+        content = data.get("content")
+        if message.author.bot:
+            raise ControlError(403, "bot messages are edited through the Discord API")
+        if not isinstance(content, str) or not content.strip() or len(content) > 2000:
+            raise ControlError(400, "content must be 1-2000 characters")
+        await self.sb.discord.apply_edit(
+            message,
+            channel,
+            {"content": content},
+            {"content": content, "embeds": [], "components": [], "flags": None},
+        )
+        return self._d_message_view(message)
+
+    async def d_delete(self, request: web.Request) -> Any:
+        """A member or a moderator deletes a message: MESSAGE_DELETE."""
+        channel = self._d_chan(request)
+        message = self._d_message(channel, request)
+        await self.sb.discord.remove_message(message, channel)
+        return {"ok": True}
+
     async def d_interaction(self, request: web.Request) -> Any:
         data = await self.body(request)
         user = self._d_user(data)
@@ -647,6 +686,22 @@ class ControlAPI:
         return json_response(
             {**self._t_message_view(chat, message), "delivered_to_bot": delivered}, 201
         )
+
+    async def t_edit(self, request: web.Request) -> Any:
+        """The author edits their message; the bot gets ``edited_message`` if it saw it."""
+        chat = self._t_chat(request)
+        raw = request.match_info["message_id"]
+        message = chat.messages.get(int(raw)) if raw.isdigit() else None
+        if message is None:
+            raise ControlError(404, "unknown message in this chat")
+        if message.sender is None or message.sender.is_bot:
+            raise ControlError(403, "bot messages are edited through the Bot API")
+        data = await self.body(request)
+        text = data.get("text")
+        if not isinstance(text, str):
+            raise ControlError(400, "text must be a string")
+        delivered = await self.sb.telegram.edit_as_member(chat, message, text)
+        return {**self._t_message_view(chat, message), "delivered_to_bot": delivered}
 
     async def t_create_chat(self, request: web.Request) -> Any:
         data = await self.body(request)

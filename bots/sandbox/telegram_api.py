@@ -787,6 +787,18 @@ class TelegramAPI:
                 return True
         return False
 
+    async def edit_as_member(self, chat: TgChat, message: TgMessage, text: str) -> bool:
+        """A member edits their message; returns whether the bot got ``edited_message``."""
+        formatted = markup.prepare_text(text, None, resolve_user=self.resolve_user)
+        message.text = formatted.text
+        message.entities = formatted.entities
+        message.edit_date = self.world.now()
+        delivered = self.bot_receives(chat, message)
+        if delivered:
+            kind = "edited_channel_post" if chat.type == "channel" else "edited_message"
+            await self.world.queue.push(kind, self.world.message_json(chat, message))
+        return delivered
+
     async def post_as_member(
         self,
         chat: TgChat,

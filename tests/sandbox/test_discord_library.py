@@ -405,3 +405,27 @@ async def test_reply_history_and_fetch(
     assert older == [original.id]
     shown = await control.get(f"/discord/channels/{channel.id}/messages")
     assert shown[-1]["reply_to"] == question["id"]
+
+
+async def test_member_edit_and_delete_reach_the_bot(
+    sandbox: Sandbox, discord_factory: DiscordFactory, control: Control
+) -> None:
+    client = await discord_factory()
+    edits: asyncio.Queue[discord.RawMessageUpdateEvent] = asyncio.Queue()
+    deletes: asyncio.Queue[discord.RawMessageDeleteEvent] = asyncio.Queue()
+    client.on_raw_message_edit = edits.put  # type: ignore[attr-defined]
+    client.on_raw_message_delete = deletes.put  # type: ignore[attr-defined]
+    general = sandbox.info["discord_channels"]["general"]
+    posted = await control.post(
+        f"/discord/channels/{general}/messages", {"username": "bob", "content": "typo"}, 201
+    )
+    await client.next_message()
+    path = f"/discord/channels/{general}/messages/{posted['id']}"
+    assert (await control.patch(path, {"content": "fixed"}))["edited"]
+    edit = await asyncio.wait_for(edits.get(), 5)
+    assert edit.message_id == int(posted["id"])
+    assert edit.data["content"] == "fixed"
+    await control.delete(path)
+    deleted = await asyncio.wait_for(deletes.get(), 5)
+    assert deleted.message_id == int(posted["id"])
+    assert await control.get(f"/discord/channels/{general}/messages") == []

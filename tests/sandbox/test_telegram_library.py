@@ -249,3 +249,26 @@ async def test_private_chat_after_the_user_starts_the_bot(
     chat = await app.bot.get_chat(bob)
     assert chat.type == "private"
     assert chat.first_name == "Bob"
+
+
+async def test_member_edit_reaches_the_bot(
+    sandbox: Sandbox, telegram_factory: TelegramFactory, control: Control
+) -> None:
+    edits: asyncio.Queue[str] = asyncio.Queue()
+
+    async def edited(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        assert update.edited_message is not None
+        edits.put_nowait(update.edited_message.text or "")
+
+    await telegram_factory(handlers=[MessageHandler(filters.UpdateType.EDITED_MESSAGE, edited)])
+    community = _chat(sandbox, "community")
+    username = sandbox.info["telegram_bot_username"]
+    posted = await control.post(
+        f"/telegram/chats/{community}/messages", {"user": "alice", "text": f"@{username} hi"}
+    )
+    changed = await control.patch(
+        f"/telegram/chats/{community}/messages/{posted['id']}",
+        {"text": f"@{username} the bridge is fine now"},
+    )
+    assert changed["edited"]
+    assert await asyncio.wait_for(edits.get(), 10) == f"@{username} the bridge is fine now"
