@@ -31,9 +31,9 @@ class EntityParseError(ValueError):
     """The text is not valid for its parse mode; ``description`` is the Bot API's error text."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(detail)
         self.detail = detail
         self.description = f"Bad Request: can't parse entities: {detail}"
+        super().__init__(self.description)
 
 
 class MessageTextError(ValueError):
