@@ -31,7 +31,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+# Screenshots land in test-artifacts/ (ignored by git); to refresh the ones in the docs run
+# COMMS_SCREENSHOTS=docs/screenshots python3 tests/run.py -m browser
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / os.environ.get("COMMS_SCREENSHOTS", "test-artifacts/screenshots")
 HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(2)> @everyone"
 
 
