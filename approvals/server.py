@@ -28,18 +28,22 @@ def build(settings: Settings, *, demo: bool = False) -> tuple[Settings, Database
     return chosen, Database(chosen.database_url)
 
 
+def server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, demo: bool = False
+) -> uvicorn.Server:
+    """A configured uvicorn server for the panel (migrations applied), to run in any loop:
+    ``await server(...).serve()`` next to the worker in one asyncio process."""
+    chosen, database = build(settings, demo=demo)
+    app = create_app(settings=chosen, database=database)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=chosen.log_level.lower(), proxy_headers=True,
+        server_header=False,
+    )
+    return uvicorn.Server(config)
+
+
 def serve(
     settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, demo: bool = False
 ) -> None:
     """Migrate, then serve the panel and API until interrupted."""
-    chosen, database = build(settings, demo=demo)
-    app = create_app(settings=chosen, database=database)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level=chosen.log_level.lower(),
-        proxy_headers=True,
-        server_header=False,
-    )
-    uvicorn.Server(config).run()
+    server(settings, host, port, demo=demo).run()
