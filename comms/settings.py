@@ -100,6 +100,12 @@ class Settings(BaseSettings):
     telegram_api_base: str = "https://api.telegram.org/bot"
     telegram_uncertain: TelegramUncertainPolicy = TelegramUncertainPolicy.HOLD
 
+    # Outbox worker
+    worker_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)
+    worker_poll_seconds: float = Field(default=0.2, gt=0, le=60)
+    worker_max_attempts: int = Field(default=10, ge=1, le=1000)
+    worker_backoff_cap_seconds: float = Field(default=60.0, ge=0.1, le=3600)
+
     templates_dir: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 

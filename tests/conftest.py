@@ -8,6 +8,7 @@ can run exactly those a second time on PostgreSQL.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -30,56 +31,54 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.db)
 
 
-def _reset_postgres(url: str) -> None:
+def _pg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def _pg_admin(url: str, statement: str) -> None:
     import asyncio
 
     import asyncpg
 
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
-
-    async def reset() -> None:
-        connection = await asyncpg.connect(dsn)
+    async def run() -> None:
+        connection = await asyncpg.connect(_pg_dsn(url))
         try:
-            await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+            await connection.execute(statement)
         finally:
             await connection.close()
 
-    asyncio.run(reset())
+    asyncio.run(run())
 
 
 @pytest.fixture(scope="session")
-def _migrated(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Run the real migrations once per session; tests start from this state."""
+def _migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Run the real migrations once per session; tests start from this state.
+
+    On PostgreSQL each session gets its own database (created from the server named by
+    COMMS_TEST_DATABASE_URL, dropped at the end), so parallel runs never share tables.
+    """
     if PG_URL:
-        _reset_postgres(PG_URL)
-        upgrade(PG_URL)
-        return PG_URL
+        name = f"comms_test_{os.getpid()}_{secrets.token_hex(3)}"
+        _pg_admin(PG_URL, f'CREATE DATABASE "{name}"')
+        url = PG_URL.rsplit("/", 1)[0] + "/" + name
+        try:
+            upgrade(url)
+            yield url
+        finally:
+            _pg_admin(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
     template = tmp_path_factory.mktemp("dbtemplate") / "template.db"
     upgrade(f"sqlite+aiosqlite:///{template}")
-    return str(template)
+    yield str(template)
 
 
 @pytest.fixture
 def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
     """A clean database for this test (a fresh SQLite copy, or a truncated PostgreSQL)."""
     if PG_URL:
-        import asyncio
-
-        import asyncpg
-
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-
-        async def truncate() -> None:
-            connection = await asyncpg.connect(
-                PG_URL.replace("postgresql+asyncpg://", "postgresql://")
-            )
-            try:
-                await connection.execute(f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
-            finally:
-                await connection.close()
-
-        asyncio.run(truncate())
-        yield PG_URL
+        _pg_admin(_migrated, f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
+        yield _migrated
         return
     target = tmp_path / "comms.db"
     shutil.copyfile(_migrated, target)

@@ -20,6 +20,12 @@ async def draft_document(
     standing = {s.approval.id: s for s in state.standings}
     deliveries = await outbox.for_draft(session, draft_id=draft.id)
     rendered = draft.payload.get("rendered", {})
+    # A scheduled draft whose time has come but which is not approved yet waits, flagged.
+    overdue = (
+        draft.publish_at is not None
+        and draft.status in ("draft", "in_review", "rejected")
+        and utcnow() >= draft.publish_at
+    )
     return {
         "id": draft.id,
         "incident": draft.incident.key,
@@ -34,6 +40,7 @@ async def draft_document(
         "variables": draft.variables,
         "options": draft.options,
         "publish_at": draft.publish_at.isoformat() if draft.publish_at else None,
+        "overdue": overdue,
         "correction_of": draft.correction_of_id,
         "rendered": {
             "discord": list(rendered.get("discord", [])),

@@ -75,6 +75,15 @@ class WorkerConfig:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WorkerConfig:
+        return cls(
+            lease_seconds=settings.worker_lease_seconds,
+            poll_interval=settings.worker_poll_seconds,
+            max_attempts=settings.worker_max_attempts,
+            backoff_cap=settings.worker_backoff_cap_seconds,
+        )
+
 
 class Worker:
     """One worker process (or task). Any number may share a database."""
@@ -91,7 +100,7 @@ class Worker:
         self.db = database
         self.settings = settings
         self.publishers = dict(publishers)
-        self.config = config or WorkerConfig()
+        self.config = config or WorkerConfig.from_settings(settings)
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight: set[int] = set()
