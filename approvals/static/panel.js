@@ -22,7 +22,11 @@
     var last = el.innerHTML;
     function tick() {
       fetch(url, { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // A redirect means the session ended: reload, so the person sees the login page.
+          if (r.redirected) { window.location.reload(); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (html !== null && html !== last) {
             var before = countIn(el);

@@ -262,3 +262,19 @@ async def test_pages_have_no_inline_script(
         scripts = re.findall(r"<script\b[^>]*>", response.text)
         assert all('src="/static/' in s for s in scripts), (path, scripts)
         assert not re.search(r"\son[a-z]+\s*=", response.text), path
+
+
+async def test_script_requests_use_the_csrf_header(
+    world: dict[str, Any], make_client: Any
+) -> None:
+    """The live preview posts with X-CSRF-Token (the enhancement path), checked the same way."""
+    browser: PanelClient = make_client()
+    await browser.login("carol")
+    await browser.get(f"/incidents/{world['incident'].key}/drafts/new?template=custom")
+    form = {"incident": world["incident"].key, "template": "custom", "var.message": "Hello"}
+    good = await browser.post("/drafts/preview", form, csrf=False,
+                              headers={"X-CSRF-Token": browser.csrf})
+    assert good.status_code == 200 and "msg-discord" in good.text
+    bad = await browser.post("/drafts/preview", form, csrf=False,
+                             headers={"X-CSRF-Token": "0" * 64})
+    assert bad.status_code == 403
