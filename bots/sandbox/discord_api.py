@@ -23,7 +23,7 @@ from .common import iso, json_response
 from .core import MAX_BODY_BYTES, SandboxCore, drop_connection
 from .discord_mentions import compute_mentions, validate_allowed_mentions
 from .discord_state import Channel, DiscordWorld, Message, User
-from .limits import FixedWindow
+from .limits import FixedWindow, TokenBucket
 
 log = logging.getLogger(__name__)
 
@@ -351,14 +351,18 @@ class DiscordAPI:
         self.world = world
         self.sessions: dict[str, GatewaySession] = {}
         self.sockets: set[web.WebSocketResponse] = set()
-        self.global_bucket = FixedWindow(core.limits.discord_global_per_second, 1.0)
+        self.global_bucket = self._global_bucket()
         self.buckets: dict[tuple[str, int], FixedWindow] = {}
         self.interaction_tokens: dict[str, int] = {}
         self.routes = self._build_routes()
 
     def reset_limits(self) -> None:
         self.buckets.clear()
-        self.global_bucket = FixedWindow(self.core.limits.discord_global_per_second, 1.0)
+        self.global_bucket = self._global_bucket()
+
+    def _global_bucket(self) -> TokenBucket:
+        rate = self.core.limits.discord_global_per_second
+        return TokenBucket(float(rate), rate)
 
     def reset(self) -> None:
         self.reset_limits()

@@ -6,10 +6,9 @@ Every limiter works on ``time.monotonic()`` seconds and never sleeps: it answers
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -98,27 +97,12 @@ class FixedWindow:
 
 
 @dataclass
-class SlidingLog:
-    """At most ``limit`` events in any interval of ``window`` seconds (exact, O(1) amortised)."""
-
-    limit: int
-    window: float
-    events: collections.deque[float] = field(default_factory=collections.deque)
-
-    def retry_after(self, now: float) -> float:
-        while self.events and self.events[0] <= now - self.window:
-            self.events.popleft()
-        if len(self.events) < self.limit:
-            return 0.0
-        return self.events[0] + self.window - now
-
-    def consume(self, now: float) -> None:
-        self.events.append(now)
-
-
-@dataclass
 class TokenBucket:
-    """``burst`` tokens, refilled at ``rate`` per second; one token per message."""
+    """``burst`` tokens, refilled continuously at ``rate`` per second; one token per request.
+
+    The same model as aiolimiter's leaky bucket (what PTB's AIORateLimiter uses), so a client
+    pacing itself with one at the documented rate is never refused.
+    """
 
     rate: float
     burst: int

@@ -15,7 +15,7 @@ from . import telegram_markup as markup
 from . import telegram_state as ts
 from .common import json_response
 from .core import MAX_BODY_BYTES, SandboxCore, drop_connection
-from .limits import SlidingLog, TokenBucket, telegram_retry_seconds
+from .limits import TokenBucket, telegram_retry_seconds
 from .telegram_state import TelegramWorld, TgChat, TgMessage, TgUser
 
 MAX_POLL_TIMEOUT = 50
@@ -197,8 +197,8 @@ class TelegramAPI:
         self.core = core
         self.world = world
         self.chat_buckets: dict[int, TokenBucket] = {}
-        self.group_logs: dict[int, SlidingLog] = {}
-        self.global_log = SlidingLog(core.limits.telegram_global_per_second, 1.0)
+        self.group_logs: dict[int, TokenBucket] = {}
+        self.global_log = self._global_bucket()
         self.handlers: dict[str, Handler] = {
             "getMe": self.get_me,
             "logOut": self.log_out,
@@ -226,7 +226,11 @@ class TelegramAPI:
     def reset(self) -> None:
         self.chat_buckets.clear()
         self.group_logs.clear()
-        self.global_log = SlidingLog(self.core.limits.telegram_global_per_second, 1.0)
+        self.global_log = self._global_bucket()
+
+    def _global_bucket(self) -> TokenBucket:
+        rate = self.core.limits.telegram_global_per_second
+        return TokenBucket(float(rate), rate)
 
     # --- pipeline ----------------------------------------------------------------------
 
@@ -395,7 +399,8 @@ class TelegramAPI:
         if chat.id < 0:
             group = self.group_logs.get(chat.id)
             if group is None:
-                group = SlidingLog(limits.telegram_group_per_minute, 60.0)
+                per_minute = limits.telegram_group_per_minute
+                group = TokenBucket(per_minute / 60.0, per_minute)
                 self.group_logs[chat.id] = group
             waits["group"] = group.retry_after(now)
         waits["global"] = self.global_log.retry_after(now)
