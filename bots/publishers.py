@@ -15,10 +15,14 @@ def build_publishers(settings: Settings) -> dict[Platform, Publisher]:
     publishers: dict[Platform, Publisher] = {}
     if settings.discord_token is not None:
         publishers[Platform.DISCORD] = DiscordPublisher(
-            token=settings.discord_token.get_secret_value(), api_base=settings.discord_api_base
+            token=settings.discord_token.get_secret_value(),
+            api_base=settings.discord_api_base,
+            request_timeout=settings.platform_timeout_seconds,
         )
     if settings.telegram_token is not None:
         publishers[Platform.TELEGRAM] = TelegramPublisher(
-            token=settings.telegram_token.get_secret_value(), api_base=settings.telegram_api_base
+            token=settings.telegram_token.get_secret_value(),
+            api_base=settings.telegram_api_base,
+            read_timeout=settings.platform_timeout_seconds,
         )
     return publishers

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = Field(default=0.2, gt=0, le=60)
     worker_max_attempts: int = Field(default=10, ge=1, le=1000)
     worker_backoff_cap_seconds: float = Field(default=60.0, ge=0.1, le=3600)
+    # How long one platform request may take before its outcome counts as unknown.
+    platform_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 
     templates_dir: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -308,7 +308,7 @@ class Worker:
                     action = "delivery.resumed"
                 else:
                     delivery.uncertain_count += 1
-                    resend = self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND
+                    resend = self.settings.telegram_uncertain == TelegramUncertainPolicy.RESEND
                     delivery.state = (
                         DeliveryState.RETRYING if resend else DeliveryState.UNCERTAIN
                     ).value
@@ -572,7 +572,7 @@ class Worker:
                 )
             elif outcome is Outcome.AMBIGUOUS:
                 delivery.uncertain_count += 1
-                if self.settings.telegram_uncertain is TelegramUncertainPolicy.RESEND:
+                if self.settings.telegram_uncertain == TelegramUncertainPolicy.RESEND:
                     delivery.state = DeliveryState.RETRYING.value
                     delivery.inflight_index = None
                     delivery.next_attempt_at = now + timedelta(

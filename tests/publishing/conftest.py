@@ -50,6 +50,7 @@ def pub_settings(settings: Settings, sandbox: Sandbox) -> Settings:
             "discord_token": SecretStr(info["discord_token"]),
             "telegram_api_base": info["telegram_api_base"],
             "telegram_token": SecretStr(info["telegram_token"]),
+            "platform_timeout_seconds": 1.5,
         }
     )
 
