@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import wraps
+from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
@@ -54,6 +55,16 @@ EXIT_USAGE = 2
 EXIT_REFUSED = 3
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 log = logging.getLogger("comms")
+
+
+def _configure_logging(level: str | int) -> None:
+    from comms import redact
+
+    logging.basicConfig(level=level, format=LOG_FORMAT)
+    redact.install()
+    # discord.py warns about voice support and gateway intents we deliberately do not use.
+    logging.getLogger("discord").setLevel(logging.ERROR)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass
@@ -1291,7 +1302,7 @@ def worker(app: AppContext) -> None:
     """Run the outbox worker: send approved announcements and internal notifications."""
     from comms.migrate import upgrade
 
-    logging.basicConfig(level=app.settings.log_level, format=LOG_FORMAT)
+    _configure_logging(app.settings.log_level)
     upgrade(app.settings.database_url)
 
     async def main() -> None:
@@ -1319,16 +1330,62 @@ def sandbox(host: str, port: int) -> None:
 # ------------------------------------------------------------------------------ panel, tokens
 
 
+async def _serve_panel_and_worker(
+    settings: Settings, host: str, port: int, *, demo: bool, with_worker: bool = True
+) -> None:
+    """The panel (uvicorn) and the outbox worker in one asyncio process, until interrupted."""
+    from approvals.server import server as panel_server
+
+    panel = await asyncio.to_thread(panel_server, settings, host, port, demo=demo)
+    stop = asyncio.Event()
+    database = Database(settings.database_url)
+    worker_task = (
+        asyncio.create_task(_run_worker(settings, database, stop)) if with_worker else None
+    )
+    try:
+        await panel.serve()  # returns on Ctrl-C or SIGTERM (uvicorn handles the signals)
+    finally:
+        stop.set()
+        if worker_task is not None:
+            await worker_task
+        await database.dispose()
+
+
 @cli.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-worker", is_flag=True, help="Serve the panel only (run `comms worker` apart).")
 @pass_app
-def serve(app: AppContext, host: str, port: int) -> None:
-    """Apply migrations, then serve the approval panel and the JSON API."""
-    from approvals.server import serve as serve_panel
-
+def serve(app: AppContext, host: str, port: int, no_worker: bool) -> None:
+    """Apply migrations, then serve the panel and JSON API, with the outbox worker."""
+    _configure_logging(app.settings.log_level)
     try:
-        serve_panel(app.settings, host=host, port=port)
+        asyncio.run(
+            _serve_panel_and_worker(app.settings, host, port, demo=False,
+                                    with_worker=not no_worker)
+        )
+    except ConfigError as error:
+        _fail(str(error), EXIT_USAGE)
+
+
+@cli.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--sandbox-port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", default=".comms-demo", show_default=True, type=click.Path(),
+              help="Where the demo keeps its database (recreated at every start).")
+@pass_app
+def demo(app: AppContext, host: str, port: int, sandbox_port: int, data_dir: str) -> None:
+    """Everything on this machine, no accounts anywhere: the platform sandbox, seeded users and
+    destinations, one sample incident, the panel and the worker."""
+    from bots.sandbox import Sandbox
+    from comms.demo import run_demo
+
+    _configure_logging(logging.WARNING)
+    try:
+        asyncio.run(run_demo(app.settings, host=host, port=port, sandbox_port=sandbox_port,
+                             data_dir=Path(data_dir), serve=_serve_panel_and_worker,
+                             sandbox_factory=Sandbox, echo=click.echo))
     except ConfigError as error:
         _fail(str(error), EXIT_USAGE)
 
