@@ -501,7 +501,10 @@ class DiscordAPI:
                     entry[key] = str(params[key])
             if route.auth and request.headers.get("Authorization") != f"Bot {ds.BOT_TOKEN}":
                 raise DiscordError(401, 0, "401: Unauthorized")
-            fault = self.core.faults.pick("discord", route.name)
+            target = params.get("channel_id")
+            fault = self.core.faults.pick(
+                "discord", route.name, None if target is None else str(target)
+            )
             if fault is not None:
                 entry["fault"] = fault.kind
                 if fault.kind in ("500", "502", "429"):

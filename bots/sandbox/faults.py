@@ -22,10 +22,13 @@ class Fault:
     after_effect: bool = False
     hang_seconds: float = 300.0
     scope: str = "user"
+    target: str | None = None  # only requests for this channel_id / chat_id
     applied: int = 0
 
-    def matches(self, platform: str, endpoint: str) -> bool:
+    def matches(self, platform: str, endpoint: str, target: str | None = None) -> bool:
         if self.platform not in ("*", platform):
+            return False
+        if self.target is not None and self.target != target:
             return False
         if self.endpoint == "*":
             return True
@@ -47,6 +50,7 @@ class Fault:
             "after_effect": self.after_effect,
             "hang_seconds": self.hang_seconds,
             "scope": self.scope,
+            "target": self.target,
             "applied": self.applied,
         }
 
@@ -90,8 +94,12 @@ class Faults:
         scope = str(spec.get("scope", "user"))
         if scope not in ("user", "shared", "global"):
             raise FaultError("scope must be user, shared or global")
+        raw_target = spec.get("channel_id", spec.get("chat_id"))
+        if raw_target is not None and not str(raw_target).lstrip("-").isdigit():
+            raise FaultError("channel_id / chat_id must be an id")
         fault = Fault(
             id=next(self._ids),
+            target=None if raw_target is None else str(raw_target),
             platform=platform,
             endpoint=str(spec.get("endpoint", "*")),
             kind=kind,
@@ -110,10 +118,10 @@ class Faults:
         self.active = [f for f in self.active if f.id != fault_id]
         return len(self.active) != before
 
-    def pick(self, platform: str, endpoint: str) -> Fault | None:
+    def pick(self, platform: str, endpoint: str, target: str | None = None) -> Fault | None:
         """The first matching fault that fires for this request (consumes one ``count``)."""
         for fault in self.active:
-            if not fault.matches(platform, endpoint):
+            if not fault.matches(platform, endpoint, target):
                 continue
             if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                 continue

@@ -253,7 +253,14 @@ class TelegramAPI:
                 raise TelegramError(401, "Unauthorized")
             if method not in self.handlers:
                 raise TelegramError(404, "Not Found")
-            fault = self.core.faults.pick("telegram", method)
+            raw = await self._read_params(request)
+            params = raw
+            decoded = self._decode_params(method, raw)
+            if "chat_id" in decoded:
+                entry["chat_id"] = decoded["chat_id"]
+            chat = self.world.find_chat(decoded.get("chat_id", ""))
+            target = str(chat.id) if chat is not None else None
+            fault = self.core.faults.pick("telegram", method, target)
             if fault is not None:
                 entry["fault"] = fault.kind
                 if fault.kind in ("500", "502", "429"):
@@ -268,11 +275,6 @@ class TelegramAPI:
                     response = drop_connection(request)
                     entry["status"] = fault.kind
                     return response
-            raw = await self._read_params(request)
-            params = raw
-            decoded = self._decode_params(method, raw)
-            if "chat_id" in decoded:
-                entry["chat_id"] = decoded["chat_id"]
             result = await self.handlers[method](decoded, entry)
             response = json_response({"ok": True, "result": result})
             if fault is not None:

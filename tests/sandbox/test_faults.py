@@ -132,3 +132,36 @@ async def test_fault_matching(sandbox: Sandbox, http: httpx.AsyncClient, control
     assert sent.status_code == 200  # other routes are untouched
     await control.delete(f"/faults/{fault['id']}")
     assert (await http.get(me, headers=_auth(sandbox))).status_code == 200
+
+
+async def test_fault_for_one_destination(
+    sandbox: Sandbox, http: httpx.AsyncClient, control: Control
+) -> None:
+    announcements = sandbox.info["discord_channels"]["announcements"]
+    await control.post(
+        "/faults",
+        {"platform": "discord", "endpoint": DISCORD_CREATE, "kind": "500",
+         "channel_id": announcements},
+        expect=201,
+    )  # fmt: skip
+    other = await http.post(_create_url(sandbox), headers=_auth(sandbox), json={"content": "x"})
+    assert other.status_code == 200
+    hit = await http.post(
+        f"{sandbox.info['discord_api_base']}/channels/{announcements}/messages",
+        headers=_auth(sandbox),
+        json={"content": "x"},
+    )
+    assert hit.status_code == 500
+    community = sandbox.info["telegram_chats"]["community"]
+    await control.post(
+        "/faults",
+        {"platform": "telegram", "endpoint": "sendMessage", "kind": "502", "chat_id": community},
+        expect=201,
+    )
+    url = f"{sandbox.info['telegram_api_base']}{sandbox.info['telegram_token']}/sendMessage"
+    by_name = await http.post(url, data={"chat_id": "@sandbox_community", "text": "x"})
+    assert by_name.status_code == 502  # the same chat, named by its username
+    elsewhere = await http.post(
+        url, data={"chat_id": sandbox.info["telegram_chats"]["responders"], "text": "x"}
+    )
+    assert elsewhere.status_code == 200
