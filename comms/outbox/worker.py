@@ -103,7 +103,9 @@ class Worker:
         self.config = config or WorkerConfig.from_settings(settings)
         self.rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._inflight: set[int] = set()
+        # delivery id -> the attempt number this worker claimed: a fencing token, so a stale
+        # task can never act on a delivery that has been claimed again since.
+        self._inflight: dict[int, int] = {}
         self._wake = asyncio.Event()
 
     @property
@@ -245,12 +247,12 @@ class Worker:
                     attempts=Delivery.attempts + 1,
                     updated_at=now,
                 )
-                .returning(Delivery.id)
+                .returning(Delivery.id, Delivery.attempts)
                 .execution_options(synchronize_session=False)
             )
-            claimed = sorted(result.scalars().all())
+            claimed = dict(result.tuples().all())
         self._inflight.update(claimed)
-        return claimed
+        return sorted(claimed)
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         interval = max(self.config.lease_seconds / 3, 0.05)
@@ -284,6 +286,12 @@ class Worker:
                         .where(
                             Delivery.state == DeliveryState.SENDING.value,
                             Delivery.lease_until < now,
+                            # Our own sends are alive (we are running this); a slow lease
+                            # renewal must not make us doubt them.
+                            ~(
+                                (Delivery.claimed_by == self.worker_id)
+                                & Delivery.id.in_(list(self._inflight))
+                            ),
                         )
                         .with_for_update()
                     )
@@ -389,7 +397,7 @@ class Worker:
                 return
             await self._complete(delivery_id, job, result)
         finally:
-            self._inflight.discard(delivery_id)
+            self._inflight.pop(delivery_id, None)
 
     async def _prepare(self, delivery_id: int) -> SendJob | None:
         """Re-check the gate under the draft's lock and build the exact job to send."""
@@ -402,8 +410,9 @@ class Worker:
                 delivery is None
                 or delivery.state != DeliveryState.SENDING.value
                 or delivery.claimed_by != self.worker_id
+                or delivery.attempts != self._inflight.get(delivery_id)
             ):
-                return None  # lost the lease to another worker
+                return None  # lost the lease, or claimed again since
             draft = await session.get(
                 Draft, delivery.draft_id, with_for_update=True, populate_existing=True
             )
