@@ -38,7 +38,12 @@ async def test_transient_discord_failures_end_in_one_message(
     kind: str,
 ) -> None:
     await control.fault(
-        platform="discord", endpoint=DISCORD_CREATE, kind=kind, count=2, retry_after=0.2
+        platform="discord",
+        endpoint=DISCORD_CREATE,
+        kind=kind,
+        count=2,
+        retry_after=0.2,
+        channel_id=str(world.info["discord_channels"]["announcements"]),
     )
     draft = await approved_draft(db, world, pub_settings, to=("dc_news",))
     await worker.run_until_settled(within=60)
@@ -60,6 +65,7 @@ async def test_discord_timeout_after_the_message_was_created_is_deduplicated(
         count=1,
         after_effect=True,
         hang_seconds=5,
+        channel_id=str(world.info["discord_channels"]["announcements"]),
     )
     draft = await approved_draft(db, world, pub_settings, to=("dc_news",))
     await worker.run_until_settled(within=60)

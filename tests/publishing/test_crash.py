@@ -1,0 +1,253 @@
+"""Crash safety: a worker process killed with SIGKILL at random moments, again and again, during a
+fan-out to 20 Discord channels and 20 Telegram chats, restarted each time.
+
+Every destination ends sent (or uncertain, waiting for a person), no Discord channel holds a
+duplicate (the nonce deduplicates), and a Telegram duplicate appears only where a kill hit a
+request in flight, every such delivery flagged (``uncertain_count > 0``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bots.sandbox import Sandbox
+from bots.sandbox.telegram_markup import parse_html
+from comms.db import Database
+from comms.destinations import service as destinations
+from comms.drafts import service as drafts
+from comms.enums import Platform, Severity
+from comms.incidents import service as incidents
+from comms.outbox import service as outbox
+from comms.outbox.models import Delivery
+from comms.settings import Settings
+from tests.factories import make_team
+
+ROOT = Path(__file__).resolve().parents[2]
+CHANNELS = 20
+CHATS = 20
+ANNOUNCEMENTS = 8
+MIN_KILLS = 50
+SENDS = ("POST /channels/{channel_id}/messages", "sendMessage")
+
+
+async def _build_world(db: Database, sandbox: Sandbox, settings: Settings) -> list[int]:
+    """40 destinations on fresh sandbox channels and chats, and approved announcements."""
+    info = sandbox.info
+    async with httpx.AsyncClient(timeout=10) as http:
+        channel_ids = []
+        for i in range(CHANNELS):
+            response = await http.post(
+                f"{sandbox.control_url}/discord/guilds/{info['discord_guild_id']}/channels",
+                json={"name": f"news-{i}", "type": 0},
+            )
+            channel_ids.append(response.json()["id"])
+        chat_ids = []
+        for i in range(CHATS):
+            response = await http.post(
+                f"{sandbox.control_url}/telegram/chats",
+                json={"type": "channel", "title": f"News {i}", "bot_admin": True},
+            )
+            chat_ids.append(response.json()["id"])
+    async with db.transaction() as session:
+        team = await make_team(session)
+        chosen = [
+            await destinations.create(
+                session,
+                name=f"dc-{i}",
+                platform=Platform.DISCORD,
+                target=str(cid),
+                actor=None,
+                pin=(i % 4 == 0),
+            )
+            for i, cid in enumerate(channel_ids)
+        ] + [
+            await destinations.create(
+                session,
+                name=f"tg-{i}",
+                platform=Platform.TELEGRAM,
+                target=str(cid),
+                actor=None,
+                pin=(i % 4 == 0),
+            )
+            for i, cid in enumerate(chat_ids)
+        ]
+        incident = await incidents.open_incident(
+            session, title="Crash drill", severity=Severity.P2, actor=team["lead"]
+        )
+        ids = []
+        for n in range(ANNOUNCEMENTS):
+            # Long enough to be a series of two Discord messages.
+            text = "\n\n".join(f"Announcement {n}, part {p}: " + "status " * 180 for p in range(2))
+            draft = await drafts.create(
+                session,
+                incident=incident,
+                template="custom",
+                variables={"message": text},
+                destinations=chosen,
+                actor=team["cm"],
+                settings=settings,
+            )
+            await drafts.submit(session, draft=draft, actor=team["cm"], settings=settings)
+            await drafts.approve(session, draft=draft, actor=team["dm1"], settings=settings)
+            ids.append(draft.id)
+    return ids
+
+
+def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "comms", "worker"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def _sends_since(http: httpx.AsyncClient, control: str, seq: int) -> tuple[int, int]:
+    entries = (await http.get(f"{control}/requests", params={"since": seq})).json()
+    sends = sum(1 for e in entries if e.get("route") in SENDS)
+    last = max((int(e["seq"]) for e in entries), default=seq)
+    return sends, last
+
+
+async def _unsettled(db: Database) -> int:
+    from sqlalchemy import func, select
+
+    async with db.transaction() as session:
+        return int(
+            await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(Delivery.state.in_(["pending", "sending", "retrying"]))
+            )
+            or 0
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["resend", "hold"])
+async def test_sigkill_during_fan_out(
+    db: Database, database_url: str, settings: Settings, policy: str
+) -> None:
+    rng = random.Random(f"crash-{policy}")
+    async with Sandbox(seed=11) as sandbox:
+        info = sandbox.info
+        draft_ids = await _build_world(db, sandbox, settings)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("COMMS_")},
+            "COMMS_DATABASE_URL": database_url,
+            "COMMS_DISCORD_TOKEN": info["discord_token"],
+            "COMMS_DISCORD_API_BASE": info["discord_api_base"],
+            "COMMS_TELEGRAM_TOKEN": info["telegram_token"],
+            "COMMS_TELEGRAM_API_BASE": info["telegram_api_base"],
+            "COMMS_TELEGRAM_UNCERTAIN": policy,
+            "COMMS_WORKER_LEASE_SECONDS": "1",
+            "COMMS_WORKER_BACKOFF_CAP_SECONDS": "1",
+            "COMMS_WORKER_MAX_ATTEMPTS": "1000",
+            "COMMS_PLATFORM_TIMEOUT_SECONDS": "5",
+            "COMMS_LOG_LEVEL": "WARNING",
+        }
+        kills = mid_send_kills = 0
+        async with httpx.AsyncClient(timeout=10) as http:
+            _, seq = await _sends_since(http, sandbox.control_url, 0)
+            while kills < MIN_KILLS and await _unsettled(db):
+                worker = _spawn(env)
+                deadline = time.monotonic() + 30
+                # Wait until this worker is sending, then kill it at a random moment.
+                while time.monotonic() < deadline and worker.poll() is None:
+                    sends, seq = await _sends_since(http, sandbox.control_url, seq)
+                    if sends:
+                        break
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(rng.uniform(0, 0.25))
+                sends, seq = await _sends_since(http, sandbox.control_url, seq)
+                mid_send_kills += 1 if sends or worker.poll() is None else 0
+                worker.send_signal(signal.SIGKILL)
+                worker.wait()
+                kills += 1
+            # Let a last worker finish the job.
+            worker = _spawn(env)
+            try:
+                deadline = time.monotonic() + 180
+                while await _unsettled(db) and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.2)  # another process writes the database
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                worker.wait(timeout=30)
+            assert kills >= MIN_KILLS, f"the fan-out finished after only {kills} kills"
+            assert await _unsettled(db) == 0
+
+            report = await _check(db, http, sandbox, draft_ids, policy)
+    print(f"\ncrash test ({policy}): {kills} kills, {report}")
+
+
+async def _check(
+    db: Database, http: httpx.AsyncClient, sandbox: Sandbox, draft_ids: list[int], policy: str
+) -> dict[str, Any]:
+    async with db.transaction() as session:
+        deliveries = [
+            d for draft_id in draft_ids for d in await outbox.for_draft(session, draft_id=draft_id)
+        ]
+        payloads = {
+            draft_id: (await drafts.require_draft(session, draft_id=draft_id)).payload
+            for draft_id in draft_ids
+        }
+    expected: dict[str, list[tuple[int, str]]] = {}
+    for draft_id, payload in payloads.items():
+        for item in payload["deliveries"]:
+            target = item["destination"]["target"]
+            texts = (
+                item["messages"]
+                if item["destination"]["platform"] == "discord"
+                else [parse_html(m)[0] for m in item["messages"]]
+            )
+            expected.setdefault(target, []).extend((draft_id, t) for t in texts)
+    flagged = {(d.destination.target, d.draft_id) for d in deliveries if d.uncertain_count > 0}
+    states = Counter(d.state for d in deliveries)
+    allowed_end = {"sent"} if policy == "resend" else {"sent", "uncertain"}
+    assert set(states) <= allowed_end, states
+    uncertain = {(d.destination.target, d.draft_id) for d in deliveries if d.state == "uncertain"}
+
+    telegram_duplicates = 0
+    for d in deliveries:
+        target, platform = d.destination.target, d.destination.platform
+        path = (
+            f"/discord/channels/{target}/messages"
+            if platform == "discord"
+            else f"/telegram/chats/{target}/messages"
+        )
+        shown = Counter(m["text"] for m in (await http.get(sandbox.control_url + path)).json())
+        for draft_id, text in expected[target]:
+            if draft_id != d.draft_id:
+                continue
+            copies = shown[text]
+            if platform == "discord":
+                assert copies == 1, f"Discord {target} shows draft {draft_id} {copies} times"
+            elif copies > 1:
+                telegram_duplicates += 1
+                assert (target, draft_id) in flagged, (
+                    f"unflagged Telegram duplicate in {target} of draft {draft_id}: "
+                    f"{d.state} attempts={d.attempts} ids={d.platform_message_ids} "
+                    f"error={d.last_error!r}"
+                )
+            elif copies == 0:
+                assert (target, draft_id) in uncertain, (
+                    f"Telegram {target} lost draft {draft_id} without a flag"
+                )
+    return {
+        "states": dict(states),
+        "flagged": len(flagged),
+        "telegram_duplicates": telegram_duplicates,
+    }
