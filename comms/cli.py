@@ -326,6 +326,7 @@ def destination() -> None:
 @click.option("--crosspost", is_flag=True, help="Publish to following servers (Discord news).")
 @click.option("--allow-everyone", is_flag=True, help="Allow @everyone for P1 alerts.")
 @click.option("--thread-updates", is_flag=True, help="Follow-ups go into a thread (Discord).")
+@click.option("--guild", "guild_id", default="", help="Discord server id (for message links).")
 @click.option(
     "--internal-use",
     "internal_uses",
@@ -347,6 +348,7 @@ async def destination_add(
     allow_everyone: bool,
     thread_updates: bool,
     internal_uses: tuple[str, ...],
+    guild_id: str,
 ) -> None:
     """Add a destination."""
 
@@ -364,6 +366,7 @@ async def destination_add(
             allow_everyone=allow_everyone,
             thread_updates=thread_updates,
             internal_uses=[InternalUse(u) for u in internal_uses],
+            guild_id=guild_id,
         )
         click.echo(f"added {created.name} ({created.platform}:{created.target})")
 

@@ -61,6 +61,9 @@ def demo_settings(settings: Settings, info: dict[str, Any], database_url: str) -
         "discord_token": SecretStr(info["discord_token"]),
         "telegram_api_base": info["telegram_api_base"],
         "telegram_token": SecretStr(info["telegram_token"]),
+        # Links to sent messages open the sandbox viewer on that channel or chat.
+        "discord_message_url": info["viewer_url"] + "#discord/{channel_id}",
+        "telegram_message_url": info["viewer_url"] + "#telegram/{chat_id}",
     }
     if settings.secret_key is None:
         update["secret_key"] = SecretStr(secrets.token_urlsafe(48))
@@ -82,6 +85,7 @@ def demo_settings(settings: Settings, info: dict[str, Any], database_url: str) -
 async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
     """The team, destinations on the sandbox's default world, and one incident in progress."""
     channels, chats = info["discord_channels"], info["telegram_chats"]
+    guild = str(info["discord_guild_id"])
     passwords = {name: secrets.token_urlsafe(12) for name, _, _ in TEAM}
     async with database.transaction() as session:
         people = {
@@ -94,6 +98,7 @@ async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
             session,
             name="discord-announcements",
             platform=Platform.DISCORD,
+            guild_id=guild,
             target=str(channels["announcements"]),
             actor=None,
             pin=True,
@@ -105,6 +110,7 @@ async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
             session,
             name="discord-general",
             platform=Platform.DISCORD,
+            guild_id=guild,
             target=str(channels["general"]),
             actor=None,
             silent=True,
@@ -128,6 +134,7 @@ async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
             session,
             name="discord-responders",
             platform=Platform.DISCORD,
+            guild_id=guild,
             target=str(channels["responders"]),
             actor=None,
             visibility=Visibility.PRIVATE,

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     telegram_token: SecretStr | None = None
     telegram_api_base: str = "https://api.telegram.org/bot"
     telegram_uncertain: TelegramUncertainPolicy = TelegramUncertainPolicy.HOLD
+    # Where the panel links a sent message ({guild_id}, {channel_id}, {message_id};
+    # {chat_id}, {chat_short}, {message_id}). The demo points them at the sandbox viewer.
+    discord_message_url: str = "https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
+    telegram_message_url: str = "https://t.me/c/{chat_short}/{message_id}"
 
     # Outbox worker
     worker_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
@@ -36,6 +37,7 @@ from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
 from comms.outbox import service as outbox
+from comms.outbox.links import message_links
 from comms.permissions import Action
 from comms.rendering import TemplateSpec, check_values, validate_values
 from comms.users.models import User
@@ -619,14 +621,119 @@ async def draft_withdraw(
     return redirect(f"/drafts/{draft.id}")
 
 
+DeliveryId = Annotated[int, FastPath(ge=1, le=2**62)]
+
+
+async def _delivery_rows(
+    session: AsyncSession, state: PanelState, draft: Draft
+) -> list[dict[str, Any]]:
+    rows = []
+    for delivery in await outbox.for_draft(session, draft_id=draft.id):
+        rows.append(
+            {
+                "d": delivery,
+                "links": message_links(delivery, delivery.destination, state.settings),
+            }
+        )
+    return rows
+
+
 @router.get("/drafts/{draft_id}/deliveries")
 @allow(Action.READ)
 async def draft_deliveries(
-    request: Request, session: DbSession, draft: CurrentDraft
+    request: Request, session: DbSession, state: Panel, draft: CurrentDraft
 ) -> HTMLResponse:
-    """What the outbox says for each destination (the publishing worker fills these rows)."""
+    """Each destination's state, live (the rows poll), with links and the actions a person has."""
     return page(
         request,
         "deliveries/list.html",
-        {"draft": draft, "deliveries": await outbox.for_draft(session, draft_id=draft.id)},
+        {
+            "draft": draft,
+            "rows": await _delivery_rows(session, state, draft),
+            "poll_seconds": min(state.settings.panel_poll_seconds, 3),
+        },
     )
+
+
+@router.get("/drafts/{draft_id}/deliveries/rows")
+@allow(Action.READ)
+async def draft_delivery_rows(
+    request: Request, session: DbSession, state: Panel, draft: CurrentDraft
+) -> HTMLResponse:
+    """The rows alone; the deliveries page polls this to show progress without reloading."""
+    return page(
+        request,
+        "deliveries/_rows.html",
+        {"draft": draft, "rows": await _delivery_rows(session, state, draft)},
+    )
+
+
+async def _delivery_action(
+    request: Request,
+    session: AsyncSession,
+    state: PanelState,
+    user: User,
+    delivery_id: int,
+    action: str,
+) -> Response:
+    delivery = await outbox.require_delivery(session, delivery_id=delivery_id)
+    form = await request.form(**FORM_LIMITS)
+    try:
+        if action == "retry":
+            await outbox.retry(session, delivery=delivery, actor=user)
+        else:
+            await outbox.resolve_uncertain(
+                session,
+                delivery=delivery,
+                actor=user,
+                resend=action == "resend",
+                note=_text(form, "note"),
+            )
+    except CommsError as exc:
+        draft = await drafts.require_draft(session, draft_id=delivery.draft_id)
+        ctx = {
+            "draft": draft,
+            "rows": await _delivery_rows(session, state, draft),
+            "poll_seconds": min(state.settings.panel_poll_seconds, 3),
+        }
+        raise form_error(request, "deliveries/list.html", ctx, exc) from exc
+    return redirect(f"/drafts/{delivery.draft_id}/deliveries")
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+@allow(Action.DELIVERY_MANAGE)
+async def delivery_retry(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    delivery_id: DeliveryId,
+) -> Response:
+    """Send a failed delivery again: the same approved bytes, no new approval, audited."""
+    return await _delivery_action(request, session, state, user, delivery_id, "retry")
+
+
+@router.post("/deliveries/{delivery_id}/resend")
+@allow(Action.DELIVERY_MANAGE)
+async def delivery_resend(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    delivery_id: DeliveryId,
+) -> Response:
+    """Resend an uncertain delivery after checking the chat (it may already be there)."""
+    return await _delivery_action(request, session, state, user, delivery_id, "resend")
+
+
+@router.post("/deliveries/{delivery_id}/dismiss")
+@allow(Action.DELIVERY_MANAGE)
+async def delivery_dismiss(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    delivery_id: DeliveryId,
+) -> Response:
+    """Dismiss an uncertain delivery (it arrived, or it is no longer wanted)."""
+    return await _delivery_action(request, session, state, user, delivery_id, "dismiss")

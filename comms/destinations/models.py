@@ -32,6 +32,8 @@ class Destination(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     platform: Mapped[str] = mapped_column(String(16))
     target: Mapped[str] = mapped_column(String(64))
+    # Discord only: the server the channel belongs to, so the panel can link to messages.
+    guild_id: Mapped[str] = mapped_column(String(32), default="")
     visibility: Mapped[str] = mapped_column(String(8), default=Visibility.PUBLIC.value)
     pin: Mapped[bool] = mapped_column(Boolean, default=False)
     silent: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -110,6 +110,7 @@ async def create(
     thread_updates: bool = False,
     internal_uses: Iterable[InternalUse] = (),
     responders_role_id: str = "",
+    guild_id: str = "",
 ) -> Destination:
     if actor is not None:
         require(actor, Action.DESTINATION_MANAGE)
@@ -130,6 +131,8 @@ async def create(
         options=options,
         internal_uses=[InternalUse(u) for u in uses],
     )
+    if guild_id and (platform is not Platform.DISCORD or not DISCORD_ID_RE.match(guild_id)):
+        problems.append(FieldProblem("guild_id", "a Discord server id is a number (Discord only)"))
     if responders_role_id and not DISCORD_ID_RE.match(responders_role_id):
         problems.append(FieldProblem("responders_role_id", "a Discord role id is a number"))
     if problems:
@@ -143,6 +146,7 @@ async def create(
         visibility=visibility.value,
         internal_uses=uses,
         responders_role_id=responders_role_id,
+        guild_id=guild_id,
         **options,
     )
     session.add(destination)

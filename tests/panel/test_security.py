@@ -42,6 +42,17 @@ def _fill(path: str, ids: dict[str, Any]) -> str:
 @pytest.fixture
 async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> dict[str, Any]:
     draft_id = await _draft_id_for(db, world, panel_settings, submit=True)
+    published = await _draft_id_for(db, world, panel_settings, submit=True)
+    async with db.transaction() as session:
+        from comms.drafts import service as drafts
+        from comms.outbox import service as outbox
+
+        for approver in ("dm1", "dm2"):
+            draft = await drafts.require_draft(session, draft_id=published)
+            await drafts.approve(
+                session, draft=draft, actor=world["users"][approver], settings=panel_settings
+            )
+        delivery_id = (await outbox.for_draft(session, draft_id=published))[0].id
     async with db.transaction() as session:
         victim = await make_user(session, "victor", Role.RESPONDER)
         _raw, token = await tokens.create(
@@ -68,6 +79,7 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
     return {
         "key": world["incident"].key,
         "draft_id": draft_id,
+        "delivery_id": delivery_id,
         "user_id": victim.id,
         "destination_id": world["destinations"]["responders"].id,
         "token_id": token.id,
@@ -264,17 +276,17 @@ async def test_pages_have_no_inline_script(
         assert not re.search(r"\son[a-z]+\s*=", response.text), path
 
 
-async def test_script_requests_use_the_csrf_header(
-    world: dict[str, Any], make_client: Any
-) -> None:
+async def test_script_requests_use_the_csrf_header(world: dict[str, Any], make_client: Any) -> None:
     """The live preview posts with X-CSRF-Token (the enhancement path), checked the same way."""
     browser: PanelClient = make_client()
     await browser.login("carol")
     await browser.get(f"/incidents/{world['incident'].key}/drafts/new?template=custom")
     form = {"incident": world["incident"].key, "template": "custom", "var.message": "Hello"}
-    good = await browser.post("/drafts/preview", form, csrf=False,
-                              headers={"X-CSRF-Token": browser.csrf})
+    good = await browser.post(
+        "/drafts/preview", form, csrf=False, headers={"X-CSRF-Token": browser.csrf}
+    )
     assert good.status_code == 200 and "msg-discord" in good.text
-    bad = await browser.post("/drafts/preview", form, csrf=False,
-                             headers={"X-CSRF-Token": "0" * 64})
+    bad = await browser.post(
+        "/drafts/preview", form, csrf=False, headers={"X-CSRF-Token": "0" * 64}
+    )
     assert bad.status_code == 403

@@ -1,0 +1,27 @@
+"""Discord destinations remember their server, so the panel can link to sent messages.
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("destinations", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("guild_id", sa.String(length=32), nullable=False, server_default="")
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("destinations", schema=None) as batch_op:
+        batch_op.drop_column("guild_id")
