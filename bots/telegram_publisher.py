@@ -98,6 +98,8 @@ class TelegramPublisher:
         api_base: str,
         read_timeout: float = 15.0,
         per_chat_rate: float = 1.0,
+        overall_rate: float = 30.0,
+        burst_headroom: float = 2.0,
     ) -> None:
         request = HTTPXRequest(
             connection_pool_size=128,
@@ -108,11 +110,19 @@ class TelegramPublisher:
         )
         # PTB's limiter keeps us under 30 messages/s overall and 20/min per group; it must
         # not retry by itself (max_retries=0): retries belong to the outbox, which records them.
+        # The overall bucket refills at the full rate but holds ``burst_headroom`` fewer
+        # messages than Telegram's (see ``bots.discord_publisher.paced``): exactly at the limit,
+        # latency jitter made a fan-out at full speed see 429s, each costing a second or more.
+        overall = max(1.0, overall_rate - burst_headroom)
         self._bot = ExtBot(
             token=token,
             base_url=api_base,
             request=request,
-            rate_limiter=AIORateLimiter(max_retries=0),
+            rate_limiter=AIORateLimiter(
+                overall_max_rate=overall,
+                overall_time_period=overall / overall_rate,
+                max_retries=0,
+            ),
         )
         self._per_chat_rate = per_chat_rate
         self._chat_limiters: defaultdict[str, AsyncLimiter] = defaultdict(

@@ -18,26 +18,28 @@ has no idempotency key), unless ``COMMS_TELEGRAM_UNCERTAIN=resend``.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import random
 import secrets
 import socket
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import Text, and_, cast, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, defer, joinedload, raiseload
 
 from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.db import Database
-from comms.destinations.models import Destination
 from comms.drafts.gate import evaluate
-from comms.drafts.models import Draft, DraftStatus, DraftVersion
+from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
 from comms.enums import Platform, Severity
 from comms.incidents import service as incidents
@@ -52,10 +54,31 @@ from comms.outbox.models import (
 )
 from comms.outbox.ports import Outcome, Publisher, PublishError, SendJob, SendResult
 from comms.settings import Settings, TelegramUncertainPolicy
+from comms.users.models import User
 
 log = logging.getLogger("comms.worker")
 
 CLAIMABLE = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+ACTIVE = (*CLAIMABLE, DeliveryState.SENDING.value)
+# What the worker reads of a draft: status, version, hash, payload, approvals and the
+# incident's own columns, in one SELECT. By default a Draft also loads its destinations (for one
+# delivery of an N-destination fan-out that is O(N) work, so O(N^2) for the fan-out) and,
+# through the incident, every assignment and person with their roles: some 40 queries per
+# delivery. raiseload makes any use of a skipped part fail loudly instead of loading it
+# behind our back.
+LEAN_DRAFT = (
+    raiseload(Draft.destinations),
+    raiseload(Draft.author),
+    raiseload(Draft.last_editor),
+    defer(Draft.warnings, raiseload=True),
+    defer(Draft.variables, raiseload=True),
+    joinedload(Draft.incident, innerjoin=True).raiseload("*"),
+)
+# The gate also needs the approvals, their approvers and the approvers' roles.
+GATE_DRAFT = (
+    *LEAN_DRAFT,
+    joinedload(Draft.approvals).joinedload(Approval.approver).joinedload(User.roles),
+)
 # Platforms whose API deduplicates a retried create (Discord's nonce + enforce_nonce).
 IDEMPOTENT = frozenset({Platform.DISCORD})
 
@@ -107,6 +130,7 @@ class Worker:
         # task can never act on a delivery that has been claimed again since.
         self._inflight: dict[int, int] = {}
         self._wake = asyncio.Event()
+        self._payloads = _PayloadCache()
 
     @property
     def worker_id(self) -> str:
@@ -345,7 +369,7 @@ class Worker:
                     details={"worker": previous, "error": delivery.last_error},
                 )
                 if delivery.state_enum is DeliveryState.UNCERTAIN:
-                    await outbox.settle(session, draft_id=delivery.draft_id)
+                    await _settle(session, draft_id=delivery.draft_id)
         return len(stale)
 
     # ------------------------------------------------------------------ one delivery
@@ -404,7 +428,11 @@ class Worker:
         now = utcnow()
         async with self.db.transaction() as session:
             delivery = await session.get(
-                Delivery, delivery_id, with_for_update=True, populate_existing=True
+                Delivery,
+                delivery_id,
+                with_for_update={"of": Delivery},
+                populate_existing=True,
+                options=[joinedload(Delivery.destination, innerjoin=True)],
             )
             if (
                 delivery is None
@@ -413,22 +441,37 @@ class Worker:
                 or delivery.attempts != self._inflight.get(delivery_id)
             ):
                 return None  # lost the lease, or claimed again since
+            # The approvals and the incident come fresh with the locked row (the session is
+            # new, and populate_existing runs the eager loaders again).
             draft = await session.get(
-                Draft, delivery.draft_id, with_for_update=True, populate_existing=True
+                Draft,
+                delivery.draft_id,
+                with_for_update={"of": Draft},
+                populate_existing=True,
+                options=GATE_DRAFT,
             )
             assert draft is not None
-            await session.refresh(draft, ["approvals", "incident"])
-            destination = await session.get(
-                Destination, delivery.destination_id, populate_existing=True
-            )
-            assert destination is not None
-            version = await session.scalar(
-                select(DraftVersion).where(
-                    DraftVersion.draft_id == draft.id,
-                    DraftVersion.version == delivery.draft_version,
+            destination = delivery.destination
+            row = (
+                await session.execute(
+                    select(DraftVersion, cast(DraftVersion.payload, Text))
+                    .where(
+                        DraftVersion.draft_id == draft.id,
+                        DraftVersion.version == delivery.draft_version,
+                    )
+                    .options(
+                        raiseload(DraftVersion.editor),
+                        defer(DraftVersion.payload, raiseload=True),  # read through the cache
+                        defer(DraftVersion.variables, raiseload=True),
+                    )
                 )
+            ).first()
+            version, (stored_hash, payload) = (
+                (row[0], self._payloads.get(row[0].id, row[1])) if row else (None, ("", {}))
             )
-            problem = _gate_problem(delivery, draft, version, settings=self.settings, now=now)
+            problem = _gate_problem(
+                delivery, draft, version, stored_hash, payload, settings=self.settings, now=now
+            )
             if problem is not None:
                 await self._refuse(session, delivery, problem)
                 return None
@@ -449,15 +492,13 @@ class Worker:
                     target=f"delivery:{delivery.id}",
                     details={"reason": reason},
                 )
-                await outbox.settle(session, draft_id=draft.id)
+                await _settle(session, draft_id=draft.id)
                 return None
             item = next(
-                i
-                for i in version.payload["deliveries"]
-                if int(i["destination"]["id"]) == destination.id
+                i for i in payload["deliveries"] if int(i["destination"]["id"]) == destination.id
             )
             job = await _build_job(
-                session, delivery=delivery, draft=draft, payload=version.payload, item=item
+                session, delivery=delivery, draft=draft, payload=payload, item=item
             )
             if draft.status_enum is DraftStatus.APPROVED:
                 draft.status = DraftStatus.PUBLISHING.value
@@ -485,23 +526,32 @@ class Worker:
             },
         )
         await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
-        await outbox.settle(session, draft_id=delivery.draft_id)
+        await _settle(session, draft_id=delivery.draft_id)
 
     async def _record_progress(self, delivery_id: int, message_ids: list[str], total: int) -> None:
         async with self.db.transaction() as session:
-            delivery = await session.get(
-                Delivery, delivery_id, with_for_update=True, populate_existing=True
+            recorded = await session.scalar(
+                update(Delivery)
+                .where(Delivery.id == delivery_id)
+                .values(
+                    platform_message_ids=list(message_ids),
+                    inflight_index=len(message_ids) if len(message_ids) < total else None,
+                    updated_at=utcnow(),
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
             )
-            assert delivery is not None
-            delivery.platform_message_ids = list(message_ids)
-            delivery.inflight_index = len(message_ids) if len(message_ids) < total else None
-            delivery.updated_at = utcnow()
+            assert recorded is not None
 
     async def _complete(self, delivery_id: int, job: SendJob, result: SendResult) -> None:
         now = utcnow()
         async with self.db.transaction() as session:
             delivery = await session.get(
-                Delivery, delivery_id, with_for_update=True, populate_existing=True
+                Delivery,
+                delivery_id,
+                with_for_update={"of": Delivery},
+                populate_existing=True,
+                options=[joinedload(Delivery.destination, innerjoin=True)],
             )
             assert delivery is not None
             delivery.state = DeliveryState.SENT.value
@@ -514,11 +564,21 @@ class Worker:
             delivery.lease_until = None
             delivery.last_error = "; ".join(result.notes)
             delivery.updated_at = now
-            draft = await session.get(Draft, delivery.draft_id)
+            draft = await session.get(
+                Draft,
+                delivery.draft_id,
+                options=[
+                    *LEAN_DRAFT,
+                    defer(Draft.payload, raiseload=True),
+                    raiseload(Draft.approvals),
+                ],
+            )
             assert draft is not None
             destination = delivery.destination
             first_line = job.messages[0].strip().splitlines()[0] if job.messages else ""
             verb = "edited" if job.edit_ids else "sent"
+            if destination.is_public:  # before the log entry: one UPDATE of the incident
+                draft.incident.last_public_update_at = now
             await incidents.log(
                 session,
                 incident=draft.incident,
@@ -531,8 +591,6 @@ class Worker:
                     f"{_plain(first_line)[:140]}"
                 ),
             )
-            if destination.is_public:
-                draft.incident.last_public_update_at = now
             await audit.record(
                 session,
                 actor=audit.SYSTEM_ACTOR,
@@ -548,7 +606,7 @@ class Worker:
                     "edited": bool(job.edit_ids),
                 },
             )
-            await outbox.settle(session, draft_id=draft.id)
+            await _settle(session, draft_id=draft.id)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         exponential = min(
@@ -617,7 +675,7 @@ class Worker:
             )
             if notify_person:
                 await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
-            await outbox.settle(session, draft_id=delivery.draft_id)
+            await _settle(session, draft_id=delivery.draft_id)
 
     # ------------------------------------------------------------------ notifications
 
@@ -698,6 +756,55 @@ class Worker:
                 note.last_error = error
 
 
+class _PayloadCache:
+    """Parsed approved payloads and their content hashes, by exact stored text.
+
+    Every delivery of an N-destination fan-out re-checks the same approved version; parsing and
+    canonically hashing its payload (which holds all N renderings) each time made the gate O(N)
+    per delivery. An entry is reused only for byte-identical stored text (SHA-256 of what the
+    database returned), so a changed row is always parsed and hashed afresh. Entries are
+    shared: read them, never change them.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[int, str], tuple[str, dict[str, Any]]] = OrderedDict()
+
+    def get(self, version_id: int, stored: str | bytes) -> tuple[str, dict[str, Any]]:
+        text = stored.decode() if isinstance(stored, bytes) else stored
+        key = (version_id, hashlib.sha256(text.encode()).hexdigest())
+        entry = self._entries.get(key)
+        if entry is None:
+            payload = json.loads(text)
+            entry = (content_hash(payload), payload)
+            self._entries[key] = entry
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return entry
+
+
+async def _settle(session: AsyncSession, *, draft_id: int) -> None:
+    """``outbox.settle``, skipped while another delivery of the draft's version is on its way.
+
+    ``settle`` changes nothing in that case, but finding it out loads the whole draft (its
+    destinations and payload): once per delivery, that made a fan-out quadratic.
+    """
+    current = select(Draft.version).where(Draft.id == draft_id).scalar_subquery()
+    busy = await session.scalar(
+        select(
+            exists().where(
+                Delivery.draft_id == draft_id,
+                Delivery.draft_version == current,
+                Delivery.state.in_(ACTIVE),
+            )
+        )
+    )
+    if not busy:
+        await outbox.settle(session, draft_id=draft_id)
+
+
 def _plain(text: str) -> str:
     """A one-line summary without markup, for the Incident Log."""
     import re
@@ -710,14 +817,19 @@ def _gate_problem(
     delivery: Delivery,
     draft: Draft,
     version: DraftVersion | None,
+    stored_hash: str,
+    payload: dict[str, Any],
     *,
     settings: Settings,
     now: datetime,
 ) -> str | None:
-    """The final check before bytes leave: None when sending is allowed."""
+    """The final check before bytes leave: None when sending is allowed.
+
+    ``stored_hash`` is the content hash computed from the version's stored ``payload``.
+    """
     if version is None:
         return f"version {delivery.draft_version} of draft #{draft.id} is missing"
-    if content_hash(version.payload) != delivery.content_hash:
+    if stored_hash != delivery.content_hash:
         return "the stored version no longer hashes to the approved content hash"
     if version.content_hash != delivery.content_hash:
         return "the version's recorded hash differs from the delivery's"
@@ -732,8 +844,7 @@ def _gate_problem(
     if not quorum.met:
         return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
     if not any(
-        int(i["destination"]["id"]) == delivery.destination_id
-        for i in version.payload["deliveries"]
+        int(i["destination"]["id"]) == delivery.destination_id for i in payload["deliveries"]
     ):
         return "the destination is not part of the approved content"
     return None
