@@ -1,0 +1,714 @@
+"""Fan-out benchmark: one approved announcement to N Discord channels and M Telegram chats.
+
+Everything is real except the platforms: a fresh migrated database, the team, destinations and
+draft made through the services, the outbox Worker, and the discord.py / python-telegram-bot
+publishers talking to the sandbox emulators (in this process, on loopback) under the platforms'
+documented rate limits. The clock runs from the approving transaction to the moment the outbox
+has settled (the last delivery recorded as sent). The figure that matters is the ratio to the
+*bound*: the least time the rate limits allow for the requests the fan-out needs, so the result
+says how much of the wall time is ours rather than the platforms'.
+
+    python bench/fanout.py [--discord 100] [--telegram 100] [--faults none|default|both]
+                           [--runs 3] [--database-url URL] [--json-out FILE]
+
+Prints one JSON document; docs/BENCHMARKS.md explains the method and records the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import importlib.metadata
+import json
+import logging
+import math
+import os
+import platform as platform_module
+import secrets
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from discord import http as discord_http
+from pydantic import SecretStr
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from bots.publishers import build_publishers
+from bots.sandbox import Sandbox, SandboxLimits
+from comms.db import Database, is_sqlite
+from comms.destinations import service as destinations
+from comms.drafts import service as drafts
+from comms.enums import Platform, Role, Severity
+from comms.incidents import service as incidents
+from comms.migrate import upgrade_async
+from comms.outbox.models import Delivery, DeliveryState
+from comms.outbox.worker import Worker, WorkerConfig
+from comms.settings import Settings, TelegramUncertainPolicy, load_settings
+from comms.users import service as users
+
+log = logging.getLogger("bench.fanout")
+
+# The platforms' documented limits (docs/SANDBOX.md, "Rate limits, exactly"), spelled out so a
+# change of the sandbox's defaults cannot silently change what this benchmark measures.
+REALISTIC_LIMITS = SandboxLimits(
+    enabled=True,
+    discord_global_per_second=50,
+    discord_message_create_limit=5,
+    discord_message_create_window=5.0,
+    discord_route_limit=50,
+    discord_route_window=1.0,
+    telegram_chat_per_second=1.0,
+    telegram_chat_burst=3,
+    telegram_group_per_minute=20,
+    telegram_global_per_second=30,
+)
+
+DISCORD_CREATE = "POST /channels/{channel_id}/messages"
+TELEGRAM_CREATE = "sendMessage"
+TEMPLATE = "active-exploit-initial"
+VARIABLES = {
+    "summary": "An attacker is draining the ETH bridge.",
+    "affected": "Bridge contracts on mainnet",
+    "funds_status": "at_risk",
+    "next_update": "2026-01-01T13:00Z",
+}
+
+
+@dataclass(frozen=True)
+class FaultShare:
+    """One kind of injected failure and the share of message creates it hits."""
+
+    kind: str  # "500", "502" or "timeout"
+    share: float
+    after_effect: bool = False
+
+
+# "default": 5% 5xx (half 500, half 502) and 2% timeouts, on every message create of both
+# platforms. Half of the timeouts happen after the platform created the message (only the
+# answer is lost): Discord must deduplicate the retry by nonce; on Telegram, which has no
+# idempotency key, both halves end ``uncertain`` by design and wait for a person.
+FAULT_PLANS: dict[str, tuple[FaultShare, ...]] = {
+    "none": (),
+    "default": (
+        FaultShare("timeout", 0.01, after_effect=True),
+        FaultShare("timeout", 0.01, after_effect=False),
+        FaultShare("500", 0.025),
+        FaultShare("502", 0.025),
+    ),
+}
+
+
+def fault_specs(plan: Sequence[FaultShare], *, hang_seconds: float) -> list[dict[str, Any]]:
+    """Control-API fault bodies whose *marginal* probabilities are the plan's shares.
+
+    The sandbox tries faults in order and the first that fires wins, so each later fault's
+    probability is conditional on the earlier ones not having fired.
+    """
+    specs: list[dict[str, Any]] = []
+    for platform, endpoint in (("discord", DISCORD_CREATE), ("telegram", TELEGRAM_CREATE)):
+        taken = 0.0
+        for share in plan:
+            specs.append(
+                {
+                    "platform": platform,
+                    "endpoint": endpoint,
+                    "kind": share.kind,
+                    "probability": min(1.0, share.share / (1.0 - taken)),
+                    "after_effect": share.after_effect,
+                    "hang_seconds": hang_seconds,
+                }
+            )
+            taken += share.share
+    return specs
+
+
+# ---------------------------------------------------------------------------------- the bound
+
+
+def token_bucket_seconds(requests: int, capacity: float, rate: float) -> float:
+    """Least time for ``requests`` through a full bucket of ``capacity`` refilled at ``rate``/s.
+
+    Request ``i`` (0-based) cannot start before ``(i - capacity + 1) / rate``; the last one is
+    ``i = requests - 1``.
+    """
+    return max(0.0, (requests - capacity) / rate)
+
+
+def fixed_window_seconds(requests: int, limit: int, window: float) -> float:
+    """Least time for ``requests`` through Discord's per-channel window of ``limit`` per
+    ``window`` s: request ``i`` waits for window ``floor(i / limit)``."""
+    return math.floor((requests - 1) / limit) * window if requests > 0 else 0.0
+
+
+def bound_seconds(
+    limits: SandboxLimits, *, discord: Sequence[int], telegram: Sequence[tuple[int, int]]
+) -> dict[str, float]:
+    """The least wall time the limits allow, per platform and overall (they run in parallel).
+
+    ``discord``: message creates per channel. ``telegram``: (chat id, messages) per chat.
+    Latency is ignored and every bucket is full at the start (the benchmark lets them refill
+    after the publishers log in), so this is a strict lower bound.
+    """
+    d_total = sum(discord)
+    d_bound = max(
+        [
+            token_bucket_seconds(
+                d_total, limits.discord_global_per_second, limits.discord_global_per_second
+            )
+        ]
+        + [
+            fixed_window_seconds(
+                n, limits.discord_message_create_limit, limits.discord_message_create_window
+            )
+            for n in discord
+        ]
+    )
+    t_total = sum(n for _, n in telegram)
+    t_parts = [
+        token_bucket_seconds(
+            t_total, limits.telegram_global_per_second, limits.telegram_global_per_second
+        )
+    ]
+    for chat_id, n in telegram:
+        t_parts.append(
+            token_bucket_seconds(n, limits.telegram_chat_burst, limits.telegram_chat_per_second)
+        )
+        if chat_id < 0:  # groups, supergroups and channels share the per-group limit
+            per_minute = limits.telegram_group_per_minute
+            t_parts.append(token_bucket_seconds(n, per_minute, per_minute / 60.0))
+    t_bound = max(t_parts)
+    return {"discord": d_bound, "telegram": t_bound, "overall": max(d_bound, t_bound)}
+
+
+# ---------------------------------------------------------------------------------- one run
+
+
+class Control:
+    """The few control-API calls the benchmark needs."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self.http = client
+        self.url = url
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        response = await self.http.request(method, self.url + path, json=body)
+        if response.status_code not in (200, 201):
+            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
+        return response.json()
+
+
+async def _make_targets(
+    control: Control, info: dict[str, Any], *, discord: int, telegram: int
+) -> tuple[list[str], list[int]]:
+    guild = info["discord_guild_id"]
+    channels = [
+        (
+            await control.call(
+                "POST", f"/discord/guilds/{guild}/channels", {"name": f"news-{i:03d}", "type": 0}
+            )
+        )["id"]
+        for i in range(discord)
+    ]
+    chats = [
+        (
+            await control.call(
+                "POST",
+                "/telegram/chats",
+                {"type": "channel", "title": f"News {i:03d}", "bot_admin": True},
+            )
+        )["id"]
+        for i in range(telegram)
+    ]
+    return [str(c) for c in channels], [int(c) for c in chats]
+
+
+def bench_settings(database_url: str, info: dict[str, Any], platform_timeout: float) -> Settings:
+    """Production defaults for the worker; every value that shapes the result set explicitly,
+    so a ``COMMS_*`` variable in the shell cannot change the benchmark."""
+    return load_settings(
+        database_url=database_url,
+        protocol_name="Example Protocol",
+        official_domains=["example.org"],
+        approval_quorum={s.value: 1 for s in Severity},
+        discord_api_base=info["discord_api_base"],
+        discord_token=SecretStr(info["discord_token"]),
+        telegram_api_base=info["telegram_api_base"],
+        telegram_token=SecretStr(info["telegram_token"]),
+        telegram_uncertain=TelegramUncertainPolicy.HOLD,
+        platform_timeout_seconds=platform_timeout,
+        worker_lease_seconds=30.0,
+        worker_poll_seconds=0.2,
+        worker_max_attempts=10,
+        worker_backoff_cap_seconds=60.0,
+    )
+
+
+async def _seed(
+    db: Database, settings: Settings, channels: list[str], chats: list[int]
+) -> tuple[int, int]:
+    """Team, incident, destinations and a submitted draft, through the real services.
+
+    Returns (draft id, approver id); the approval itself is the timed step.
+    """
+    password = secrets.token_urlsafe(16)  # nobody signs in; the policy still wants one
+    async with db.transaction() as session:
+        writer = await users.create(
+            session, username="carol", password=password, roles=[Role.COMMS_MANAGER]
+        )
+        approver = await users.create(
+            session, username="dave", password=password, roles=[Role.DECISION_MAKER]
+        )
+        leader = await users.create(
+            session, username="leo", password=password, roles=[Role.INCIDENT_LEADER]
+        )
+        incident = await incidents.open_incident(
+            session, title="Bridge exploit", severity=Severity.P1, actor=leader
+        )
+        chosen = [
+            await destinations.create(
+                session,
+                name=f"discord-news-{i:03d}",
+                platform=Platform.DISCORD,
+                target=channel,
+                actor=None,
+            )
+            for i, channel in enumerate(channels)
+        ] + [
+            await destinations.create(
+                session,
+                name=f"telegram-news-{i:03d}",
+                platform=Platform.TELEGRAM,
+                target=str(chat),
+                actor=None,
+            )
+            for i, chat in enumerate(chats)
+        ]
+        draft = await drafts.create(
+            session,
+            incident=incident,
+            template=TEMPLATE,
+            variables=VARIABLES,
+            destinations=chosen,
+            actor=writer,
+            settings=settings,
+        )
+        await drafts.submit(session, draft=draft, actor=writer, settings=settings)
+        return draft.id, approver.id
+
+
+async def _approve(db: Database, settings: Settings, draft_id: int, approver_id: int) -> None:
+    async with db.transaction() as session:
+        draft = await drafts.require_draft(session, draft_id=draft_id)
+        approver = await users.get(session, user_id=approver_id)
+        assert approver is not None
+        await drafts.approve(session, draft=draft, actor=approver, settings=settings)
+
+
+async def _messages(control: Control, platform: Platform, target: str) -> list[dict[str, Any]]:
+    path = (
+        f"/discord/channels/{target}/messages"
+        if platform is Platform.DISCORD
+        else f"/telegram/chats/{target}/messages"
+    )
+    result: list[dict[str, Any]] = await control.call("GET", path)
+    return result
+
+
+async def _audit_outcome(db: Database, control: Control, draft_id: int) -> dict[str, Any]:
+    """Compare what the outbox recorded with what members of each channel/chat can see."""
+    async with db.transaction() as session:
+        deliveries = list(
+            (await session.scalars(select(Delivery).where(Delivery.draft_id == draft_id))).all()
+        )
+        draft = await drafts.require_draft(session, draft_id=draft_id)
+        expected_by_id = {
+            int(item["destination"]["id"]): len(item["messages"])
+            for item in draft.payload["deliveries"]
+        }
+        rows = [
+            (
+                d.destination_id,
+                Platform(d.destination.platform),
+                d.destination.target,
+                d.state,
+                list(d.platform_message_ids),
+                d.attempts,
+            )
+            for d in deliveries
+        ]
+    lost: list[dict[str, Any]] = []
+    duplicates: Counter[str] = Counter()
+    uncertain: dict[str, Counter[str]] = {p.value: Counter() for p in Platform}
+    states: Counter[str] = Counter()
+    attempts = 0
+    expected: dict[tuple[str, str], int] = {}
+    for destination_id, platform, target, state, ids, tries in rows:
+        states[state] += 1
+        attempts += tries
+        shown = await _messages(control, platform, target)
+        shown_ids = {str(m["id"]) for m in shown}
+        expected[(platform.value, target)] = expected_by_id[destination_id]
+        extra = len(shown) - expected_by_id[destination_id]
+        if extra > 0:
+            duplicates[platform.value] += extra
+        if state == DeliveryState.SENT.value:
+            if not ids or not set(ids) <= shown_ids:
+                lost.append(
+                    {
+                        "target": target,
+                        "platform": platform.value,
+                        "why": "recorded as sent but not in the channel",
+                    }
+                )
+        elif state == DeliveryState.UNCERTAIN.value:
+            uncertain[platform.value]["posted" if shown else "not_posted"] += 1
+        else:
+            lost.append({"target": target, "platform": platform.value, "why": state})
+    return {
+        "lost": len(lost),
+        "lost_detail": lost,
+        "duplicates": sum(duplicates.values()),
+        "duplicates_by_platform": {p.value: duplicates[p.value] for p in Platform},
+        "uncertain": sum(sum(c.values()) for c in uncertain.values()),
+        "uncertain_by_platform": {
+            p: {"total": sum(c.values()), "posted": c["posted"], "not_posted": c["not_posted"]}
+            for p, c in uncertain.items()
+        },
+        "states": dict(states),
+        "attempts": attempts,
+        "expected_messages": expected,
+    }
+
+
+async def run_once(
+    *,
+    discord: int,
+    telegram: int,
+    faults: str | Sequence[FaultShare],
+    database_url: str,
+    seed: int = 7,
+    platform_timeout: float = 15.0,
+    settle_within: float = 600.0,
+    request_log: Path | None = None,
+) -> dict[str, Any]:
+    """One fan-out on a fresh sandbox; ``database_url`` must name an empty database.
+
+    ``faults`` is a plan's name in ``FAULT_PLANS`` or the shares themselves.
+    """
+    plan = FAULT_PLANS[faults] if isinstance(faults, str) else tuple(faults)
+    discord_base = discord_http.Route.BASE  # the publisher repoints it; put it back after
+    await upgrade_async(database_url)
+    db = Database(database_url)
+    try:
+        async with (
+            Sandbox(limits=REALISTIC_LIMITS, seed=seed, request_log=request_log) as sandbox,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            control = Control(client, sandbox.control_url)
+            info = sandbox.info
+            channels, chats = await _make_targets(control, info, discord=discord, telegram=telegram)
+            settings = bench_settings(database_url, info, platform_timeout)
+            draft_id, approver_id = await _seed(db, settings, channels, chats)
+            publishers = build_publishers(settings)
+            for publisher in publishers.values():
+                await publisher.start()
+            try:
+                # Logging in used part of Discord's global bucket: let it refill so the bound's
+                # "every bucket full at t = 0" holds.
+                await asyncio.sleep(1.0 + 0.1)
+                for spec in fault_specs(plan, hang_seconds=platform_timeout + 5.0):
+                    await control.call("POST", "/faults", spec)
+                before = await control.call("GET", "/stats")
+                worker = Worker(
+                    database=db,
+                    settings=settings,
+                    publishers=publishers,
+                    config=WorkerConfig.from_settings(settings),
+                )
+                started, cpu_started = time.perf_counter(), time.process_time()
+                await _approve(db, settings, draft_id, approver_id)
+                await worker.run_until_settled(within=settle_within)
+                wall = time.perf_counter() - started
+                cpu = time.process_time() - cpu_started
+                after = await control.call("GET", "/stats")
+            finally:
+                for publisher in publishers.values():
+                    await publisher.close()
+                discord_http.Route.BASE = discord_base
+            outcome = await _audit_outcome(db, control, draft_id)
+    finally:
+        await db.dispose()
+    expected: dict[tuple[str, str], int] = outcome.pop("expected_messages")
+    bound = bound_seconds(
+        REALISTIC_LIMITS,
+        discord=[expected[(Platform.DISCORD.value, c)] for c in channels],
+        telegram=[(c, expected[(Platform.TELEGRAM.value, str(c))]) for c in chats],
+    )
+    d_stats, t_stats = _delta(before, after, "discord"), _delta(before, after, "telegram")
+    return {
+        "faults": faults if isinstance(faults, str) else "custom",
+        "fault_plan": [dataclasses.asdict(share) for share in plan],
+        "destinations": {"discord": discord, "telegram": telegram, "total": discord + telegram},
+        "message_creates_needed": {
+            "discord": sum(expected[(Platform.DISCORD.value, c)] for c in channels),
+            "telegram": sum(expected[(Platform.TELEGRAM.value, str(c))] for c in chats),
+        },
+        "wall_seconds": round(wall, 3),
+        # CPU time of this whole process (worker, publishers, sandbox, SQLite threads) over
+        # the same span: close to wall_seconds means the run is bound by our own CPU.
+        "cpu_seconds": round(cpu, 3),
+        "bound_seconds": round(bound["overall"], 3),
+        "bound_by_platform": {k: round(v, 3) for k, v in bound.items() if k != "overall"},
+        "ratio": round(wall / bound["overall"], 3) if bound["overall"] > 0 else None,
+        "rate_limited_429s": {
+            "discord": d_stats["rate_limited"],
+            "telegram": t_stats["rate_limited"],
+        },
+        "lost": outcome["lost"],
+        "duplicates": outcome["duplicates"],
+        "uncertain": outcome["uncertain"],
+        "uncertain_by_platform": outcome["uncertain_by_platform"],
+        "duplicates_by_platform": outcome["duplicates_by_platform"],
+        "lost_detail": outcome["lost_detail"],
+        "delivery_states": outcome["states"],
+        "delivery_attempts": outcome["attempts"],
+        "requests": {"discord": d_stats, "telegram": t_stats},
+    }
+
+
+def _delta(before: dict[str, Any], after: dict[str, Any], platform: str) -> dict[str, Any]:
+    """What one platform saw during the timed part (the stats counters are cumulative)."""
+
+    def diff(key: str) -> dict[str, int]:
+        old, new = before.get(key, {}), after.get(key, {})
+        return {k: v - old.get(k, 0) for k, v in new.items() if v - old.get(k, 0)}
+
+    statuses = {
+        k.split(":", 1)[1]: v for k, v in diff("statuses").items() if k.startswith(platform + ":")
+    }
+    faults = {
+        k.split(":", 1)[1]: v for k, v in diff("faults").items() if k.startswith(platform + ":")
+    }
+    limited_old = before.get("rate_limited", {}).get(platform, {})
+    limited = {
+        scope: count - limited_old.get(scope, 0)
+        for scope, count in after.get("rate_limited", {}).get(platform, {}).items()
+        if count - limited_old.get(scope, 0)
+    }
+    return {
+        "total": after["requests"].get(platform, 0) - before["requests"].get(platform, 0),
+        "statuses": statuses,
+        "faults_injected": faults,
+        "rate_limited": {"total": sum(limited.values()), "by_scope": limited},
+    }
+
+
+# ---------------------------------------------------------------------------------- databases
+
+
+async def _pg_execute(url: str, statement: str) -> Any:
+    """Run one statement on the server of a PostgreSQL URL with plain asyncpg (imported here:
+    SQLite runs do not need it)."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await connection.fetchval(statement)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(base_url: str | None, label: str) -> AsyncIterator[str]:
+    """An empty database for one run, never an existing one.
+
+    None: a SQLite file in a temporary directory. A SQLite URL: a new file beside the named
+    one (``<stem>-<label>.db``; refused if it exists, kept afterwards for inspection). A
+    PostgreSQL URL: a new database on that server, dropped afterwards.
+    """
+    if base_url is None:
+        with tempfile.TemporaryDirectory(prefix="fanout-") as tmp:
+            yield f"sqlite+aiosqlite:///{Path(tmp) / 'comms.db'}"
+        return
+    url = make_url(base_url)
+    if is_sqlite(base_url):
+        path = Path(url.database or "comms.db")
+        target = path.with_name(f"{path.stem}-{label}{path.suffix or '.db'}")
+        if target.exists():
+            raise SystemExit(f"{target} exists; the benchmark only writes to a new database")
+        yield url.set(database=str(target)).render_as_string(hide_password=False)
+        return
+    name = f"fanout_{label.replace('-', '_')}_{secrets.token_hex(3)}"
+    await _pg_execute(base_url, f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await _pg_execute(base_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _database_version(base_url: str | None) -> str:
+    if base_url is None or is_sqlite(base_url):
+        return f"SQLite {sqlite3.sqlite_version} (WAL, synchronous=NORMAL)"
+    return str(await _pg_execute(base_url, "SELECT version()"))
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform_module.processor() or "unknown"
+
+
+def _versions(*names: str) -> dict[str, str]:
+    found = {}
+    for name in names:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+async def context(base_url: str | None) -> dict[str, Any]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": usable,
+            "os": platform_module.platform(),
+        },
+        "python": sys.version.split()[0],
+        "database": await _database_version(base_url),
+        "libraries": _versions(
+            "discord.py",
+            "python-telegram-bot",
+            "aiohttp",
+            "httpx",
+            "SQLAlchemy",
+            "aiosqlite",
+            "aiolimiter",
+        ),
+        "sandbox": "in this process and event loop, on 127.0.0.1",
+    }
+
+
+# ---------------------------------------------------------------------------------- the CLI
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "runs": len(runs),
+        "wall_seconds": _median(runs, "wall_seconds"),
+        "bound_seconds": _median(runs, "bound_seconds"),
+        "ratio": _median(runs, "ratio"),
+        "ratio_max": max((r["ratio"] for r in runs if r["ratio"] is not None), default=None),
+        "lost_total": sum(r["lost"] for r in runs),
+        "duplicates_total": sum(r["duplicates"] for r in runs),
+        "uncertain_total": sum(r["uncertain"] for r in runs),
+        "rate_limited_429s_total": {
+            p: sum(r["rate_limited_429s"][p]["total"] for r in runs)
+            for p in ("discord", "telegram")
+        },
+    }
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    scenarios = ["none", "default"] if args.faults == "both" else [args.faults]
+    document: dict[str, Any] = {
+        "benchmark": "fanout",
+        "context": await context(args.database_url),
+        "limits": REALISTIC_LIMITS.to_dict(),
+        "platform_timeout_seconds": args.platform_timeout,
+        "scenarios": {},
+    }
+    for scenario in scenarios:
+        runs = []
+        for index in range(args.runs):
+            label = f"{scenario}-{index + 1}"
+            async with fresh_database(args.database_url, label) as url:
+                result = await run_once(
+                    discord=args.discord,
+                    telegram=args.telegram,
+                    faults=scenario,
+                    database_url=url,
+                    seed=args.seed + index,
+                    platform_timeout=args.platform_timeout,
+                )
+            result["run"] = index + 1
+            runs.append(result)
+            print(
+                f"[fanout] {label}: wall {result['wall_seconds']:.3f} s, bound "
+                f"{result['bound_seconds']:.3f} s, ratio {result['ratio']}, lost "
+                f"{result['lost']}, duplicates {result['duplicates']}, uncertain "
+                f"{result['uncertain']}",
+                file=sys.stderr,
+                flush=True,
+            )
+        document["scenarios"][scenario] = {"median": summarise(runs), "runs": runs}
+    return document
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--discord", type=int, default=100, help="Discord channels (100)")
+    parser.add_argument("--telegram", type=int, default=100, help="Telegram chats (100)")
+    parser.add_argument(
+        "--faults",
+        choices=["none", "default", "both"],
+        default="both",
+        help="none: no faults; default: 5%% 5xx and 2%% timeouts; both (the default): each",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario (3)")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="SQLite or PostgreSQL URL; each run gets a new database beside/on it "
+        "(default: a temporary SQLite file)",
+    )
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--seed", type=int, default=7, help="fault RNG seed of run 1 (7)")
+    parser.add_argument(
+        "--platform-timeout",
+        type=float,
+        default=15.0,
+        help="seconds before a platform request counts as timed out (15, the service default)",
+    )
+    args = parser.parse_args(argv)
+    if args.discord < 0 or args.telegram < 0 or args.discord + args.telegram == 0:
+        parser.error("need at least one destination")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    document = asyncio.run(main_async(args))
+    text = json.dumps(document, indent=2)
+    print(text)
+    if args.json_out is not None:
+        args.json_out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
