@@ -33,12 +33,12 @@ DISCORD_URI = "urn:discord-openapi"
 def specs_dir() -> Path:
     configured = os.environ.get("COMMS_SPECS_DIR")
     candidates = [Path(configured)] if configured else []
-    candidates += [ROOT.parent / "shared" / "specs", ROOT / "shared" / "specs"]
+    candidates += [Path(__file__).resolve().parent / "specs", ROOT.parent / "shared" / "specs"]
     for candidate in candidates:
         if (candidate / "discord-openapi.json").exists():
             return candidate
     raise FileNotFoundError(
-        "the platform specs were not found next to the repository (../shared/specs); "
+        "the platform specs were not found in tests/sandbox/specs (or ../shared/specs); "
         "set COMMS_SPECS_DIR to the folder holding discord-openapi.json and telegram-api.json"
     )
 
