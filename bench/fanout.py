@@ -436,6 +436,7 @@ async def run_once(
                     publishers=publishers,
                     config=WorkerConfig.from_settings(settings),
                 )
+                load_before = os.getloadavg()[0]  # other work on the machine skews a run
                 started, cpu_started = time.perf_counter(), time.process_time()
                 await _approve(db, settings, draft_id, approver_id)
                 await worker.run_until_settled(within=settle_within)
@@ -468,6 +469,7 @@ async def run_once(
         # CPU time of this whole process (worker, publishers, sandbox, SQLite threads) over
         # the same span: close to wall_seconds means the run is bound by our own CPU.
         "cpu_seconds": round(cpu, 3),
+        "load_average_1m_before": round(load_before, 2),
         "bound_seconds": round(bound["overall"], 3),
         "bound_by_platform": {k: round(v, 3) for k, v in bound.items() if k != "overall"},
         "ratio": round(wall / bound["overall"], 3) if bound["overall"] > 0 else None,

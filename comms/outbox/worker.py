@@ -26,18 +26,21 @@ import random
 import secrets
 import socket
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import zip_longest
+from typing import Any, TypeVar
 
 from sqlalchemy import Text, and_, cast, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, joinedload, raiseload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.db import Database
+from comms.destinations.models import Destination
 from comms.drafts.gate import evaluate
 from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
@@ -57,6 +60,8 @@ from comms.settings import Settings, TelegramUncertainPolicy
 from comms.users.models import User
 
 log = logging.getLogger("comms.worker")
+T = TypeVar("T")
+Unit = Callable[[AsyncSession], Awaitable[T]]  # a unit of work inside a transaction
 
 CLAIMABLE = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
 ACTIVE = (*CLAIMABLE, DeliveryState.SENDING.value)
@@ -131,6 +136,7 @@ class Worker:
         self._inflight: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._payloads = _PayloadCache()
+        self._commits = _GroupCommit(self.db)
 
     @property
     def worker_id(self) -> str:
@@ -193,11 +199,10 @@ class Worker:
         deadline = asyncio.get_running_loop().time() + within
         while True:
             await self.recover()
-            started = await self.dispatch()
+            if await self.dispatch():
+                continue  # claim up to capacity before waiting, as ``run`` does
             if self._tasks:
                 await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            if started:
                 continue
             wait = await self._seconds_until_next_due()
             if wait is None:
@@ -238,6 +243,11 @@ class Worker:
         SQLite: the transaction is already exclusive (``BEGIN IMMEDIATE``) and the update is
         conditional on the state, so a row is never claimed twice. Per destination, a newer
         delivery waits while an older one is still in progress, so updates keep their order.
+
+        Platforms take turns (oldest first within each), and the ids come back in that order,
+        which is the order they are prepared and sent in: the platforms' rate limits are
+        independent, and taking ids oldest first overall made a fan-out finish its first
+        platform's deliveries before the next platform's began.
         """
         now = utcnow()
         older = aliased(Delivery)
@@ -252,13 +262,18 @@ class Worker:
         async with self.db.transaction() as session:
             query = (
                 select(Delivery.id)
+                .join(Destination, Destination.id == Delivery.destination_id)
                 .where(Delivery.state.in_(CLAIMABLE), Delivery.next_attempt_at <= now, ~blocker)
                 .order_by(Delivery.id)
                 .limit(limit)
             )
             if self.db.engine.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=Delivery)
-            ids = list((await session.scalars(query)).all())
+            queues = [
+                list((await session.scalars(query.where(Destination.platform == p.value))).all())
+                for p in Platform
+            ]
+            ids = [i for turn in zip_longest(*queues) for i in turn if i is not None][:limit]
             if not ids:
                 return []
             result = await session.execute(
@@ -276,7 +291,7 @@ class Worker:
             )
             claimed = dict(result.tuples().all())
         self._inflight.update(claimed)
-        return sorted(claimed)
+        return [i for i in ids if i in claimed]
 
     async def _renew_leases(self, stop: asyncio.Event) -> None:
         interval = max(self.config.lease_seconds / 3, 0.05)
@@ -426,7 +441,8 @@ class Worker:
     async def _prepare(self, delivery_id: int) -> SendJob | None:
         """Re-check the gate under the draft's lock and build the exact job to send."""
         now = utcnow()
-        async with self.db.transaction() as session:
+
+        async def work(session: AsyncSession) -> SendJob | None:
             delivery = await session.get(
                 Delivery,
                 delivery_id,
@@ -441,16 +457,26 @@ class Worker:
                 or delivery.attempts != self._inflight.get(delivery_id)
             ):
                 return None  # lost the lease, or claimed again since
-            # The approvals and the incident come fresh with the locked row (the session is
-            # new, and populate_existing runs the eager loaders again).
-            draft = await session.get(
-                Draft,
-                delivery.draft_id,
-                with_for_update={"of": Draft},
-                populate_existing=True,
-                options=GATE_DRAFT,
+            # The approvals and the incident come fresh with the locked row (populate_existing
+            # runs the eager loaders again); the payload is read through the cache.
+            found = (
+                (
+                    await session.execute(
+                        select(Draft, cast(Draft.payload, Text))
+                        .where(Draft.id == delivery.draft_id)
+                        .options(*GATE_DRAFT, defer(Draft.payload, raiseload=True))
+                        .with_for_update(of=Draft)
+                        .execution_options(populate_existing=True)
+                    )
+                )
+                .unique()
+                .first()
             )
-            assert draft is not None
+            assert found is not None
+            draft = found[0]
+            _, draft_payload = self._payloads.get(("draft", draft.id), found[1])
+            set_committed_value(draft, "payload", draft_payload)  # as loaded: no history
+            _keep(session, draft)
             destination = delivery.destination
             row = (
                 await session.execute(
@@ -467,7 +493,9 @@ class Worker:
                 )
             ).first()
             version, (stored_hash, payload) = (
-                (row[0], self._payloads.get(row[0].id, row[1])) if row else (None, ("", {}))
+                (row[0], self._payloads.get(("version", row[0].id), row[1]))
+                if row
+                else (None, ("", {}))
             )
             problem = _gate_problem(
                 delivery, draft, version, stored_hash, payload, settings=self.settings, now=now
@@ -506,7 +534,9 @@ class Worker:
                 job.start_index if job.start_index < len(job.messages) else None
             )
             delivery.updated_at = now
-        return job
+            return job
+
+        return await self._commits.run(work)
 
     async def _refuse(self, session: AsyncSession, delivery: Delivery, problem: str) -> None:
         delivery.state = DeliveryState.FAILED.value
@@ -529,7 +559,7 @@ class Worker:
         await _settle(session, draft_id=delivery.draft_id)
 
     async def _record_progress(self, delivery_id: int, message_ids: list[str], total: int) -> None:
-        async with self.db.transaction() as session:
+        async def work(session: AsyncSession) -> None:
             recorded = await session.scalar(
                 update(Delivery)
                 .where(Delivery.id == delivery_id)
@@ -543,9 +573,12 @@ class Worker:
             )
             assert recorded is not None
 
+        await self._commits.run(work)
+
     async def _complete(self, delivery_id: int, job: SendJob, result: SendResult) -> None:
         now = utcnow()
-        async with self.db.transaction() as session:
+
+        async def work(session: AsyncSession) -> None:
             delivery = await session.get(
                 Delivery,
                 delivery_id,
@@ -574,6 +607,7 @@ class Worker:
                 ],
             )
             assert draft is not None
+            _keep(session, draft)
             destination = delivery.destination
             first_line = job.messages[0].strip().splitlines()[0] if job.messages else ""
             verb = "edited" if job.edit_ids else "sent"
@@ -607,6 +641,8 @@ class Worker:
                 },
             )
             await _settle(session, draft_id=draft.id)
+
+        await self._commits.run(work)
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         exponential = min(
@@ -756,23 +792,99 @@ class Worker:
                 note.last_error = error
 
 
-class _PayloadCache:
-    """Parsed approved payloads and their content hashes, by exact stored text.
+class _GroupCommit:
+    """Group commit: units of work that arrive while a transaction is busy share the next one.
 
-    Every delivery of an N-destination fan-out re-checks the same approved version; parsing and
-    canonically hashing its payload (which holds all N renderings) each time made the gate O(N)
-    per delivery. An entry is reused only for byte-identical stored text (SHA-256 of what the
-    database returned), so a changed row is always parsed and hashed afresh. Entries are
-    shared: read them, never change them.
+    Each caller resumes only once its unit is committed, so every write-before-send order holds
+    exactly as with one transaction per unit; what is shared is the BEGIN/COMMIT and the
+    session (a draft loaded by one unit is found by the next). With SQLite every statement is a
+    thread round trip in aiosqlite, and one transaction per step per delivery made that the
+    whole cost of a fan-out. A unit that raises rolls the batch back; the others are then run
+    again, one transaction each, so only the failing one sees its error. A caller cancelled
+    before its unit started drops the unit.
+    """
+
+    def __init__(self, db: Database, *, limit: int = 32) -> None:
+        self._db = db
+        self._limit = limit
+        self._queue: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def run(self, work: Unit[T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+        try:
+            while self._queue:
+                batch = [(w, f) for w, f in self._queue[: self._limit] if not f.done()]
+                del self._queue[: self._limit]
+                if not batch:
+                    continue
+                try:
+                    async with self._db.transaction() as session:
+                        results = [await work(session) for work, _ in batch]
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _resolve(batch[0][1], error=exc)
+                    else:
+                        for work, future in batch:
+                            await self._alone(work, future)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    _resolve(future, result=result)
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for _, future in batch + self._queue:
+                future.cancel()
+            self._queue.clear()
+            raise
+
+    async def _alone(self, work: Unit[Any], future: asyncio.Future[Any]) -> None:
+        if future.done():
+            return
+        try:
+            async with self._db.transaction() as session:
+                result = await work(session)
+        except Exception as exc:
+            _resolve(future, error=exc)
+        else:
+            _resolve(future, result=result)
+
+
+def _resolve(
+    future: asyncio.Future[Any], *, result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # its caller was cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class _PayloadCache:
+    """Parsed payloads (of drafts and their versions) and their content hashes, by exact
+    stored text.
+
+    Every delivery of an N-destination fan-out re-checks the same draft and approved version;
+    parsing and canonically hashing their payloads (which hold all N renderings) each time made
+    the gate O(N) per delivery. An entry is reused only for byte-identical stored text (SHA-256
+    of what the database returned), so a changed row is always parsed and hashed afresh.
+    Entries are shared: read them, never change them.
     """
 
     def __init__(self, size: int = 8) -> None:
         self._size = size
-        self._entries: OrderedDict[tuple[int, str], tuple[str, dict[str, Any]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, str], tuple[str, dict[str, Any]]] = OrderedDict()
 
-    def get(self, version_id: int, stored: str | bytes) -> tuple[str, dict[str, Any]]:
+    def get(self, row: tuple[str, int], stored: str | bytes) -> tuple[str, dict[str, Any]]:
+        """(content hash, parsed payload) of ``row``'s stored payload text."""
         text = stored.decode() if isinstance(stored, bytes) else stored
-        key = (version_id, hashlib.sha256(text.encode()).hexdigest())
+        key = (*row, hashlib.sha256(text.encode()).hexdigest())
         entry = self._entries.get(key)
         if entry is None:
             payload = json.loads(text)
@@ -783,6 +895,12 @@ class _PayloadCache:
         else:
             self._entries.move_to_end(key)
         return entry
+
+
+def _keep(session: AsyncSession, draft: Draft) -> None:
+    """Hold ``draft`` for the rest of the transaction: the identity map is weak, and the other
+    units of a group commit find it there instead of loading it again."""
+    session.info.setdefault("worker_drafts", {})[draft.id] = draft
 
 
 async def _settle(session: AsyncSession, *, draft_id: int) -> None:
