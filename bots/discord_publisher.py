@@ -27,17 +27,18 @@ ALREADY_CROSSPOSTED = 40033
 THREAD_EXISTS = 160004
 
 
-def paced(rate: float, headroom: float) -> AsyncLimiter:
-    """A client-side bucket refilled at the platform's full ``rate`` per second but holding
-    ``headroom`` fewer tokens than the platform's bucket (which holds ``rate``).
+def paced(rate: float, jitter: float) -> AsyncLimiter:
+    """A client-side bucket refilled at the platform's full ``rate`` per second, holding
+    ``rate * jitter`` fewer tokens than the platform's bucket (which holds ``rate``).
 
     Paced exactly at the limit, a request released on time is refused whenever it reaches the
-    platform a little sooner, relative to the first request of the burst, than that one did:
-    latency varies, and a fan-out at full speed saw 429s on both platforms. Each token of
-    headroom absorbs ``1 / rate`` s of such jitter and costs only that much once per burst;
-    the sustained rate stays the platform's.
+    platform sooner, relative to the first request of the burst, than that one did: latency
+    varies (more so while the event loop is busy with the outbox's own work), and a fan-out at
+    full speed saw 429s on both platforms. The missing tokens absorb up to ``jitter`` seconds of
+    such variation and cost ``jitter`` seconds once per burst; the sustained rate stays the
+    platform's.
     """
-    capacity = max(1.0, rate - headroom)
+    capacity = max(1.0, rate - round(rate * jitter))
     return AsyncLimiter(capacity, capacity / rate)
 
 
@@ -59,14 +60,14 @@ class DiscordPublisher:
         api_base: str,
         request_timeout: float = 15.0,
         global_rate: float = 50.0,
-        burst_headroom: float = 2.0,
+        jitter_allowance: float = 0.1,
     ) -> None:
         self._token = token
         self._api_base = api_base
         self._timeout = request_timeout
         # Discord allows 50 requests/s per bot; pacing ourselves avoids global 429s, which
         # would stall every destination at once.
-        self._limiter = paced(global_rate, burst_headroom)
+        self._limiter = paced(global_rate, jitter_allowance)
         self._client = discord.Client(
             intents=discord.Intents.none(),
             allowed_mentions=discord.AllowedMentions.none(),

@@ -99,7 +99,7 @@ class TelegramPublisher:
         read_timeout: float = 15.0,
         per_chat_rate: float = 1.0,
         overall_rate: float = 30.0,
-        burst_headroom: float = 2.0,
+        jitter_allowance: float = 0.1,
     ) -> None:
         request = HTTPXRequest(
             connection_pool_size=128,
@@ -110,10 +110,11 @@ class TelegramPublisher:
         )
         # PTB's limiter keeps us under 30 messages/s overall and 20/min per group; it must
         # not retry by itself (max_retries=0): retries belong to the outbox, which records them.
-        # The overall bucket refills at the full rate but holds ``burst_headroom`` fewer
-        # messages than Telegram's (see ``bots.discord_publisher.paced``): exactly at the limit,
-        # latency jitter made a fan-out at full speed see 429s, each costing a second or more.
-        overall = max(1.0, overall_rate - burst_headroom)
+        # The overall bucket refills at the full rate but holds ``overall_rate * jitter_allowance``
+        # fewer messages than Telegram's: paced exactly at the limit, latency jitter made a
+        # fan-out at full speed see 429s, each costing a second or more (the reasoning is at
+        # ``bots.discord_publisher.paced``).
+        overall = max(1.0, overall_rate - round(overall_rate * jitter_allowance))
         self._bot = ExtBot(
             token=token,
             base_url=api_base,
