@@ -573,7 +573,7 @@ class Worker:
             )
             assert recorded is not None
 
-        await self._commits.run(work)
+        await self._commits.run(work, urgent=True)
 
     async def _complete(self, delivery_id: int, job: SendJob, result: SendResult) -> None:
         now = utcnow()
@@ -802,27 +802,39 @@ class _GroupCommit:
     whole cost of a fan-out. A unit that raises rolls the batch back; the others are then run
     again, one transaction each, so only the failing one sees its error. A caller cancelled
     before its unit started drops the unit.
+
+    ``urgent`` units (a message id the platform has just accepted) go first: until that id is
+    committed, a crash would leave the message to be resent (Telegram) or flagged. Batches are
+    kept small for the same reason: an urgent unit waits at most for the batch in progress.
     """
 
-    def __init__(self, db: Database, *, limit: int = 32) -> None:
+    def __init__(self, db: Database, *, limit: int = 16) -> None:
         self._db = db
         self._limit = limit
+        self._urgent: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         self._queue: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         self._drainer: asyncio.Task[None] | None = None
 
-    async def run(self, work: Unit[T]) -> T:
+    async def run(self, work: Unit[T], *, urgent: bool = False) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future))
+        (self._urgent if urgent else self._queue).append((work, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         return await future
 
+    def _next_batch(self) -> list[tuple[Unit[Any], asyncio.Future[Any]]]:
+        taken = self._urgent[: self._limit]
+        del self._urgent[: len(taken)]
+        room = self._limit - len(taken)
+        taken += self._queue[:room]
+        del self._queue[:room]
+        return [(w, f) for w, f in taken if not f.done()]
+
     async def _drain(self) -> None:
         batch: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         try:
-            while self._queue:
-                batch = [(w, f) for w, f in self._queue[: self._limit] if not f.done()]
-                del self._queue[: self._limit]
+            while self._urgent or self._queue:
+                batch = self._next_batch()
                 if not batch:
                     continue
                 try:
@@ -838,8 +850,9 @@ class _GroupCommit:
                 for (_, future), result in zip(batch, results, strict=True):
                     _resolve(future, result=result)
         except BaseException:  # cancelled (shutdown): nobody may wait for ever
-            for _, future in batch + self._queue:
+            for _, future in batch + self._urgent + self._queue:
                 future.cancel()
+            self._urgent.clear()
             self._queue.clear()
             raise
 
