@@ -1202,12 +1202,14 @@ async def delivery_list(app: AppContext, draft_id: int | None, as_json: bool) ->
         _emit(
             document,
             as_json,
-            lambda: "\n".join(
-                f"#{d['id']:<5} draft #{d['draft']} v{d['version']:<3} {d['destination']:<24} "
-                f"{d['state']:<10} {d['last_error']}"
-                for d in document
-            )
-            or "(nothing)",
+            lambda: (
+                "\n".join(
+                    f"#{d['id']:<5} draft #{d['draft']} v{d['version']:<3} {d['destination']:<24} "
+                    f"{d['state']:<10} {d['last_error']}"
+                    for d in document
+                )
+                or "(nothing)"
+            ),
         )
 
     await in_transaction(app, body)
@@ -1364,8 +1366,7 @@ def serve(app: AppContext, host: str, port: int, no_worker: bool) -> None:
     _configure_logging(app.settings.log_level)
     try:
         asyncio.run(
-            _serve_panel_and_worker(app.settings, host, port, demo=False,
-                                    with_worker=not no_worker)
+            _serve_panel_and_worker(app.settings, host, port, demo=False, with_worker=not no_worker)
         )
     except ConfigError as error:
         _fail(str(error), EXIT_USAGE)
@@ -1375,8 +1376,13 @@ def serve(app: AppContext, host: str, port: int, no_worker: bool) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--sandbox-port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--data-dir", default=".comms-demo", show_default=True, type=click.Path(),
-              help="Where the demo keeps its database (recreated at every start).")
+@click.option(
+    "--data-dir",
+    default=".comms-demo",
+    show_default=True,
+    type=click.Path(),
+    help="Where the demo keeps its database (recreated at every start).",
+)
 @pass_app
 def demo(app: AppContext, host: str, port: int, sandbox_port: int, data_dir: str) -> None:
     """Everything on this machine, no accounts anywhere: the platform sandbox, seeded users and
@@ -1386,9 +1392,18 @@ def demo(app: AppContext, host: str, port: int, sandbox_port: int, data_dir: str
 
     _configure_logging(logging.WARNING)
     try:
-        asyncio.run(run_demo(app.settings, host=host, port=port, sandbox_port=sandbox_port,
-                             data_dir=Path(data_dir), serve=_serve_panel_and_worker,
-                             sandbox_factory=Sandbox, echo=click.echo))
+        asyncio.run(
+            run_demo(
+                app.settings,
+                host=host,
+                port=port,
+                sandbox_port=sandbox_port,
+                data_dir=Path(data_dir),
+                serve=_serve_panel_and_worker,
+                sandbox_factory=Sandbox,
+                echo=click.echo,
+            )
+        )
     except ConfigError as error:
         _fail(str(error), EXIT_USAGE)
 

@@ -289,7 +289,7 @@ class Worker:
                 .returning(Delivery.id, Delivery.attempts)
                 .execution_options(synchronize_session=False)
             )
-            claimed = dict(result.tuples().all())
+            claimed = {row[0]: row[1] for row in result.all()}
         self._inflight.update(claimed)
         return [i for i in ids if i in claimed]
 
@@ -590,8 +590,8 @@ class Worker:
             delivery.state = DeliveryState.SENT.value
             delivery.sent_at = now
             delivery.platform_message_ids = list(result.message_ids)
-            if result.thread_id:
-                delivery.platform_thread_id = result.thread_id
+            # The thread this delivery opened, or the one its follow-ups went into.
+            delivery.platform_thread_id = result.thread_id or job.into_thread or ""
             delivery.inflight_index = None
             delivery.claimed_by = ""
             delivery.lease_until = None

@@ -22,7 +22,8 @@ def test_tokens_are_masked(secret: str) -> None:
 
 def test_bearer_and_bot_headers_are_masked() -> None:
     assert "abcdefghijklmnopqrstuvwxyz" not in redact.redact(
-        "Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123")
+        "Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123"
+    )
     assert DISCORD not in redact.redact(f"Authorization: Bot {DISCORD}")
 
 

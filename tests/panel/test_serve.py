@@ -19,8 +19,9 @@ from comms.settings import load_settings
 from tests.panel.conftest import SECRET
 
 
-def test_serve_refuses_to_start_without_a_secret_key(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_refuses_to_start_without_a_secret_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for key in list(os.environ):
         if key.startswith("COMMS_") and key != "COMMS_TEST_DATABASE_URL":
             monkeypatch.delenv(key)
@@ -53,8 +54,10 @@ async def test_token_create_prints_the_token_once(
     import asyncio
 
     result = await asyncio.to_thread(
-        CliRunner().invoke, cli, ["token", "create", "carol", "--scope", "read",
-                                  "--scope", "draft", "--name", "ci-bot"])
+        CliRunner().invoke,
+        cli,
+        ["token", "create", "carol", "--scope", "read", "--scope", "draft", "--name", "ci-bot"],
+    )
     assert result.exit_code == 0, result.output
     raw = result.output.strip()
     assert raw.startswith("cmt_") and len(raw) > 40
@@ -62,6 +65,7 @@ async def test_token_create_prints_the_token_once(
         token = await session.scalar(select(ApiToken))
         assert token is not None and token.token_hash == sha256_hex(raw)
         assert token.scopes == ["read", "draft"] and token.name == "ci-bot"
-    unknown = await asyncio.to_thread(CliRunner().invoke, cli,
-                                      ["token", "create", "nobody", "--scope", "read"])
+    unknown = await asyncio.to_thread(
+        CliRunner().invoke, cli, ["token", "create", "nobody", "--scope", "read"]
+    )
     assert unknown.exit_code == 2 and "no user named" in unknown.output
