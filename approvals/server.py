@@ -36,7 +36,11 @@ def server(
     chosen, database = build(settings, demo=demo)
     app = create_app(settings=chosen, database=database)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=chosen.log_level.lower(), proxy_headers=True,
+        app,
+        host=host,
+        port=port,
+        log_level=chosen.log_level.lower(),
+        proxy_headers=True,
         server_header=False,
     )
     return uvicorn.Server(config)
