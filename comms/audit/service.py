@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.audit.models import GENESIS_HASH, AuditEvent, AuditHead
@@ -51,11 +51,7 @@ async def record(
     The head row is locked (PostgreSQL ``FOR UPDATE``; SQLite transactions are already
     exclusive) so two concurrent appends cannot fork the chain.
     """
-    head = await session.scalar(select(AuditHead).where(AuditHead.id == 1).with_for_update())
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS_HASH)
-        session.add(head)
-        await session.flush()
+    head = await _locked_head(session)
     at = utcnow()
     payload = dict(details or {})
     seq = head.seq + 1
@@ -83,6 +79,33 @@ async def record(
     head.hash = digest
     await session.flush()
     return event
+
+
+_HEAD_KEY = "comms.audit.locked_head"
+
+
+async def _locked_head(session: AsyncSession) -> AuditHead:
+    """The head row, read and locked once per transaction.
+
+    Once this transaction holds the lock, nobody else can move the head, so a second append in
+    the same transaction (the outbox's group commit appends one per delivery) reuses the row it
+    has already read and advanced. Anything that could make that copy stale (another
+    transaction, a rolled-back savepoint expiring it) makes us read it again.
+    """
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(_HEAD_KEY)
+    if held is not None and held[0] is transaction:
+        head: AuditHead = held[1]
+        state = inspect(head)
+        if state.persistent and not state.expired_attributes:
+            return head
+    found = await session.scalar(select(AuditHead).where(AuditHead.id == 1).with_for_update())
+    if found is None:
+        found = AuditHead(id=1, seq=0, hash=GENESIS_HASH)
+        session.add(found)
+        await session.flush()
+    session.info[_HEAD_KEY] = (transaction, found)
+    return found
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,32 @@ async def test_intact_chain_verifies(db: Database) -> None:
     assert result.checked == 20
 
 
+async def test_appends_across_transactions_and_rolled_back_savepoints_keep_one_chain(
+    db: Database,
+) -> None:
+    """A transaction reads the head once and reuses it; a savepoint rolled back after an append
+    must not leave that reused head ahead of what was kept."""
+    await _fill(db, 2)
+    async with db.transaction() as session:
+        await audit.record(session, actor="a", action="kept", target="1")
+        with pytest.raises(RuntimeError):
+            async with session.begin_nested():
+                await audit.record(session, actor="a", action="undone", target="2")
+                raise RuntimeError("the unit failed")
+        await audit.record(session, actor="a", action="kept", target="3")
+    async with db.transaction() as session:
+        await audit.record(session, actor="b", action="kept", target="4")
+    result = await _verify(db)
+    assert result.ok, result.describe()
+    async with db.transaction() as session:
+        events = (await session.scalars(select(AuditEvent).order_by(AuditEvent.seq))).all()
+        head = await session.scalar(select(AuditHead))
+    assert [e.target for e in events] == ["thing:0", "thing:1", "1", "3", "4"]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert head is not None
+    assert (head.seq, head.hash) == (5, events[-1].hash)
+
+
 async def test_empty_chain_verifies(db: Database) -> None:
     assert (await _verify(db)).ok
 
