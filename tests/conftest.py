@@ -12,6 +12,7 @@ import secrets
 import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -118,3 +119,16 @@ def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Headless Chromium for tests marked ``browser`` (tests/browser.py has the helpers)."""
+    from playwright.async_api import async_playwright
+
+    from tests.browser import launch
+
+    async with async_playwright() as playwright:
+        launched = await launch(playwright)
+        yield launched
+        await launched.close()
