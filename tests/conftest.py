@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 from comms.clock import FrozenClock, use_clock
@@ -21,6 +22,12 @@ from comms.db import Database
 from comms.migrate import upgrade
 from comms.models import Base
 from comms.settings import Settings, load_settings
+
+# CI explores the same examples on every run (seeded from each test's source), so that a red CI
+# means a change broke something; local runs keep drawing new examples, which is how new bugs are
+# found. A failure prints the example to reproduce it either way.
+hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+hypothesis.settings.load_profile(os.environ.get("COMMS_HYPOTHESIS_PROFILE", "default"))
 
 PG_URL = os.environ.get("COMMS_TEST_DATABASE_URL", "")
 DB_FIXTURES = {"db", "database_url", "settings", "cli_env"}

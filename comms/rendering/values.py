@@ -80,7 +80,10 @@ def normalise_url(raw: str) -> str:
             )
         if char in _URL_FORBIDDEN:
             raise BadValue(f"contains {char!r}, which is not allowed in a link")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # an unbalanced '[' or ']' around the host
+        raise BadValue("has an invalid host: a '[' or ']' without its partner") from None
     if parts.scheme.lower() != "https":
         shown = parts.scheme or "no scheme"
         raise BadValue(f"must start with https:// (got {shown})")

@@ -96,6 +96,8 @@ def _problem(raw: dict[str, str]) -> tuple[str, str]:
         ({"page": "https://localhost/x"}, "variables.page", "not a public domain"),
         ({"page": "https://127.0.0.1/x"}, "variables.page", "not a public domain"),
         ({"page": "https://[::1]/x"}, "variables.page", "IP address"),
+        ({"page": "https://[example.org/x"}, "variables.page", "'[' or ']'"),
+        ({"page": "https://example.org]/x"}, "variables.page", "'[' or ']'"),
         ({"page": "https:///x"}, "variables.page", "no host"),
         ({"page": "https://example.org:99999"}, "variables.page", "invalid port"),
         ({"page": "https://ex_ample.org"}, "variables.page", "invalid host"),
