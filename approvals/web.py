@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Path as FastPath
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
@@ -16,10 +17,16 @@ from approvals import preview
 from approvals.deps import Viewer, panel
 from approvals.security import CSRF_FIELD
 from comms.clock import utcnow
+from comms.db import ROW_ID_MAX
 from comms.errors import CommsError, InvalidInput
 from comms.permissions import Action
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+# A number beyond any row id in a URL is a 4xx naming the parameter, not a driver overflow.
+RowId = Annotated[int, FastPath(ge=1, le=ROW_ID_MAX)]
+OptionalRowQuery = Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)]
+
 
 
 class FormInvalid(Exception):

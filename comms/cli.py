@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms import __version__
 from comms.audit import service as audit
-from comms.db import Database
+from comms.db import ROW_ID_MAX, Database
 from comms.destinations import service as destinations
 from comms.destinations.models import InternalUse, Visibility
 from comms.drafts import service as drafts
@@ -50,6 +50,8 @@ from comms.users import service as users
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+ROW_ID = click.IntRange(1, ROW_ID_MAX)  # draft and delivery ids: larger ones cannot exist
 
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
@@ -836,7 +838,9 @@ def _draft_options(
 @click.option("--silent/--no-silent", default=None, help="Override the destinations' setting.")
 @click.option("--link-previews", is_flag=True, help="Let platforms show link previews.")
 @click.option("--publish-at", default=None, help="Hold until this UTC time (ISO-8601).")
-@click.option("--corrects", type=int, default=None, help="Draft id of the announcement corrected.")
+@click.option(
+    "--corrects", type=ROW_ID, default=None, help="Draft id of the announcement corrected."
+)
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
@@ -886,7 +890,7 @@ async def draft_new(
 
 
 @draft.command("edit")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--var", "variables", multiple=True, metavar="NAME=VALUE")
 @click.option(
     "--to", "targets", multiple=True, metavar="DESTINATION", help="Replace the destinations."
@@ -974,7 +978,7 @@ async def draft_list(app: AppContext, incident_key: str | None, as_json: bool) -
 
 
 @draft.command("show")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @run_async
@@ -1013,7 +1017,7 @@ async def draft_show(app: AppContext, draft_id: int, as_json: bool) -> None:
 
 
 @draft.command("submit")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
@@ -1034,7 +1038,7 @@ async def draft_submit(app: AppContext, draft_id: int, by: str) -> None:
 
 
 @draft.command("approve")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--expect-hash", default=None, help="Refuse unless this is the current content hash.")
 @click.option("--by", "by", required=True)
 @pass_app
@@ -1062,7 +1066,7 @@ async def draft_approve(app: AppContext, draft_id: int, expect_hash: str | None,
 
 
 @draft.command("reject")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--reason", required=True)
 @click.option("--expect-hash", default=None)
 @click.option("--by", "by", required=True)
@@ -1085,7 +1089,7 @@ async def draft_reject(
 
 
 @draft.command("withdraw")
-@click.argument("draft_id", type=int)
+@click.argument("draft_id", type=ROW_ID)
 @click.option("--reason", required=True)
 @click.option("--by", "by", required=True)
 @pass_app
@@ -1184,7 +1188,9 @@ def _delivery_row(d: Any) -> dict[str, Any]:
 
 
 @delivery.command("list")
-@click.option("--draft", "draft_id", type=int, default=None, help="Only this draft's deliveries.")
+@click.option(
+    "--draft", "draft_id", type=ROW_ID, default=None, help="Only this draft's deliveries."
+)
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 @run_async
@@ -1216,7 +1222,7 @@ async def delivery_list(app: AppContext, draft_id: int | None, as_json: bool) ->
 
 
 @delivery.command("retry")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=ROW_ID)
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
@@ -1234,7 +1240,7 @@ async def delivery_retry(app: AppContext, delivery_id: int, by: str) -> None:
 
 
 @delivery.command("resend")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=ROW_ID)
 @click.option("--by", "by", required=True)
 @pass_app
 @run_async
@@ -1252,7 +1258,7 @@ async def delivery_resend(app: AppContext, delivery_id: int, by: str) -> None:
 
 
 @delivery.command("dismiss")
-@click.argument("delivery_id", type=int)
+@click.argument("delivery_id", type=ROW_ID)
 @click.option("--note", default="", help="Why (e.g. 'checked: it arrived').")
 @click.option("--by", "by", required=True)
 @pass_app

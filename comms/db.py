@@ -34,6 +34,10 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
+# Primary keys are 32-bit on PostgreSQL (INTEGER): an id beyond this is unknown by definition, and
+# must be refused as bad input before it reaches a driver that would overflow on it.
+ROW_ID_MAX = 2_147_483_647
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC in Python on both backends (SQLite stores naive text)."""

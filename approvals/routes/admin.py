@@ -13,7 +13,7 @@ from starlette.responses import Response
 from approvals.deps import CurrentUser, DbSession
 from approvals.routes.drafts import FORM_LIMITS, parse_when
 from approvals.rules import allow
-from approvals.web import form_error, page, redirect
+from approvals.web import RowId, form_error, page, redirect
 from comms.audit import service as audit
 from comms.auth import sessions, throttle, tokens, totp
 from comms.destinations import service as destinations
@@ -36,14 +36,14 @@ def _strings(form: FormData, name: str) -> list[str]:
     return [v[:64] for v in form.getlist(name) if isinstance(v, str)][:20]
 
 
-async def target_user(session: DbSession, user_id: int) -> User:
+async def target_user(session: DbSession, user_id: RowId) -> User:
     found = await users.get(session, user_id=user_id)
     if found is None:
         raise NotFound(f"no user #{user_id}", field="user")
     return found
 
 
-async def target_destination(session: DbSession, destination_id: int) -> Destination:
+async def target_destination(session: DbSession, destination_id: RowId) -> Destination:
     found = await destinations.get(session, destination_id=destination_id)
     if found is None:
         raise NotFound(f"no destination #{destination_id}", field="destination")
@@ -324,7 +324,7 @@ async def token_create(request: Request, session: DbSession, actor: CurrentUser)
 @router.post("/tokens/{token_id}/revoke")
 @allow(Action.TOKEN_MANAGE)
 async def token_revoke(
-    request: Request, session: DbSession, actor: CurrentUser, token_id: int
+    request: Request, session: DbSession, actor: CurrentUser, token_id: RowId
 ) -> Response:
     await tokens.revoke(session, token=await tokens.get(session, token_id=token_id), actor=actor)
     return redirect("/admin/tokens")

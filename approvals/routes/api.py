@@ -7,7 +7,7 @@ code (single use, throttled, audited). A bearer token alone, however it leaked, 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Security
@@ -36,6 +36,7 @@ from approvals.schemas import (
 )
 from comms.auth import service as auth
 from comms.auth import totp
+from comms.db import ROW_ID_MAX
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
 from comms.drafts import service as drafts
@@ -54,7 +55,7 @@ router = APIRouter(
     prefix="/api/v1", tags=["api"], responses=ERRORS, dependencies=[Security(bearer_scheme)]
 )
 
-DraftId = Annotated[int, Path(ge=1, le=2_147_483_647, description="Draft id")]
+DraftId = Annotated[int, Path(ge=1, le=ROW_ID_MAX, description="Draft id")]
 IncidentKey = Annotated[str, Path(min_length=1, max_length=32, description="e.g. INC-2026-0001")]
 TemplateName = Annotated[str, Path(min_length=1, max_length=64)]
 
@@ -92,8 +93,9 @@ def incident_out(incident: Incident) -> dict[str, Any]:
 
 def options_of(data: DraftOptionsIn) -> DraftOptions:
     publish_at: datetime | None = data.publish_at
-    if publish_at is not None and publish_at.tzinfo is None:
-        raise InvalidInput(FieldProblem("options.publish_at", "must include a UTC offset (Z)"))
+    if publish_at is not None and publish_at.utcoffset() != timedelta(0):
+        # UTC only, as in the panel and the CLI: an announcement's time is never ambiguous.
+        raise InvalidInput(FieldProblem("options.publish_at", "must be UTC (end with Z)"))
     return DraftOptions(
         pin=data.pin, silent=data.silent, link_previews=data.link_previews, publish_at=publish_at
     )

@@ -7,7 +7,7 @@ from fastapi.responses import HTMLResponse
 
 from approvals.deps import DbSession
 from approvals.rules import allow
-from approvals.web import page
+from approvals.web import OptionalRowQuery, page
 from comms.audit import service as audit
 from comms.permissions import Action
 
@@ -17,7 +17,7 @@ router = APIRouter(include_in_schema=False)
 @router.get("/audit")
 @allow(Action.AUDIT_READ)
 async def audit_log(
-    request: Request, session: DbSession, before: int | None = None, action: str = ""
+    request: Request, session: DbSession, before: OptionalRowQuery = None, action: str = ""
 ) -> HTMLResponse:
     events = await audit.recent(session, limit=100, before_seq=before, action=action[:64] or None)
     return page(

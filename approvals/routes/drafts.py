@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi import Path as FastPath
 from fastapi.responses import HTMLResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
@@ -24,7 +23,7 @@ from approvals.routes.account import client_ip
 from approvals.rules import allow
 from approvals.security import SESSION_COOKIE, set_cookie
 from approvals.state import PanelState
-from approvals.web import form_error, page, problems_of, redirect
+from approvals.web import RowId, form_error, page, problems_of, redirect
 from comms.auth import service as auth
 from comms.auth import sessions
 from comms.clock import utcnow
@@ -46,7 +45,7 @@ router = APIRouter(include_in_schema=False)
 FORM_LIMITS = {"max_files": 0, "max_fields": 400, "max_part_size": 200_000}
 
 
-async def current_draft(session: DbSession, draft_id: int) -> Draft:
+async def current_draft(session: DbSession, draft_id: RowId) -> Draft:
     return await drafts.require_draft(session, draft_id=draft_id)
 
 
@@ -621,7 +620,7 @@ async def draft_withdraw(
     return redirect(f"/drafts/{draft.id}")
 
 
-DeliveryId = Annotated[int, FastPath(ge=1, le=2**62)]
+DeliveryId = RowId
 
 
 async def _delivery_rows(

@@ -137,6 +137,15 @@ async def test_bad_input_names_the_field_and_saves_nothing(
         ({**_draft_body(world), "incident": "INC-1999-0001"}, "incident"),
         ({**_draft_body(world), "variables": {"summary": 5}}, "variables.summary"),
         ({**_draft_body(world), "extra": 1}, "extra"),
+        # Only UTC; an offset at the edge of the calendar once overflowed into a 500.
+        (
+            {**_draft_body(world), "options": {"publish_at": "0001-01-01T00:00:00+14:00"}},
+            "options.publish_at",
+        ),
+        (
+            {**_draft_body(world), "options": {"publish_at": "2030-01-01T12:00+02:00"}},
+            "options.publish_at",
+        ),
     ]
     for body, field in cases:
         response = await api.post("/api/v1/drafts", json=body, headers=cm)
@@ -146,6 +155,8 @@ async def test_bad_input_names_the_field_and_saves_nothing(
             field,
             error,
         )
+    huge = await api.get("/api/v1/drafts/99999999999999999999", headers=cm)
+    assert huge.status_code == 422 and huge.json()["error"]["field"] == "draft_id"
     unknown = await api.get("/api/v1/drafts/424242", headers=cm)
     assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "draft"
     wrong_type = await api.get("/api/v1/drafts/abc", headers=cm)

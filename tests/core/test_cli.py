@@ -174,6 +174,8 @@ def test_exit_codes(team: None) -> None:
         (["incident", "open", "--title", " ", "--severity", "P1", "--by", "leo"], "title"),
         (["user", "add", "carol", "--role", "scribe"], "already exists"),
         (["draft", "show", "999"], "no draft #999"),
+        (["draft", "show", "99999999999999999999"], "DRAFT_ID"),
+        (["delivery", "retry", "99999999999999999999", "--by", "carol"], "DELIVERY_ID"),
         (["destination", "add", "x", "--platform", "discord", "--target", "general"], "target"),
     ],
 )

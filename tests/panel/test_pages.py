@@ -85,6 +85,20 @@ async def test_unknown_ids_and_wrong_types(world: dict[str, Any], client: PanelC
         assert "no " in response.text.lower()
     wrong = await client.get("/drafts/abc")
     assert wrong.status_code == 400 and "draft_id" in wrong.text
+    # Beyond any row id (ids are 32-bit on PostgreSQL): refused, never a driver overflow.
+    huge = "99999999999999999999"
+    for path, name in (
+        (f"/drafts/{huge}", "draft_id"),
+        (f"/drafts/{huge}/deliveries", "draft_id"),
+        (f"/admin/users/{huge}", "user_id"),
+        (f"/audit?before={huge}", "before"),
+    ):
+        response = await client.get(path)
+        assert response.status_code == 400, (path, response.status_code)
+        assert name in response.text, path
+    for path in (f"/deliveries/{huge}/retry", f"/admin/destinations/{huge}/compromised"):
+        refused = await client.post(path, {})
+        assert refused.status_code == 400, (path, refused.status_code)
     assert (await client.get("/no/such/page")).status_code == 404
 
 
