@@ -68,10 +68,16 @@ class DiscordPublisher:
         # Discord allows 50 requests/s per bot; pacing ourselves avoids global 429s, which
         # would stall every destination at once.
         self._limiter = paced(global_rate, jitter_allowance)
+        # When Discord's last global rate limit ends (event-loop time), read from the 429's own
+        # headers as discord.py receives it.
+        self._global_until = 0.0
+        trace = aiohttp.TraceConfig()
+        trace.on_request_end.append(self._on_request_end)
         self._client = discord.Client(
             intents=discord.Intents.none(),
             allowed_mentions=discord.AllowedMentions.none(),
             max_ratelimit_timeout=30.0,
+            http_trace=trace,
         )
         self._started = False
 
@@ -100,8 +106,12 @@ class DiscordPublisher:
             try:
                 return await asyncio.wait_for(awaitable, self._timeout)
             except TimeoutError:
+                waiting = self._after_timeout()
                 raise PublishError(
-                    f"no answer from Discord within {self._timeout:g} s", outcome=Outcome.AMBIGUOUS
+                    f"no answer from Discord within {self._timeout:g} s"
+                    + (f" (global rate limit for {waiting:.1f} s more)" if waiting else ""),
+                    outcome=Outcome.AMBIGUOUS,
+                    retry_after=waiting or None,
                 ) from None
             except discord.RateLimited as error:
                 raise PublishError(
@@ -129,6 +139,34 @@ class DiscordPublisher:
                 raise PublishError(
                     f"connection lost: {error!r}", outcome=Outcome.AMBIGUOUS
                 ) from None
+
+    async def _on_request_end(
+        self, _session: Any, _context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        headers = params.response.headers
+        if params.response.status == 429 and headers.get("X-RateLimit-Global") == "true":
+            try:
+                wait = float(headers.get("Retry-After", "0"))  # whole seconds, rounded up
+            except ValueError:
+                wait = 0.0
+            until = asyncio.get_running_loop().time() + wait
+            self._global_until = max(self._global_until, until)
+
+    def _after_timeout(self) -> float:
+        """Undo what our timeout did to discord.py's global rate-limit lock; seconds it holds.
+
+        discord.py sleeps out a global 429 inside the request, holding ``HTTPClient._global_over``
+        (an ``asyncio.Event``) cleared, and sets it again only when that sleep ends. Our timeout
+        cancels the sleep, so without this the lock would stay cleared and every later Discord
+        request would wait for ever. It is set again when Discord's limit ends, never sooner.
+        """
+        lock = getattr(self._client.http, "_global_over", None)
+        if not isinstance(lock, asyncio.Event) or lock.is_set():
+            return 0.0
+        loop = asyncio.get_running_loop()
+        remaining = max(0.0, self._global_until - loop.time())
+        loop.call_later(remaining, lock.set)
+        return remaining
 
     def _mentions(self, everyone: bool) -> discord.AllowedMentions:
         if everyone:

@@ -9,6 +9,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from bots.discord_publisher import DiscordPublisher
+from bots.sandbox import Sandbox
 from comms.audit import service as audit
 from comms.db import Database
 from comms.destinations import service as destinations
@@ -16,6 +18,7 @@ from comms.drafts import service as drafts
 from comms.enums import Platform
 from comms.outbox import service as outbox
 from comms.outbox.models import Delivery, Notification
+from comms.outbox.ports import Outcome, PublishError, SendJob
 from comms.outbox.worker import Worker, WorkerConfig
 from comms.settings import Settings
 from tests.publishing.conftest import FAST, Control, World, approved_draft
@@ -307,3 +310,58 @@ async def test_workers_never_claim_the_same_delivery(
             ).all()
         )
     assert sum(owners.values()) == 4
+
+
+async def test_a_global_rate_limit_outlasting_the_timeout_does_not_stall_discord(
+    sandbox: Sandbox, control: Control
+) -> None:
+    """discord.py sleeps out a global 429 while holding a lock every request waits on; our
+    timeout cancelling that sleep must not leave the lock held (every later send would hang)."""
+    info = sandbox.info
+    publisher = DiscordPublisher(
+        token=info["discord_token"], api_base=info["discord_api_base"], request_timeout=0.5
+    )
+    await publisher.start()
+    channel = str(info["discord_channels"]["general"])
+    recorded: list[list[str]] = []
+
+    async def progress(ids: list[str]) -> None:
+        recorded.append(ids)
+
+    try:
+        await control.fault(
+            platform="discord",
+            endpoint=DISCORD_CREATE,
+            kind="429",
+            scope="global",
+            retry_after=1.5,
+            count=1,
+            channel_id=channel,
+        )
+        first = SendJob(
+            delivery_id=1,
+            platform=Platform.DISCORD,
+            target=channel,
+            messages=("first",),
+            nonce="a" * 22,
+        )
+        with pytest.raises(PublishError) as timed_out:
+            await publisher.send(first, progress)
+        assert timed_out.value.outcome is Outcome.AMBIGUOUS
+        # The outbox waits this long before trying again (Retry-After is whole seconds: 2).
+        assert timed_out.value.retry_after is not None
+        assert 1.0 < timed_out.value.retry_after <= 2.0
+        await asyncio.sleep(timed_out.value.retry_after)
+        second = SendJob(
+            delivery_id=2,
+            platform=Platform.DISCORD,
+            target=channel,
+            messages=("second",),
+            nonce="b" * 22,
+        )
+        result = await publisher.send(second, progress)
+    finally:
+        await publisher.close()
+    shown = await control.discord_messages(channel)
+    assert [m["text"] for m in shown] == ["second"]
+    assert list(result.message_ids) == [shown[0]["id"]]
