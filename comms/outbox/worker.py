@@ -716,14 +716,16 @@ class Worker:
     # ------------------------------------------------------------------ notifications
 
     async def claim_notifications(self, *, limit: int) -> list[int]:
+        """Due notifications, and those whose worker died while sending them (``sending`` keeps
+        its lease in ``next_attempt_at``): an internal ping sent twice beats one never sent."""
         now = utcnow()
+        claimable = Notification.state.in_(
+            [NotificationState.PENDING.value, NotificationState.SENDING.value]
+        )
         async with self.db.transaction() as session:
             query = (
                 select(Notification.id)
-                .where(
-                    Notification.state == NotificationState.PENDING.value,
-                    Notification.next_attempt_at <= now,
-                )
+                .where(claimable, Notification.next_attempt_at <= now)
                 .order_by(Notification.id)
                 .limit(limit)
             )
@@ -734,9 +736,7 @@ class Worker:
                 return []
             result = await session.execute(
                 update(Notification)
-                .where(
-                    Notification.id.in_(ids), Notification.state == NotificationState.PENDING.value
-                )
+                .where(Notification.id.in_(ids), claimable, Notification.next_attempt_at <= now)
                 .values(
                     state=NotificationState.SENDING.value,
                     attempts=Notification.attempts + 1,

@@ -3,6 +3,8 @@ see is exactly the approved text, once, with the right flags."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from sqlalchemy import select, text
 
@@ -14,15 +16,16 @@ from comms.destinations import service as destinations
 from comms.drafts import service as drafts
 from comms.drafts.payload import DraftOptions
 from comms.drafts.views import draft_document
-from comms.enums import Role
+from comms.enums import Platform, Role
 from comms.errors import RuleViolation
 from comms.incidents import service as incidents
 from comms.outbox import service as outbox
 from comms.outbox.models import Notification
-from comms.outbox.worker import Worker
+from comms.outbox.ports import Publisher
+from comms.outbox.worker import Worker, WorkerConfig
 from comms.settings import Settings
 from comms.users import service as users
-from tests.publishing.conftest import EXPLOIT_VARS, Control, World, approved_draft
+from tests.publishing.conftest import EXPLOIT_VARS, FAST, Control, World, approved_draft
 
 
 def _messages(draft: object, name: str) -> list[str]:
@@ -270,6 +273,35 @@ async def test_submission_notifies_decision_makers_privately(
     async with db.transaction() as session:
         notes = list((await session.scalars(select(Notification))).all())
     assert [(n.kind, n.state) for n in notes] == [("approval_request", "sent")]
+
+
+async def test_a_notification_whose_worker_died_is_sent_by_the_next(
+    db: Database,
+    pub_settings: Settings,
+    world: World,
+    worker: Worker,
+    control: Control,
+    publishers: dict[Platform, Publisher],
+    clock: FrozenClock,
+) -> None:
+    """A worker that claimed the "waiting for your approval" ping and died (its lease runs out)
+    must not take the ping with it."""
+    await approved_draft(db, world, pub_settings)
+    dead = Worker(
+        database=db,
+        settings=pub_settings,
+        publishers=publishers,
+        config=WorkerConfig(**{**FAST, "lease_seconds": 5.0}),
+    )
+    assert len(await dead.claim_notifications(limit=10)) == 1  # then it is killed
+    assert await worker.claim_notifications(limit=10) == []  # its lease still holds
+    clock.set(clock.now() + timedelta(seconds=6))
+    await worker.run_until_settled(within=30)
+    shown = await control.discord_messages(world.info["discord_channels"]["responders"])
+    assert len(shown) == 1
+    async with db.transaction() as session:
+        notes = list((await session.scalars(select(Notification))).all())
+    assert [(n.kind, n.state, n.attempts) for n in notes] == [("approval_request", "sent", 2)]
 
 
 async def test_gate_refuses_tampered_content(
