@@ -234,7 +234,7 @@ class DiscordPublisher:
 
     async def _edit(self, job: SendJob, progress: ProgressCallback) -> SendResult:
         """A correction: replace the text of the messages the original announcement sent."""
-        channel = self._client.get_partial_messageable(int(job.target))
+        channel = self._client.get_partial_messageable(int(job.edit_channel or job.target))
         ids: list[str] = []
         for index, text in enumerate(job.messages):
             if index < len(job.edit_ids):

@@ -156,20 +156,40 @@ class TelegramPublisher:
         chat = job.target
         ids = list(job.sent_ids)
         if job.edit_ids:
-            for index, text in enumerate(job.messages[: len(job.edit_ids)]):
+            # A correction: edit the original's messages in place; a longer correction posts
+            # the rest as replies (as on Discord). Resumed after a crash from the first
+            # message not yet recorded.
+            ids = ids[: job.start_index]
+            for index in range(job.start_index, len(job.messages)):
                 async with self._chat_limiters[chat]:
-                    await self._call(
-                        self._bot.edit_message_text(
-                            chat_id=chat,
-                            message_id=int(job.edit_ids[index]),
-                            text=text,
-                            parse_mode=ParseMode.HTML,
-                            link_preview_options=previews,
+                    if index < len(job.edit_ids):
+                        await self._call(
+                            self._bot.edit_message_text(
+                                chat_id=chat,
+                                message_id=int(job.edit_ids[index]),
+                                text=job.messages[index],
+                                parse_mode=ParseMode.HTML,
+                                link_preview_options=previews,
+                            )
                         )
-                    )
-                ids.append(job.edit_ids[index])
+                        ids.append(job.edit_ids[index])
+                    else:
+                        posted = await self._call(
+                            self._bot.send_message(
+                                chat_id=chat,
+                                text=job.messages[index],
+                                parse_mode=ParseMode.HTML,
+                                disable_notification=job.silent,
+                                link_preview_options=previews,
+                                reply_parameters=ReplyParameters(
+                                    message_id=int(ids[-1]), allow_sending_without_reply=True
+                                ),
+                            )
+                        )
+                        ids.append(str(posted.message_id))
                 await progress(ids)
-            return SendResult(message_ids=ids, notes=[f"edited {len(ids)} message(s) in place"])
+            edited = min(len(ids), len(job.edit_ids))
+            return SendResult(message_ids=ids, notes=[f"edited {edited} message(s) in place"])
         for index in range(job.start_index, len(job.messages)):
             reply_to = job.reply_to if index == 0 else ids[-1] if ids else None
             async with self._chat_limiters[chat]:

@@ -65,6 +65,7 @@ class SendJob:
     reply_to: str | None = None  # Telegram: reply to this message (follow-ups)
     lock_thread: str | None = None  # Discord: lock this thread after posting (resolution)
     edit_ids: tuple[str, ...] = ()  # corrections: edit these messages instead of posting
+    edit_channel: str | None = None  # Discord: the thread the edited messages live in
 
 
 @dataclass

@@ -528,6 +528,17 @@ class Worker:
             job = await _build_job(
                 session, delivery=delivery, draft=draft, payload=payload, item=item
             )
+            if len(job.messages) < len(job.edit_ids):
+                # Editing would leave the original's last messages showing what the
+                # correction replaces: not what was approved.
+                await self._refuse(
+                    session,
+                    delivery,
+                    f"this correction is {len(job.messages)} message(s) here but the original "
+                    f"was {len(job.edit_ids)}: editing would leave old text showing; publish it "
+                    "as a new announcement instead",
+                )
+                return None
             if draft.status_enum is DraftStatus.APPROVED:
                 draft.status = DraftStatus.PUBLISHING.value
             delivery.inflight_index = (
@@ -994,6 +1005,7 @@ async def _build_job(
     earlier = await _incident_first_delivery(session, draft=draft, delivery=delivery)
     into_thread = reply_to = thread_name = lock_thread = None
     edit_ids: tuple[str, ...] = ()
+    edit_channel = None
     if payload.get("correction_of"):
         original = await session.scalar(
             select(Delivery)
@@ -1007,6 +1019,11 @@ async def _build_job(
         )
         if original is not None and original.platform_message_ids:
             edit_ids = tuple(original.platform_message_ids)
+            thread = original.platform_thread_id
+            # A follow-up posted into a thread lives there; a message that opened a thread
+            # (same id) lives in the channel.
+            if thread and thread not in edit_ids:
+                edit_channel = thread
     if platform is Platform.DISCORD and item.get("thread_updates") and not edit_ids:
         if earlier is not None and earlier.platform_thread_id:
             into_thread = earlier.platform_thread_id
@@ -1039,6 +1056,7 @@ async def _build_job(
         reply_to=reply_to,
         lock_thread=lock_thread,
         edit_ids=edit_ids,
+        edit_channel=edit_channel,
     )
 
 

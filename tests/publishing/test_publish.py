@@ -218,6 +218,82 @@ async def test_correction_edits_the_original_messages(
     assert telegram[0]["text"] == _visible(_messages(correction, "tg-announcements")[0])
 
 
+async def test_correction_of_a_follow_up_edits_it_inside_the_thread(
+    db: Database, pub_settings: Settings, world: World, worker: Worker, control: Control
+) -> None:
+    await approved_draft(db, world, pub_settings, to=("dc_news",))
+    await worker.run_until_settled(within=30)
+    update = await approved_draft(
+        db,
+        world,
+        pub_settings,
+        to=("dc_news",),
+        template="active-exploit-update",
+        variables={
+            "update": "The bridge is paused.",
+            "funds_status": "under_review",
+            "next_update": "2026-01-01T14:00Z",
+        },
+    )
+    await worker.run_until_settled(within=30)
+    correction = await approved_draft(
+        db,
+        world,
+        pub_settings,
+        to=("dc_news",),
+        template="correction",
+        correction_of=update,
+        variables={
+            "original_posted_at": "2026-01-01T13:00Z",
+            "original_summary": "The update about the pause",
+            "wrong": "We said the bridge is paused.",
+            "correct": "Deposits are paused; withdrawals still work.",
+        },
+    )
+    await worker.run_until_settled(within=30)
+    channel = world.info["discord_channels"]["announcements"]
+    thread_id = (await control.discord_messages(channel))[0]["thread"]
+    in_thread = await control.discord_messages(thread_id)
+    assert len(in_thread) == 1 and in_thread[0]["edited"]
+    assert in_thread[0]["text"] == _messages(correction, "dc-announcements")[0]
+    async with db.transaction() as session:
+        (delivery,) = await outbox.for_draft(session, draft_id=correction.id)
+    assert delivery.state == "sent"
+
+
+async def test_a_correction_shorter_than_the_original_is_refused_where_it_would_leave_old_text(
+    db: Database, pub_settings: Settings, world: World, worker: Worker, control: Control
+) -> None:
+    long_text = "\n\n".join(f"Part {p}: " + "status " * 180 for p in range(2))
+    original = await approved_draft(
+        db, world, pub_settings, template="custom", variables={"message": long_text}
+    )
+    await worker.run_until_settled(within=30)
+    channel = world.info["discord_channels"]["announcements"]
+    before = [m["text"] for m in await control.discord_messages(channel)]
+    assert len(before) == 2  # Discord split it; Telegram took it as one message
+    correction = await approved_draft(
+        db,
+        world,
+        pub_settings,
+        template="custom",
+        correction_of=original,
+        variables={"message": "Correction: only the mainnet bridge is affected."},
+    )
+    await worker.run_until_settled(within=30)
+    assert [m["text"] for m in await control.discord_messages(channel)] == before
+    telegram = await control.telegram_messages(world.info["telegram_chats"]["announcements"])
+    assert len(telegram) == 1 and telegram[0]["edited"]
+    async with db.transaction() as session:
+        rows = {
+            d.destination.name: d for d in await outbox.for_draft(session, draft_id=correction.id)
+        }
+    assert rows["tg-announcements"].state == "sent"
+    refused = rows["dc-announcements"]
+    assert refused.state == "failed"
+    assert "1 message(s) here but the original was 2" in refused.last_error
+
+
 async def test_scheduled_draft_waits_for_its_time(
     db: Database,
     pub_settings: Settings,
