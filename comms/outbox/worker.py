@@ -982,7 +982,16 @@ def _gate_problem(
         )
     if draft.status_enum not in outbox.PUBLISHABLE:
         return f"the draft is {draft.status}"
-    quorum = evaluate(draft, severity=Severity(draft.incident.severity), settings=settings, now=now)
+    # Who may approve is judged now (a revoked Decision Maker stops counting at once); an
+    # approval's age is judged when the quorum was met and this delivery was written, since the
+    # approved content includes its publish_at and the outbox's retries: an approval TTL bounds
+    # how long a quorum may take to gather, not how long a scheduled announcement may wait.
+    quorum = evaluate(
+        draft,
+        severity=Severity(draft.incident.severity),
+        settings=settings,
+        now=min(now, delivery.created_at),
+    )
     if not quorum.met:
         return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
     if not any(

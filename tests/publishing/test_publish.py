@@ -313,6 +313,27 @@ async def test_scheduled_draft_waits_for_its_time(
         assert (await drafts.require_draft(session, draft_id=draft.id)).status == "published"
 
 
+async def test_an_approval_ttl_does_not_void_a_scheduled_announcement(
+    db: Database,
+    pub_settings: Settings,
+    world: World,
+    control: Control,
+    publishers: dict[Platform, Publisher],
+    clock: FrozenClock,
+) -> None:
+    """The TTL bounds how long a quorum takes to gather; the approved content includes its
+    publish_at, so the announcement goes out at its time, hours after the approvals."""
+    settings = pub_settings.model_copy(update={"approval_ttl_minutes": 30})
+    when = clock.now() + timedelta(hours=3)
+    await approved_draft(db, world, settings, options=DraftOptions(publish_at=when))
+    clock.set(when)
+    worker = Worker(
+        database=db, settings=settings, publishers=publishers, config=WorkerConfig(**FAST)
+    )
+    await worker.run_until_settled(within=30)
+    assert len(await control.discord_messages(world.info["discord_channels"]["announcements"])) == 1
+
+
 async def test_unapproved_scheduled_draft_is_marked_overdue(
     db: Database, pub_settings: Settings, world: World, clock: FrozenClock
 ) -> None:
