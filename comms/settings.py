@@ -107,8 +107,10 @@ class Settings(BaseSettings):
     # Outbox worker
     worker_lease_seconds: float = Field(default=30.0, ge=0.5, le=3600)
     worker_poll_seconds: float = Field(default=0.2, gt=0, le=60)
-    worker_max_attempts: int = Field(default=10, ge=1, le=1000)
-    worker_backoff_cap_seconds: float = Field(default=60.0, ge=0.1, le=3600)
+    # Backoff 1 s doubling, capped at 15 minutes: 16 attempts keep a delivery trying for about
+    # one to two hours of platform outage before it fails and waits for a person.
+    worker_max_attempts: int = Field(default=16, ge=1, le=1000)
+    worker_backoff_cap_seconds: float = Field(default=900.0, ge=0.1, le=3600)
     # How long one platform request may take before its outcome counts as unknown.
     platform_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 

@@ -46,7 +46,7 @@ from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
 from comms.enums import Platform, Severity
 from comms.incidents import service as incidents
-from comms.incidents.models import LogKind
+from comms.incidents.models import Incident, LogKind
 from comms.outbox import notify
 from comms.outbox import service as outbox
 from comms.outbox.models import (
@@ -99,9 +99,9 @@ class WorkerConfig:
     concurrency: int = 256
     poll_interval: float = 0.2
     lease_seconds: float = 30.0
-    max_attempts: int = 10
+    max_attempts: int = 16
     backoff_base: float = 1.0
-    backoff_cap: float = 60.0
+    backoff_cap: float = 900.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WorkerConfig:
@@ -684,6 +684,14 @@ class Worker:
                 delivery.next_attempt_at = now + timedelta(
                     seconds=self._backoff(delivery.attempts, error.retry_after)
                 )
+                # During a P1 a person hears of a public destination's first failure at once,
+                # not only when the outbox gives up; a rate limit is expected, not a failure.
+                notify_person = (
+                    delivery.attempts == 1
+                    and error.status != 429
+                    and delivery.destination.is_public
+                    and await _incident_severity(session, delivery) is Severity.P1
+                )
             elif outcome is Outcome.AMBIGUOUS:
                 delivery.uncertain_count += 1
                 if self.settings.telegram_uncertain == TelegramUncertainPolicy.RESEND:
@@ -1067,6 +1075,15 @@ async def _build_job(
         edit_ids=edit_ids,
         edit_channel=edit_channel,
     )
+
+
+async def _incident_severity(session: AsyncSession, delivery: Delivery) -> Severity:
+    found = await session.execute(
+        select(Incident.severity)
+        .join(Draft, Draft.incident_id == Incident.id)
+        .where(Draft.id == delivery.draft_id)
+    )
+    return Severity(found.scalar_one())
 
 
 async def _incident_first_delivery(

@@ -55,6 +55,16 @@ async def test_transient_discord_failures_end_in_one_message(
     delivery = (await _states(db, draft.id))["dc-announcements"]
     assert delivery.state == "sent"
     assert delivery.platform_message_ids == [shown[0]["id"]]
+    async with db.transaction() as session:
+        problems = [
+            n.kind
+            for n in (await session.scalars(select(Notification))).all()
+            if n.kind == "delivery_problem"
+        ]
+    if kind == "drop":  # a P1 public destination's first failure reaches a person at once
+        assert problems == ["delivery_problem"]
+    elif kind == "429":  # a rate limit is expected, not a failure
+        assert problems == []
 
 
 async def test_discord_timeout_after_the_message_was_created_is_deduplicated(
