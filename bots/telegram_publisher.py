@@ -149,6 +149,24 @@ class TelegramPublisher:
         except TelegramError as error:
             raise classify(error) from None
 
+    async def _post(self, job: SendJob, text: str, *, reply_to: str | None) -> str:
+        """One new message of ``job`` (the caller holds the chat's limiter); its id."""
+        message = await self._call(
+            self._bot.send_message(
+                chat_id=job.target,
+                text=text,
+                parse_mode=ParseMode.HTML,
+                disable_notification=job.silent,
+                link_preview_options=LinkPreviewOptions(is_disabled=not job.link_previews),
+                reply_parameters=ReplyParameters(
+                    message_id=int(reply_to), allow_sending_without_reply=True
+                )
+                if reply_to
+                else None,
+            )
+        )
+        return str(message.message_id)
+
     async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
         if not self._started:
             await self.start()
@@ -174,40 +192,14 @@ class TelegramPublisher:
                         )
                         ids.append(job.edit_ids[index])
                     else:
-                        posted = await self._call(
-                            self._bot.send_message(
-                                chat_id=chat,
-                                text=job.messages[index],
-                                parse_mode=ParseMode.HTML,
-                                disable_notification=job.silent,
-                                link_preview_options=previews,
-                                reply_parameters=ReplyParameters(
-                                    message_id=int(ids[-1]), allow_sending_without_reply=True
-                                ),
-                            )
-                        )
-                        ids.append(str(posted.message_id))
+                        ids.append(await self._post(job, job.messages[index], reply_to=ids[-1]))
                 await progress(ids)
             edited = min(len(ids), len(job.edit_ids))
             return SendResult(message_ids=ids, notes=[f"edited {edited} message(s) in place"])
         for index in range(job.start_index, len(job.messages)):
             reply_to = job.reply_to if index == 0 else ids[-1] if ids else None
             async with self._chat_limiters[chat]:
-                message = await self._call(
-                    self._bot.send_message(
-                        chat_id=chat,
-                        text=job.messages[index],
-                        parse_mode=ParseMode.HTML,
-                        disable_notification=job.silent,
-                        link_preview_options=previews,
-                        reply_parameters=ReplyParameters(
-                            message_id=int(reply_to), allow_sending_without_reply=True
-                        )
-                        if reply_to
-                        else None,
-                    )
-                )
-            ids.append(str(message.message_id))
+                ids.append(await self._post(job, job.messages[index], reply_to=reply_to))
             await progress(ids)
         if job.pin and ids:
             await self._call(

@@ -338,6 +338,15 @@ async def test_a_global_rate_limit_outlasting_the_timeout_does_not_stall_discord
     async def progress(ids: list[str]) -> None:
         recorded.append(ids)
 
+    def job(delivery_id: int, text: str) -> SendJob:
+        return SendJob(
+            delivery_id=delivery_id,
+            platform=Platform.DISCORD,
+            target=channel,
+            messages=(text,),
+            nonce=f"{delivery_id:022d}",
+        )
+
     try:
         await control.fault(
             platform="discord",
@@ -348,28 +357,14 @@ async def test_a_global_rate_limit_outlasting_the_timeout_does_not_stall_discord
             count=1,
             channel_id=channel,
         )
-        first = SendJob(
-            delivery_id=1,
-            platform=Platform.DISCORD,
-            target=channel,
-            messages=("first",),
-            nonce="a" * 22,
-        )
         with pytest.raises(PublishError) as timed_out:
-            await publisher.send(first, progress)
+            await publisher.send(job(1, "first"), progress)
         assert timed_out.value.outcome is Outcome.AMBIGUOUS
         # The outbox waits this long before trying again (Retry-After is whole seconds: 2).
         assert timed_out.value.retry_after is not None
         assert 1.0 < timed_out.value.retry_after <= 2.0
         await asyncio.sleep(timed_out.value.retry_after)
-        second = SendJob(
-            delivery_id=2,
-            platform=Platform.DISCORD,
-            target=channel,
-            messages=("second",),
-            nonce="b" * 22,
-        )
-        result = await publisher.send(second, progress)
+        result = await publisher.send(job(2, "second"), progress)
     finally:
         await publisher.close()
     shown = await control.discord_messages(channel)

@@ -27,6 +27,12 @@ from comms.settings import Settings
 from comms.users import service as users
 from tests.publishing.conftest import EXPLOIT_VARS, FAST, Control, World, approved_draft
 
+UPDATE_VARS = {
+    "update": "The bridge is paused.",
+    "funds_status": "under_review",
+    "next_update": "2026-01-01T14:00Z",
+}
+
 
 def _messages(draft: object, name: str) -> list[str]:
     for item in draft.payload["deliveries"]:  # type: ignore[attr-defined]
@@ -98,11 +104,7 @@ async def test_follow_ups_go_into_the_thread_and_resolution_locks_it(
         world,
         pub_settings,
         template="active-exploit-update",
-        variables={
-            "update": "The bridge is paused.",
-            "funds_status": "under_review",
-            "next_update": "2026-01-01T14:00Z",
-        },
+        variables=UPDATE_VARS,
     )
     await worker.run_until_settled(within=30)
     resolved = await approved_draft(
@@ -229,11 +231,7 @@ async def test_correction_of_a_follow_up_edits_it_inside_the_thread(
         pub_settings,
         to=("dc_news",),
         template="active-exploit-update",
-        variables={
-            "update": "The bridge is paused.",
-            "funds_status": "under_review",
-            "next_update": "2026-01-01T14:00Z",
-        },
+        variables=UPDATE_VARS,
     )
     await worker.run_until_settled(within=30)
     correction = await approved_draft(
