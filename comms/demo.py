@@ -154,7 +154,7 @@ async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
         incident = await incidents.open_incident(
             session,
             title="Unusual withdrawals from the ETH bridge",
-            severity=Severity.P2,
+            severity=Severity.P1,
             actor=leader,
             summary="Monitoring flagged large withdrawals from the bridge contract; "
             "community members report failed transactions.",
@@ -185,7 +185,7 @@ async def seed(database: Database, info: dict[str, Any]) -> DemoSeed:
     return DemoSeed(passwords=passwords, incident_key=incident.key)
 
 
-def banner(seed_: DemoSeed, panel_url: str, info: dict[str, Any]) -> str:
+def banner(seed_: DemoSeed, panel_url: str, info: dict[str, Any], settings: Settings) -> str:
     width = max(len(name) for name in seed_.passwords)
     lines = [
         "",
@@ -202,10 +202,18 @@ def banner(seed_: DemoSeed, panel_url: str, info: dict[str, Any]) -> str:
         "",
         f"  Try it: as carol, open {seed_.incident_key} (P1) and write a draft from a template,",
         "  then submit it; sign in as dave, then erin, to approve (P1 needs two Decision",
-        "  Makers); then watch the sandbox viewer. Stop with Ctrl-C. Every start begins",
-        "  with a fresh database.",
+        "  Makers); then watch the sandbox viewer.",
         "",
     ]
+    if settings.require_2fa_for:
+        roles = ", ".join(sorted(settings.require_2fa_for))
+        lines.append(f"  Two-factor is required for: {roles} (they enrol at first sign-in).")
+    else:
+        lines += [
+            "  In the demo two-factor is off, so nobody needs an authenticator app; to try it,",
+            "  start with COMMS_REQUIRE_2FA_FOR=decision_maker,admin (the production default).",
+        ]
+    lines += ["  Stop with Ctrl-C. Every start begins with a fresh database.", ""]
     return "\n".join(lines)
 
 
@@ -239,5 +247,5 @@ async def run_demo(
             seeded = await seed(database, info)
         finally:
             await database.dispose()
-        echo(banner(seeded, f"http://{host}:{port}/", info))
+        echo(banner(seeded, f"http://{host}:{port}/", info, chosen))
         await serve(chosen, host, port, demo=True)

@@ -10,9 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+
+from comms.enums import Severity
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,3 +99,68 @@ def test_demo_serves_a_panel_you_can_sign_in_to(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
     assert (tmp_path / "demo" / "comms.db").exists()
+
+
+FAKE_WORLD = {
+    "discord_guild_id": "1300000000000000001",
+    "discord_channels": {
+        "announcements": "1300000000000000010",
+        "general": "1300000000000000011",
+        "responders": "1300000000000000012",
+    },
+    "discord_roles": {"responders": "1300000000000000020"},
+    "telegram_chats": {
+        "announcements": "-1001000000001",
+        "community": "-1001000000002",
+        "responders": "-1001000000003",
+    },
+    "viewer_url": "http://127.0.0.1:1/",
+    "discord_api_base": "http://127.0.0.1:1/api/v10",
+    "discord_token": "x",
+    "telegram_api_base": "http://127.0.0.1:1/bot",
+    "telegram_token": "y",
+}
+
+
+async def test_the_demo_incident_is_a_p1_that_needs_two_decision_makers(
+    database_url: str, settings: Any
+) -> None:
+    """The quick start's two-approver step must be possible: a P1 with a quorum of two."""
+    from comms.db import Database
+    from comms.demo import banner, demo_settings, seed
+    from comms.destinations import service as destinations
+    from comms.drafts import service as drafts
+    from comms.drafts.models import DraftStatus
+    from comms.incidents import service as incidents
+    from comms.users import service as users
+
+    chosen = demo_settings(settings, FAKE_WORLD, database_url)
+    database = Database(database_url)
+    try:
+        seeded = await seed(database, FAKE_WORLD)
+        async with database.transaction() as session:
+            incident = await incidents.require_incident(session, key=seeded.incident_key)
+            assert incident.severity == "P1"
+            assert chosen.quorum_for(Severity.P1) == 2
+            carol = await users.require_user(session, username="carol")
+            draft = await drafts.create(
+                session,
+                incident=incident,
+                template="custom",
+                variables={"message": "Do not use the bridge."},
+                destinations=[
+                    await destinations.require_destination(session, name="telegram-announcements")
+                ],
+                actor=carol,
+                settings=chosen,
+            )
+            await drafts.submit(session, draft=draft, actor=carol, settings=chosen)
+            for name, status in (("dave", DraftStatus.IN_REVIEW), ("erin", DraftStatus.APPROVED)):
+                approver = await users.require_user(session, username=name)
+                draft = await drafts.approve(session, draft=draft, actor=approver, settings=chosen)
+                assert draft.status == status.value, name
+    finally:
+        await database.dispose()
+    text = banner(seeded, "http://127.0.0.1:8000/", FAKE_WORLD, chosen)
+    assert f"{seeded.incident_key} (P1)" in text
+    assert "two-factor is off" in text and "COMMS_REQUIRE_2FA_FOR" in text
