@@ -20,6 +20,8 @@ from approvals.rules import Gate, Rule, rule_of
 from approvals.security import (
     CSRF_FIELD,
     CSRF_HEADER,
+    FORM_PROBLEMS,
+    FORM_TYPES,
     PRE_COOKIE,
     SAFE_METHODS,
     SESSION_COOKIE,
@@ -91,7 +93,7 @@ DbSession = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 async def _form_token(request: Request) -> str | None:
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+    if not content_type.startswith(FORM_TYPES):
         return None
     form = await request.form(max_files=0, max_fields=400, max_part_size=200_000)
     value = form.get(CSRF_FIELD)
@@ -175,6 +177,9 @@ async def _guard_panel(request: Request, session: AsyncSession, rule: Rule) -> N
     if unsafe:
         supplied = request.headers.get(CSRF_HEADER) or await _form_token(request)
         check_token(request.state.csrf, supplied)
+        problems = getattr(request.state, FORM_PROBLEMS, None)
+        if problems:  # found by BodyLimitMiddleware, which saw the raw bytes
+            raise InvalidInput(problems)
     if row is None:
         return
     stage = Stage(row.stage)

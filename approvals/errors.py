@@ -136,7 +136,7 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
                 problems=problems,
             ),
         )
-    return _page(request, 400, message, problems=problems)
+    return _page(request, 422, message, problems=problems)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from comms.enums import Severity
+from comms.text import text_problem
+
+
+def _typed_text(multiline: bool) -> AfterValidator:
+    def check(value: str) -> str:
+        problem = text_problem(value, multiline=multiline)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return AfterValidator(check)
+
+
+# What people may type: no control characters (but tab and line breaks where text is multi-line)
+# and no lone surrogates. The pattern documents it in /openapi.json; the validator enforces it.
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+Text = Annotated[str, _typed_text(True), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
+Line = Annotated[str, _typed_text(False), Field(json_schema_extra={"pattern": LINE_PATTERN})]
 
 
 class Strict(BaseModel):
@@ -69,9 +88,9 @@ class IncidentOut(BaseModel):
 
 
 class IncidentCreate(Strict):
-    title: str = Field(min_length=1, max_length=200)
+    title: Line = Field(min_length=1, max_length=200)
     severity: Severity
-    summary: str = Field(default="", max_length=5000)
+    summary: Text = Field(default="", max_length=5000)
 
 
 class DraftOptionsIn(Strict):
@@ -105,7 +124,7 @@ class ApproveIn(Strict):
 
 
 class RejectIn(Strict):
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
     expected_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from urllib.parse import parse_qsl
 
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from comms.auth.crypto import Keys
-from comms.errors import PermissionDenied
+from comms.errors import FieldProblem, PermissionDenied
 from comms.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -162,7 +165,9 @@ class SecurityHeadersMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies over ``MAX_BODY_BYTES`` with 413 before anything parses them."""
+    """Reads the request body before anything parses it: 413 over ``MAX_BODY_BYTES`` (declared
+    or not: a chunked body without Content-Length is counted as it arrives), and the fields of
+    a form body that are not UTF-8 are noted for the guard, which refuses them (422)."""
 
     def __init__(self, app: ASGIApp, *, limit: int = MAX_BODY_BYTES) -> None:
         self.app = app
@@ -172,29 +177,115 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        length = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
             await _too_large(scope, receive, send, self.limit)
             return
+        chunks: list[bytes] = []
         received = 0
-
-        async def limited() -> Message:
-            nonlocal received
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.limit:
+                await _too_large(scope, receive, send, self.limit)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if body and content_type.startswith(FORM_TYPES):
+            scope.setdefault("state", {})[FORM_PROBLEMS] = form_encoding_problems(
+                content_type, body
+            )
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except BodyTooLarge:
-            await _too_large(scope, receive, send, self.limit)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
-class BodyTooLarge(Exception):
-    pass
+FORM_PROBLEMS = "form_encoding_problems"
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _undecodable(name: bytes, value: bytes) -> FieldProblem | None:
+    try:
+        field = name.decode("utf-8")
+    except UnicodeDecodeError:
+        return FieldProblem(name.decode("latin-1")[:64], "the field name is not valid UTF-8")
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return FieldProblem(
+            field[:64], f"is not valid UTF-8 (byte {exc.start + 1}); nothing was saved"
+        )
+    return None
+
+
+def form_encoding_problems(content_type: str, body: bytes) -> list[FieldProblem]:
+    """Fields of a form body that are not UTF-8. Starlette would replace such bytes (or decode
+    them as Latin-1) and we would store something nobody typed; they are refused instead."""
+    problems: list[FieldProblem] = []
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        # Latin-1 maps bytes to code points one to one, so each field's bytes come back exactly.
+        for name, value in parse_qsl(
+            body.decode("latin-1"), keep_blank_values=True, encoding="latin-1"
+        ):
+            problem = _undecodable(name.encode("latin-1"), value.encode("latin-1"))
+            if problem is not None:
+                problems.append(problem)
+        return problems
+    _kind, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        return [FieldProblem("body", "a multipart form needs a boundary")]
+    parts: list[tuple[bytes, bytearray]] = []
+    header = bytearray()
+
+    def on_part_begin() -> None:
+        parts.append((b"", bytearray()))
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header.extend(data[start:end])
+
+    def on_header_end() -> None:
+        _value, options = parse_options_header(bytes(header))
+        header.clear()
+        if b"name" in options:
+            parts[-1] = (options[b"name"], parts[-1][1])
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1][1].extend(data[start:end])
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_part_data": on_part_data,
+        },
+    )
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError:
+        return [FieldProblem("body", "is not a well-formed multipart form")]
+    for part_name, data in parts:
+        problem = _undecodable(part_name, bytes(data))
+        if problem is not None:
+            problems.append(problem)
+    return problems
 
 
 async def _too_large(scope: Scope, receive: Receive, send: Send, limit: int) -> None:

@@ -129,8 +129,8 @@ def problems_of(error: CommsError) -> dict[str, str]:
 def form_error(
     request: Request, name: str, extra: dict[str, Any], error: CommsError
 ) -> FormInvalid:
-    """Render ``name`` again with the error(s) next to their fields; 400 for bad input."""
-    status = 400 if isinstance(error, InvalidInput) else error.status
+    """Render ``name`` again with the error(s) next to their fields (422 for bad input)."""
+    status = error.status
     body = render_text(request, name, {**extra, "error": error, "errors": problems_of(error)})
     return FormInvalid(body, status)
 

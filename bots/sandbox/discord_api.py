@@ -580,7 +580,14 @@ class DiscordAPI:
         ctype = request.content_type
         try:
             if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-                form = await request.post()
+                try:
+                    form = await request.post()
+                except (ValueError, AssertionError, LookupError) as exc:
+                    # aiohttp's parser: no boundary, a boundary that never comes, a truncated
+                    # part, bytes that are not text. Discord answers all of these alike.
+                    raise invalid_form(
+                        _err("BASE_TYPE_BAD_FORM", "The request body is not a valid form.")
+                    ) from exc
                 payload = form.get("payload_json")
                 if isinstance(payload, str):
                     return self._parse_json(payload.encode())

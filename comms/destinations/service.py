@@ -14,6 +14,7 @@ from comms.destinations.models import Destination, InternalUse, Visibility
 from comms.enums import Platform
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.permissions import Action, require
+from comms.text import clean_text, is_storable_name
 from comms.users.models import User
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -66,6 +67,8 @@ def _validate(
 
 
 async def get_by_name(session: AsyncSession, *, name: str) -> Destination | None:
+    if not is_storable_name(name):
+        return None
     return await session.scalar(select(Destination).where(Destination.name == name.strip().lower()))
 
 
@@ -228,7 +231,7 @@ async def mark_compromised(
     """A compromised destination never receives anything again until cleared."""
     if actor is not None:
         require(actor, Action.DESTINATION_MANAGE)
-    why = reason.strip()
+    why = clean_text("reason", reason, limit=2000)
     if compromised and not why:
         raise InvalidInput(FieldProblem("reason", "say why the destination is compromised"))
     if destination.compromised == compromised:

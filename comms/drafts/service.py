@@ -44,6 +44,7 @@ from comms.rendering import (
     validate_values,
 )
 from comms.settings import Settings
+from comms.text import clean_text
 from comms.users.models import User
 
 REASON_MAX = 2000
@@ -552,13 +553,9 @@ async def reject(
 ) -> Draft:
     """Send the draft back to its author with a reason."""
     require(actor, Action.DRAFT_APPROVE)
-    why = reason.strip()
+    why = clean_text("reason", reason, limit=REASON_MAX)
     if not why:
         raise InvalidInput(FieldProblem("reason", "a rejection needs a reason"))
-    if len(why) > REASON_MAX:
-        raise InvalidInput(
-            FieldProblem("reason", f"is {len(why)} characters; the limit is {REASON_MAX}")
-        )
     draft = await _lock(session, draft.id)
     _check_expected(draft, expected_hash)
     if draft.status_enum is not DraftStatus.IN_REVIEW:
@@ -600,7 +597,7 @@ async def reject(
 
 async def withdraw(session: AsyncSession, *, draft: Draft, actor: User, reason: str) -> Draft:
     require(actor, Action.DRAFT_WRITE)
-    why = reason.strip()
+    why = clean_text("reason", reason, limit=REASON_MAX)
     if not why:
         raise InvalidInput(FieldProblem("reason", "say why the draft is withdrawn"))
     draft = await _lock(session, draft.id)

@@ -21,6 +21,7 @@ from comms.incidents.models import (
     LogKind,
 )
 from comms.permissions import Action, require
+from comms.text import clean_text, is_storable_name
 from comms.users.models import User
 
 S = IncidentStatus
@@ -81,16 +82,15 @@ def parse_incident_role(value: str, *, field: str = "role") -> IncidentRole:
         ) from None
 
 
-def _check_text(field: str, value: str, *, required: bool, limit: int) -> str:
-    text = value.strip()
-    if required and not text:
-        raise InvalidInput(FieldProblem(field, "is required"))
-    if len(text) > limit:
-        raise InvalidInput(FieldProblem(field, f"is {len(text)} characters; the limit is {limit}"))
-    return text
+def _check_text(
+    field: str, value: str, *, required: bool, limit: int, multiline: bool = True
+) -> str:
+    return clean_text(field, value, limit=limit, required=required, multiline=multiline)
 
 
 async def get_by_key(session: AsyncSession, *, key: str) -> Incident | None:
+    if not is_storable_name(key):
+        return None
     return await session.scalar(select(Incident).where(Incident.key == key.strip().upper()))
 
 
@@ -161,7 +161,7 @@ async def open_incident(
 ) -> Incident:
     """Open an incident; the opener is recorded as its Detector."""
     require(actor, Action.INCIDENT_OPEN)
-    clean_title = _check_text("title", title, required=True, limit=TITLE_MAX)
+    clean_title = _check_text("title", title, required=True, limit=TITLE_MAX, multiline=False)
     clean_summary = _check_text("summary", summary, required=False, limit=TEXT_MAX)
     now = utcnow()
     for _attempt in range(5):

@@ -15,6 +15,7 @@ from comms.drafts.payload import idempotency_key
 from comms.errors import NotFound, RuleViolation
 from comms.outbox.models import NEEDS_PERSON, Delivery, DeliveryState
 from comms.permissions import Action, require
+from comms.text import clean_text
 from comms.users.models import User
 
 UNSENT = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
@@ -158,7 +159,7 @@ async def resolve_uncertain(
         )
     if resend:
         return await _requeue(session, delivery=delivery, actor=actor, action="delivery.resend")
-    why = note.strip() or "dismissed"
+    why = clean_text("note", note, limit=2000) or "dismissed"
     delivery.state = DeliveryState.SKIPPED.value
     delivery.last_error = f"dismissed by {actor.username}: {why}"
     delivery.inflight_index = None

@@ -15,6 +15,7 @@ from comms.auth import sessions
 from comms.enums import Role
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from comms.permissions import Action, require
+from comms.text import clean_text, is_storable_name
 from comms.users.models import User, UserRole
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
@@ -65,6 +66,8 @@ def parse_roles(values: Iterable[str], *, field: str = "roles") -> set[Role]:
 
 
 async def get_by_username(session: AsyncSession, *, username: str) -> User | None:
+    if not is_storable_name(username):
+        return None
     return await session.scalar(select(User).where(User.username == username.strip().lower()))
 
 
@@ -120,8 +123,13 @@ async def create(
         check_password_policy(password)
     except InvalidInput as exc:
         problems.extend(exc.problems)
-    if display_name is not None and not (1 <= len(display_name.strip()) <= 120):
-        problems.append(FieldProblem("display_name", "must be 1-120 characters"))
+    if display_name is not None:
+        try:
+            display_name = clean_text(
+                "display_name", display_name, limit=120, required=True, multiline=False
+            )
+        except InvalidInput as exc:
+            problems.extend(exc.problems)
     if problems:
         raise InvalidInput(problems)
     if await get_by_username(session, username=name) is not None:

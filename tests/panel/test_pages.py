@@ -23,7 +23,7 @@ async def test_incident_pages_and_log(world: dict[str, Any], make_client: Any) -
     ok = await lead.post(f"/incidents/{key}/severity", {"severity": "P2", "rationale": "Contained"})
     assert ok.status_code == 303
     missing = await lead.post(f"/incidents/{key}/severity", {"severity": "P1", "rationale": ""})
-    assert missing.status_code == 400 and "rationale" in missing.text
+    assert missing.status_code == 422 and "rationale" in missing.text
     assert (
         await lead.post(f"/incidents/{key}/status", {"status": "investigating"})
     ).status_code == 303
@@ -34,7 +34,7 @@ async def test_incident_pages_and_log(world: dict[str, Any], make_client: Any) -
     decision = await lead.post(
         f"/incidents/{key}/log", {"kind": "decision", "text": "Pause bridge"}
     )
-    assert decision.status_code == 400 and "rationale" in decision.text
+    assert decision.status_code == 422 and "rationale" in decision.text
     logged = await lead.post(
         f"/incidents/{key}/log", {"kind": "action", "text": "Pause the bridge", "owner": "leo"}
     )
@@ -60,12 +60,12 @@ async def test_open_incident_form_bad_input(
     async with db.transaction() as session:
         before = await session.scalar(select(func.count()).select_from(Incident))
     too_long = await client.post("/incidents", {"title": "x" * 250, "severity": "P1"})
-    assert too_long.status_code == 400 and "the limit is 200" in too_long.text
+    assert too_long.status_code == 422 and "the limit is 200" in too_long.text
     assert 'value="' + "x" * 250 in too_long.text  # what was typed is kept
     bad_sev = await client.post("/incidents", {"title": "Frontend down", "severity": "P9"})
-    assert bad_sev.status_code == 400 and "not a severity" in bad_sev.text
+    assert bad_sev.status_code == 422 and "not a severity" in bad_sev.text
     oversized = await client.post("/incidents", {"title": "x" * 400, "severity": "P1"})
-    assert oversized.status_code == 400 and "title" in oversized.text
+    assert oversized.status_code == 422 and "title" in oversized.text
     async with db.transaction() as session:
         assert await session.scalar(select(func.count()).select_from(Incident)) == before
     created = await client.post("/incidents", {"title": "Frontend down", "severity": "p2"})
@@ -84,7 +84,7 @@ async def test_unknown_ids_and_wrong_types(world: dict[str, Any], client: PanelC
         assert response.status_code == 404, path
         assert "no " in response.text.lower()
     wrong = await client.get("/drafts/abc")
-    assert wrong.status_code == 400 and "draft_id" in wrong.text
+    assert wrong.status_code == 422 and "draft_id" in wrong.text
     # Beyond any row id (ids are 32-bit on PostgreSQL): refused, never a driver overflow.
     huge = "99999999999999999999"
     for path, name in (
@@ -94,11 +94,11 @@ async def test_unknown_ids_and_wrong_types(world: dict[str, Any], client: PanelC
         (f"/audit?before={huge}", "before"),
     ):
         response = await client.get(path)
-        assert response.status_code == 400, (path, response.status_code)
+        assert response.status_code == 422, (path, response.status_code)
         assert name in response.text, path
     for path in (f"/deliveries/{huge}/retry", f"/admin/destinations/{huge}/compromised"):
         refused = await client.post(path, {})
-        assert refused.status_code == 400, (path, refused.status_code)
+        assert refused.status_code == 422, (path, refused.status_code)
     assert (await client.get("/no/such/page")).status_code == 404
 
 
@@ -116,14 +116,14 @@ async def test_draft_editor_bad_input_keeps_the_form(
         ("action", "save"),
     ]
     response = await client.post(f"/incidents/{key}/drafts", form)
-    assert response.status_code == 400
+    assert response.status_code == 422
     for field in ("summary", "funds status", "next update", "affected"):
         assert f"<strong>{field}</strong>" in response.text, field
     none_chosen = await client.post(
         f"/incidents/{key}/drafts",
         [("template", "custom"), ("var.message", "hello"), ("action", "save")],
     )
-    assert none_chosen.status_code == 400 and "choose at least one destination" in none_chosen.text
+    assert none_chosen.status_code == 422 and "choose at least one destination" in none_chosen.text
     draft_id = await _draft_id_for(db, world, panel_settings, submit=False)
     stale = await client.post(
         f"/drafts/{draft_id}/edit",
@@ -139,7 +139,7 @@ async def test_draft_editor_bad_input_keeps_the_form(
     )
     assert stale.status_code == 409 and "reload" in stale.text
     withdraw = await client.post(f"/drafts/{draft_id}/withdraw", {"reason": ""})
-    assert withdraw.status_code == 400
+    assert withdraw.status_code == 422
     submitted = await client.post(f"/drafts/{draft_id}/submit")
     assert submitted.status_code == 303
     again = await client.post(f"/drafts/{draft_id}/submit")
@@ -158,7 +158,7 @@ async def test_reject_needs_a_reason(
     empty = await dm.post(
         f"/drafts/{draft_id}/reject", {"reason": " ", "expected_hash": content_hash.group(1)}
     )
-    assert empty.status_code == 400 and "needs a reason" in empty.text
+    assert empty.status_code == 422 and "needs a reason" in empty.text
     ok = await dm.post(
         f"/drafts/{draft_id}/reject",
         {"reason": "Name the bridge", "expected_hash": content_hash.group(1)},
@@ -195,7 +195,7 @@ async def test_admin_users_tokens_destinations_audit(
     short = await client.post(
         "/admin/users", [("username", "olga"), ("password", "short"), ("roles", "scribe")]
     )
-    assert short.status_code == 400 and "at least 12" in short.text
+    assert short.status_code == 422 and "at least 12" in short.text
     token_page = await client.post(
         "/admin/tokens", [("username", "nina"), ("name", "bot"), ("scopes", "read")]
     )
@@ -216,7 +216,7 @@ async def test_admin_users_tokens_destinations_audit(
             "crosspost": "on",
         },
     )
-    assert dest.status_code == 400 and "exists only on Discord" in dest.text
+    assert dest.status_code == 422 and "exists only on Discord" in dest.text
     dest_id = world["destinations"]["telegram"].id
     compromised = await client.post(
         f"/admin/destinations/{dest_id}/compromised", {"reason": "Admin account phished"}

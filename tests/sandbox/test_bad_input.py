@@ -328,3 +328,50 @@ async def test_control_api_rejects_bad_input(raw_control: Control, http: httpx.A
     assert "error" in await raw_control.post("/discord/channels/1/messages", {"content": "x"})
     response = await http.patch(raw_control.url + "/limits", json={"discord_global_per_second": -1})
     assert response.status_code == 400
+
+
+MALFORMED_MULTIPART = [
+    # (content type, body): a boundary that never appears, a part without headers' end, no
+    # boundary parameter at all, a truncated body, and bytes that are not UTF-8 in payload_json.
+    ("multipart/form-data; boundary=abc", b"--xyz\r\nnot a part\r\n--xyz--\r\n"),
+    ("multipart/form-data; boundary=abc", b"--abc\r\nContent-Disposition: form-data"),
+    ("multipart/form-data", b"--abc\r\n\r\n--abc--\r\n"),
+    (
+        "multipart/form-data; boundary=abc",
+        b'--abc\r\nContent-Disposition: form-data; name="payload_json"\r\n\r\n{"content"',
+    ),
+    (
+        "multipart/form-data; boundary=abc",
+        b'--abc\r\nContent-Disposition: form-data; name="payload_json"\r\n\r\n'
+        b'{"content": "\xff\xfe"}\r\n--abc--\r\n',
+    ),
+]
+
+
+async def test_malformed_multipart_is_an_invalid_form_body(
+    raw_sandbox: Sandbox, http: httpx.AsyncClient
+) -> None:
+    """Discord answers a body it cannot parse with 400 Invalid Form Body (50035), never a 500;
+    found by fuzzing the emulator against the official OpenAPI."""
+    sb = raw_sandbox
+    channel = sb.info["discord_channels"]["general"]
+    sent = await http.post(
+        _discord(sb, f"/channels/{channel}/messages"), headers=_auth(sb), json={"content": "hi"}
+    )
+    message_id = sent.json()["id"]
+    targets = [
+        ("POST", f"/channels/{channel}/messages"),
+        ("PATCH", f"/channels/{channel}/messages/{message_id}"),
+        ("POST", f"/channels/{channel}/messages/{message_id}/threads"),
+    ]
+    for method, path in targets:
+        for content_type, body in MALFORMED_MULTIPART:
+            response = await http.request(
+                method,
+                _discord(sb, path),
+                headers={**_auth(sb), "Content-Type": content_type},
+                content=body,
+            )
+            where = f"{method} {path} with {body[:40]!r}"
+            assert response.status_code == 400, where
+            assert response.json()["code"] in (50035, 50109), where
