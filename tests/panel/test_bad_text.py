@@ -25,7 +25,6 @@ BAD = {
 }
 
 
-
 async def _count(db: Database, model: Any) -> int:
     async with db.transaction() as session:
         return int(await session.scalar(select(func.count()).select_from(model)) or 0)
@@ -152,3 +151,26 @@ async def test_body_over_the_limit_without_content_length_is_413(
         response = await http.send(request)
     assert response.status_code == 413
     assert str(MAX_BODY_BYTES) in response.text
+
+
+async def test_multipart_form_bytes_that_are_not_utf8_are_refused(
+    world: dict[str, Any], client: PanelClient
+) -> None:
+    """The live preview posts multipart (FormData): its fields are checked the same way."""
+    await client.login("carol")
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="incident"\r\n\r\n'
+        + world["incident"].key.encode()
+        + b'\r\n--b\r\nContent-Disposition: form-data; name="template"\r\n\r\ncustom\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="var.message"\r\n\r\nhi \xff\xfe\r\n--b--\r\n'
+    )
+    response = await client.http.post(
+        "/drafts/preview",
+        content=body,
+        headers={
+            "Content-Type": "multipart/form-data; boundary=b",
+            "X-CSRF-Token": client.csrf,
+            "Sec-Fetch-Site": "same-origin",
+        },
+    )
+    assert response.status_code == 422 and "var.message" in response.text
