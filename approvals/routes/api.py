@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from approvals.deps import CurrentToken, CurrentUser, DbSession, Panel, bearer_scheme
-from approvals.errors import error_body
+from approvals.errors import error_body, on_comms_error
 from approvals.routes.account import client_ip
 from approvals.rules import allow
 from approvals.schemas import (
@@ -43,7 +43,7 @@ from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
 from comms.drafts.payload import DraftOptions
 from comms.drafts.views import draft_document
-from comms.errors import FieldProblem, InvalidInput
+from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
 from comms.outbox import service as outbox
@@ -275,9 +275,19 @@ async def approve_draft(
             status_code=status,
             headers=headers,
         )
-    approved = await drafts.approve(
-        session, draft=draft, actor=user, settings=state.settings, expected_hash=body.expected_hash
-    )
+    try:
+        # A savepoint: if the approval is refused, the code just checked stays used (committed
+        # with the request), so it cannot approve a second time.
+        async with session.begin_nested():
+            approved = await drafts.approve(
+                session,
+                draft=draft,
+                actor=user,
+                settings=state.settings,
+                expected_hash=body.expected_hash,
+            )
+    except CommsError as exc:
+        return await on_comms_error(request, exc)
     return await document(session, approved, state.settings)
 
 

@@ -21,7 +21,7 @@ from approvals import preview, review
 from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel
 from approvals.routes.account import client_ip
 from approvals.rules import allow
-from approvals.security import SESSION_COOKIE, set_cookie
+from approvals.security import SESSION_COOKIE, csrf_token, set_cookie
 from approvals.state import PanelState
 from approvals.web import RowId, form_error, page, problems_of, redirect
 from comms.auth import service as auth
@@ -530,17 +530,28 @@ async def draft_approve(
             status = 429 if result.outcome is auth.Outcome.REFUSED else 401
             return page(request, "drafts/get.html", ctx, status=status)
         new_cookie, session_row = await sessions.rotate(session, row=session_row)
+        # A page rendered from here on (a refusal) carries the new session's CSRF token.
+        request.state.web_session = session_row
+        request.state.csrf = csrf_token(
+            state.keys, session_hash=session_row.id_hash, pre_session=None
+        )
+    response: Response
     try:
         if not expected:
             raise InvalidInput(FieldProblem("content_hash", "missing; reload the page"))
-        await drafts.approve(
-            session, draft=draft, actor=user, settings=state.settings, expected_hash=expected
-        )
+        # A savepoint: a refused approval rolls back alone, and the step-up just made (the
+        # code it used up, the rotated session) is still committed with the request.
+        async with session.begin_nested():
+            await drafts.approve(
+                session, draft=draft, actor=user, settings=state.settings, expected_hash=expected
+            )
     except CommsError as exc:
         current = await drafts.require_draft(session, draft_id=draft.id)
         ctx = await review_ctx(session, state, current, user=user, stepup_fresh=True)
-        raise form_error(request, "drafts/get.html", ctx, exc) from exc
-    response = redirect(f"/drafts/{draft.id}")
+        refused = form_error(request, "drafts/get.html", ctx, exc)
+        response = HTMLResponse(refused.body, status_code=refused.status)
+    else:
+        response = redirect(f"/drafts/{draft.id}")
     if new_cookie:
         set_cookie(response, request, state.settings, SESSION_COOKIE, new_cookie)
     return response
