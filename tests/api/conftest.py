@@ -12,7 +12,12 @@ from fastapi import FastAPI
 from comms.auth import tokens
 from comms.db import Database
 from comms.users import service as users
-from tests.panel.conftest import app, panel_settings, world  # noqa: F401 - shared fixtures
+from tests.panel.conftest import (  # noqa: F401 - shared fixtures
+    app,
+    make_client,
+    panel_settings,
+    world,
+)
 
 
 @pytest.fixture

@@ -17,13 +17,7 @@ from comms.clock import FrozenClock
 from comms.db import Database
 from comms.drafts.models import Approval
 from comms.settings import Settings
-from tests.panel.conftest import (
-    PanelClient,
-    _draft_id_for,
-    current_code,
-    enrol_totp,
-    make_client,  # noqa: F401 - a shared fixture
-)
+from tests.panel.conftest import PanelClient, _draft_id_for, current_code, enrol_totp
 
 STALE = "0" * 64
 
