@@ -12,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from approvals.deps import CurrentUser, DbSession, Panel
 from approvals.rules import Gate, allow
 from approvals.web import page
+from comms.drafts import gate
 from comms.drafts import service as drafts
-from comms.drafts.models import Decision, Draft, DraftStatus
+from comms.drafts.models import Draft, DraftStatus
 from comms.enums import Role
 from comms.incidents import service as incidents
 from comms.outbox.models import NEEDS_PERSON, Delivery
@@ -26,16 +27,7 @@ router = APIRouter(include_in_schema=False)
 
 def awaiting(draft: Draft, user: User, settings: Settings) -> bool:
     """True if ``user`` could add a counting approval to this draft right now."""
-    if draft.status != DraftStatus.IN_REVIEW.value or not user.has_role(Role.DECISION_MAKER):
-        return False
-    if not settings.allow_self_approval and user.id in (draft.author_id, draft.last_editor_id):
-        return False
-    return not any(
-        a.approver_id == user.id
-        and a.content_hash == draft.content_hash
-        and a.decision == Decision.APPROVE.value
-        for a in draft.approvals
-    )
+    return gate.may_approve(draft, user, settings=settings) is None
 
 
 async def pending_for(

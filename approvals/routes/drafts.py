@@ -29,9 +29,11 @@ from comms.auth import sessions
 from comms.clock import utcnow
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
+from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
 from comms.drafts.payload import DraftOptions, build_payload
+from comms.enums import Role
 from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
@@ -434,8 +436,9 @@ async def review_ctx(
                 "html": [preview.render(platform, m) for m in item["messages"]],
             }
         )
-    from approvals.routes.dashboard import awaiting
-
+    refusal = gate.may_approve(
+        draft, user, settings=state.settings, versions=await drafts.versions(session, draft=draft)
+    )
     return {
         "draft": draft,
         "quorum": quorum,
@@ -447,8 +450,9 @@ async def review_ctx(
         ),
         "diff": review.diff(previous.payload if previous else None, draft.payload),
         "previous": previous,
-        "can_decide": awaiting(draft, user, state.settings),
-        "is_author": user.id in (draft.author_id, draft.last_editor_id),
+        "can_decide": refusal is None,
+        # Why a Decision Maker sees no approve button (e.g. they edited a version).
+        "refusal": refusal if user.has_role(Role.DECISION_MAKER) else None,
         "stepup_fresh": stepup_fresh,
         "stepup_minutes": state.settings.stepup_minutes,
         **extra,

@@ -48,6 +48,8 @@ class Draft(Base):
     status: Mapped[str] = mapped_column(String(20), default=DraftStatus.DRAFT.value, index=True)
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     last_editor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    # Everyone who created or edited any version: none of them may approve (four eyes).
+    contributor_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     variables: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

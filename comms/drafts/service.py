@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.destinations.models import Destination
+from comms.drafts import gate
 from comms.drafts.gate import Quorum, evaluate
 from comms.drafts.models import (
     EDITABLE,
@@ -178,6 +179,8 @@ async def _freeze(
     draft.warnings = [{"code": w.code, "message": w.message, "field": w.field} for w in warnings]
     draft.destinations = list(destinations)
     draft.last_editor_id = editor.id
+    if editor.id not in draft.contributor_ids:
+        draft.contributor_ids = [*draft.contributor_ids, editor.id]
     draft.updated_at = utcnow()
     session.add(
         DraftVersion(
@@ -238,6 +241,7 @@ async def create(
         status=DraftStatus.DRAFT.value,
         author_id=actor.id,
         last_editor_id=actor.id,
+        contributor_ids=[],
         content_hash="",
         created_at=now,
         updated_at=now,
@@ -452,28 +456,11 @@ async def approve(
     require(actor, Action.DRAFT_APPROVE)
     draft = await _lock(session, draft.id)
     _check_expected(draft, expected_hash)
-    if draft.status_enum is not DraftStatus.IN_REVIEW:
-        raise RuleViolation(
-            "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
-        )
-    if not settings.allow_self_approval:
-        if actor.id == draft.author_id:
-            raise RuleViolation(
-                "approval.self_approval",
-                "you wrote this draft; another Decision Maker must approve it",
-            )
-        if actor.id == draft.last_editor_id:
-            raise RuleViolation(
-                "approval.last_editor",
-                "you made the last edit; another Decision Maker must approve it",
-            )
-    if any(
-        a.approver_id == actor.id
-        and a.content_hash == draft.content_hash
-        and a.decision == Decision.APPROVE.value
-        for a in draft.approvals
-    ):
-        raise RuleViolation("approval.duplicate", f"you already approved version {draft.version}")
+    refusal = gate.may_approve(
+        draft, actor, settings=settings, versions=await versions(session, draft=draft)
+    )
+    if refusal is not None:
+        raise RuleViolation(refusal.rule, refusal.message)
     now = utcnow()
     approval = Approval(
         draft_id=draft.id,

@@ -96,8 +96,7 @@ class GateMachine(RuleBasedStateMachine):
         # The model.
         self.version = 1
         self.status = "draft"
-        self.author = "cm"
-        self.last_editor = "cm"
+        self.contributors = {"cm"}  # whoever wrote any version: the author, every editor
         self.deciders = set(DECIDERS)
         self.approved_versions: dict[str, set[int]] = {name: set() for name in DECIDERS}
         self.edits = 0
@@ -107,7 +106,7 @@ class GateMachine(RuleBasedStateMachine):
             1
             for name in self.deciders
             if self.version in self.approved_versions[name]
-            and name not in (self.author, self.last_editor)
+            and name not in self.contributors
         )
 
     async def _act(self, username: str, action: str, **kwargs: Any) -> None:
@@ -152,7 +151,7 @@ class GateMachine(RuleBasedStateMachine):
             return
         assert outcome is None
         self.version += 1
-        self.last_editor = editor
+        self.contributors.add(editor)
         self.status = {"rejected": "draft", "approved": "in_review"}.get(self.status, self.status)
 
     @rule()
@@ -171,7 +170,7 @@ class GateMachine(RuleBasedStateMachine):
             assert outcome is PermissionDenied
         elif (
             self.status != "in_review"
-            or who in (self.author, self.last_editor)
+            or who in self.contributors
             or self.version in self.approved_versions[who]
         ):
             assert outcome is RuleViolation

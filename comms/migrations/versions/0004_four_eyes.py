@@ -1,0 +1,50 @@
+"""Four eyes stay four eyes: who wrote a draft, void approvals, role grants awaiting approval.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("drafts", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("contributor_ids", sa.JSON(), nullable=False, server_default="[]")
+        )
+    # Everyone who wrote a version so far: the author and every version's editor.
+    connection = op.get_bind()
+    drafts = sa.table(
+        "drafts",
+        sa.column("id", sa.Integer()),
+        sa.column("author_id", sa.Integer()),
+        sa.column("contributor_ids", sa.JSON()),
+    )
+    versions = sa.table(
+        "draft_versions", sa.column("draft_id", sa.Integer()), sa.column("editor_id", sa.Integer())
+    )
+    editors: dict[int, list[int]] = {}
+    for draft_id, author_id in connection.execute(sa.select(drafts.c.id, drafts.c.author_id)):
+        editors[draft_id] = [author_id]
+    for draft_id, editor_id in connection.execute(
+        sa.select(versions.c.draft_id, versions.c.editor_id).order_by(versions.c.draft_id)
+    ):
+        if editor_id not in editors.setdefault(draft_id, []):
+            editors[draft_id].append(editor_id)
+    for draft_id, ids in editors.items():
+        connection.execute(
+            drafts.update().where(drafts.c.id == draft_id).values(contributor_ids=ids)
+        )
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("drafts", schema=None) as batch_op:
+        batch_op.drop_column("contributor_ids")

@@ -1,0 +1,93 @@
+"""Four eyes stay four eyes (issue 9): each attack of the security review, over HTTP, first
+reproduced and then refused. Who may approve is part of the gate."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import func, select
+
+from comms.db import Database
+from comms.drafts.models import Approval
+from comms.enums import Role
+from tests.factories import make_user
+from tests.panel.conftest import EXPLOIT_VARS, PanelClient
+
+
+def draft_form(world: dict[str, Any], **overrides: str) -> list[tuple[str, str]]:
+    values = {**EXPLOIT_VARS, **overrides}
+    items = [("template", "active-exploit-initial")]
+    items += [(f"var.{k}", v) for k, v in values.items()]
+    items += [("destinations", "discord-announcements"), ("destinations", "telegram-announcements")]
+    return items
+
+
+async def create_draft(browser: PanelClient, world: dict[str, Any], action: str = "save") -> int:
+    key = world["incident"].key
+    created = await browser.post(
+        f"/incidents/{key}/drafts", [*draft_form(world), ("action", action)]
+    )
+    assert created.status_code == 303, created.text
+    return int(created.headers["location"].rsplit("/", 1)[1])
+
+
+async def edit_draft(
+    browser: PanelClient,
+    world: dict[str, Any],
+    draft_id: int,
+    version: int,
+    action: str,
+    **vars: str,
+) -> None:
+    await browser.get(f"/drafts/{draft_id}/edit")
+    edited = await browser.post(
+        f"/drafts/{draft_id}/edit",
+        [*draft_form(world, **vars), ("expected_version", str(version)), ("action", action)],
+    )
+    assert edited.status_code == 303, edited.text
+
+
+async def approve(browser: PanelClient, draft_id: int) -> Any:
+    """Post an approval of the version on screen (also when the page offers no button: an
+    attacker posts the form anyway)."""
+    page = await browser.get(f"/drafts/{draft_id}")
+    shown = re.search(r'class="hash" title="([0-9a-f]{64})"', page.text)
+    assert shown, page.text
+    return await browser.post(f"/drafts/{draft_id}/approve", {"expected_hash": shown.group(1)})
+
+
+async def approvals(db: Database) -> int:
+    async with db.transaction() as session:
+        return int(await session.scalar(select(func.count()).select_from(Approval)) or 0)
+
+
+async def test_an_intermediate_editor_cannot_approve_their_own_words(
+    world: dict[str, Any], make_client: Any, db: Database
+) -> None:
+    """Finding 2: rex (Communication Manager and Decision Maker) rewrites carol's draft, carol
+    adds one dot and submits; rex's approval must not count, nor be recorded."""
+    async with db.transaction() as session:
+        await make_user(session, "rex", Role.COMMS_MANAGER, Role.DECISION_MAKER)
+    carol: PanelClient = make_client()
+    await carol.login("carol")
+    rex: PanelClient = make_client()
+    await rex.login("rex")
+    draft_id = await create_draft(carol, world)
+    await edit_draft(
+        rex, world, draft_id, 1, "save", summary="Funds are safe; keep using the bridge"
+    )
+    await edit_draft(
+        carol, world, draft_id, 2, "submit", summary="Funds are safe; keep using the bridge."
+    )
+    page = await rex.get(f"/drafts/{draft_id}")
+    assert "Approve version" not in page.text and "approval.contributor" in page.text
+    refused = await approve(rex, draft_id)
+    assert refused.status_code == 409, refused.status_code
+    assert "approval.contributor" in refused.text
+    assert "version 2" in refused.text
+    assert await approvals(db) == 0
+    dave: PanelClient = make_client()
+    await dave.login("dave")
+    assert (await approve(dave, draft_id)).status_code == 303
+    assert "1 of 2 approvals" in (await dave.get(f"/drafts/{draft_id}")).text
