@@ -24,7 +24,7 @@ import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from comms import __version__
+from comms import __version__, flows
 from comms.audit import service as audit
 from comms.db import ROW_ID_MAX, Database
 from comms.destinations import service as destinations
@@ -274,7 +274,9 @@ async def user_roles(app: AppContext, username: str, roles: tuple[str, ...]) -> 
 
     async def body(session: AsyncSession) -> None:
         target = await users.require_user(session, username=username)
-        await users.set_roles(session, user=target, roles=users.parse_roles(roles))
+        await flows.set_roles(
+            session, user=target, roles=users.parse_roles(roles), actor=None, settings=app.settings
+        )
         click.echo(f"{target.username}: {', '.join(sorted(target.role_set))}")
 
     await in_transaction(app, body)
@@ -289,7 +291,9 @@ async def user_disable(app: AppContext, username: str) -> None:
 
     async def body(session: AsyncSession) -> None:
         target = await users.require_user(session, username=username)
-        await users.set_active(session, user=target, active=False)
+        await flows.set_active(
+            session, user=target, active=False, actor=None, settings=app.settings
+        )
         click.echo(f"{target.username} disabled")
 
     await in_transaction(app, body)
@@ -304,7 +308,7 @@ async def user_enable(app: AppContext, username: str) -> None:
 
     async def body(session: AsyncSession) -> None:
         target = await users.require_user(session, username=username)
-        await users.set_active(session, user=target, active=True)
+        await flows.set_active(session, user=target, active=True, actor=None, settings=app.settings)
         click.echo(f"{target.username} enabled")
 
     await in_transaction(app, body)
@@ -708,7 +712,6 @@ async def incident_severity(
     app: AppContext, key: str, severity: str, rationale: str, by: str
 ) -> None:
     """Change the severity; unsent drafts are re-rendered and need approval again."""
-    from comms import flows
 
     async def body(session: AsyncSession) -> None:
         actor = await users.require_user(session, username=by, field="by")

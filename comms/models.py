@@ -12,6 +12,7 @@ from comms.users.models import User, UserRole
 __all__ = [
     "ApiToken",
     "Approval",
+    "ApprovalVoid",
     "AuditEvent",
     "AuditHead",
     "Base",

@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from approvals.deps import CurrentUser, DbSession
+from approvals.deps import CurrentUser, DbSession, Panel
 from approvals.routes.drafts import FORM_LIMITS, parse_when
 from approvals.rules import allow
 from approvals.web import RowId, form_error, page, redirect
+from comms import flows
 from comms.audit import service as audit
 from comms.auth import sessions, throttle, tokens, totp
 from comms.destinations import service as destinations
@@ -128,13 +129,17 @@ async def user_get(request: Request, session: DbSession, target: TargetUser) -> 
 @router.post("/users/{user_id}/roles")
 @allow(Action.USER_MANAGE)
 async def user_roles(
-    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+    request: Request, session: DbSession, state: Panel, actor: CurrentUser, target: TargetUser
 ) -> Response:
     form = await request.form(**FORM_LIMITS)
     ctx = await _user_ctx(session, target)
     try:
-        await users.set_roles(
-            session, user=target, roles=users.parse_roles(_strings(form, "roles")), actor=actor
+        await flows.set_roles(
+            session,
+            user=target,
+            roles=users.parse_roles(_strings(form, "roles")),
+            actor=actor,
+            settings=state.settings,
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/get.html", ctx, exc) from exc
@@ -144,7 +149,7 @@ async def user_roles(
 @router.post("/users/{user_id}/active")
 @allow(Action.USER_MANAGE)
 async def user_active(
-    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+    request: Request, session: DbSession, state: Panel, actor: CurrentUser, target: TargetUser
 ) -> Response:
     form = await request.form(**FORM_LIMITS)
     ctx = await _user_ctx(session, target)
@@ -152,7 +157,9 @@ async def user_active(
         value = _text(form, "active")
         if value not in ("yes", "no"):
             raise InvalidInput(FieldProblem("active", "choose yes or no"))
-        await users.set_active(session, user=target, active=value == "yes", actor=actor)
+        await flows.set_active(
+            session, user=target, active=value == "yes", actor=actor, settings=state.settings
+        )
     except CommsError as exc:
         raise form_error(request, "admin/users/get.html", ctx, exc) from exc
     return redirect(f"/admin/users/{target.id}")

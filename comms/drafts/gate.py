@@ -12,10 +12,13 @@ The rules, in the order they are checked:
 * nobody who created or edited any version of the draft approves it (four eyes), unless
   ``COMMS_ALLOW_SELF_APPROVAL`` is on for a one-person team;
 * an approval counts only for the exact content hash (and version) it was given for;
-* an approval given by someone later disabled or stripped of the role stops counting at once;
+* an approval given by someone later disabled or stripped of the role stops counting at once,
+  and for good: it is void (an ``ApprovalVoid`` row), so restoring the person does not revive
+  it; they approve again instead, and a draft approved with it goes back to review;
 * with ``COMMS_APPROVAL_TTL_MINUTES``, an approval older than that stops counting;
 * a draft rendered for another severity than the incident's now counts nothing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -108,6 +111,7 @@ def may_approve(
         a.approver_id == user.id
         and a.content_hash == draft.content_hash
         and a.decision == Decision.APPROVE.value
+        and a.void is None
         for a in draft.approvals
     ):
         return Refusal("approval.duplicate", f"you already approved version {draft.version}")
@@ -131,6 +135,8 @@ def _standing(
         return no(f"rejected: {approval.reason}")
     if approval.content_hash != draft.content_hash or approval.version != draft.version:
         return no(f"given for version {approval.version}; the content has changed since")
+    if approval.void is not None:
+        return no(f"void: {approval.void.reason}")
     approver = approval.approver
     if not approver.active:
         return no(f"{approver.username} has been disabled")

@@ -124,3 +124,20 @@ class Approval(Base):
 
     draft: Mapped[Draft] = relationship(back_populates="approvals")
     approver: Mapped[User] = relationship(lazy="selectin")
+    void: Mapped[ApprovalVoid | None] = relationship(lazy="selectin")
+
+    @property
+    def voided(self) -> bool:
+        return self.void is not None
+
+
+class ApprovalVoid(Base):
+    """An approval that never counts again: its approver was disabled or lost the
+    decision_maker role after giving it. Restoring them does not revive it; they approve again.
+    Approvals are append-only, so the voiding is a row of its own (append-only too)."""
+
+    __tablename__ = "approval_voids"
+
+    approval_id: Mapped[int] = mapped_column(ForeignKey("approvals.id"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")

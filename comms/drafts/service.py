@@ -23,6 +23,7 @@ from comms.drafts.gate import Quorum, evaluate
 from comms.drafts.models import (
     EDITABLE,
     Approval,
+    ApprovalVoid,
     Decision,
     Draft,
     DraftStatus,
@@ -472,7 +473,7 @@ async def approve(
     )
     session.add(approval)
     await session.flush()
-    await session.refresh(approval, ["approver"])
+    await session.refresh(approval, ["approver", "void"])
     await session.refresh(draft, ["approvals"])
     await audit.record(
         session,
@@ -562,7 +563,7 @@ async def reject(
     draft.status = DraftStatus.REJECTED.value
     draft.rejection_reason = why
     await session.flush()
-    await session.refresh(rejection, ["approver"])
+    await session.refresh(rejection, ["approver", "void"])
     await session.refresh(draft, ["approvals"])
     await incidents.log(
         session,
@@ -636,3 +637,78 @@ async def rerender_open_drafts(
             )
         )
     return touched
+
+
+async def void_approvals_of(
+    session: AsyncSession, *, user: User, reason: str, actor: User | None, settings: Settings
+) -> list[Draft]:
+    """Void ``user``'s approvals of every draft not yet published, for good.
+
+    Called when a Decision Maker is disabled or loses the role. Their approvals already stopped
+    counting (the gate checks approvers' standing at every count); voiding them means restoring
+    the person later does not bring them back: they approve again, seeing the version as it is
+    then. A draft that was approved with such an approval and has not started going out goes
+    back to review, its deliveries cancelled, so its state always follows the gate. Returns the
+    drafts sent back to review.
+    """
+    now = utcnow()
+    open_statuses = [
+        DraftStatus.IN_REVIEW.value,
+        DraftStatus.APPROVED.value,
+        DraftStatus.PUBLISHING.value,
+    ]
+    approvals = (
+        await session.scalars(
+            select(Approval)
+            .join(Draft, Draft.id == Approval.draft_id)
+            .where(
+                Approval.approver_id == user.id,
+                Approval.decision == Decision.APPROVE.value,
+                ~Approval.void.has(),
+                Draft.status.in_(open_statuses),
+            )
+        )
+    ).all()
+    for approval in approvals:
+        session.add(
+            ApprovalVoid(
+                approval_id=approval.id,
+                at=now,
+                reason=f"{user.username} {reason} after approving ({now:%Y-%m-%d %H:%M} UTC)",
+            )
+        )
+    await session.flush()
+    rewound: list[Draft] = []
+    for draft_id in sorted({a.draft_id for a in approvals}):
+        draft = await _lock(session, draft_id)
+        await audit.record(
+            session,
+            actor=actor.username if actor else audit.SYSTEM_ACTOR,
+            action="approval.voided",
+            target=f"draft:{draft.id}",
+            details={"approver": user.username, "reason": reason, "version": draft.version},
+        )
+        if (
+            draft.status_enum is not DraftStatus.APPROVED
+            or quorum(draft, settings=settings, now=now).met
+        ):
+            continue
+        if not await outbox.all_unsent(session, draft=draft):
+            continue  # already going out: the worker refuses what is left, delivery by delivery
+        cancelled = await outbox.cancel_unsent(
+            session, draft=draft, reason=f"quorum no longer met: {user.username} {reason}"
+        )
+        draft.status = DraftStatus.IN_REVIEW.value
+        draft.approved_at = None
+        await incidents.log(
+            session,
+            incident=draft.incident,
+            kind=LogKind.COMMS,
+            actor=actor,
+            text=(
+                f"Draft #{draft.id} v{draft.version} is back in review: {user.username} {reason}, "
+                f"so the quorum no longer stands; {cancelled} queued deliveries cancelled"
+            ),
+        )
+        rewound.append(draft)
+    return rewound

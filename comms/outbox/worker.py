@@ -83,6 +83,7 @@ LEAN_DRAFT = (
 GATE_DRAFT = (
     *LEAN_DRAFT,
     joinedload(Draft.approvals).joinedload(Approval.approver).joinedload(User.roles),
+    joinedload(Draft.approvals).joinedload(Approval.void),
 )
 # Platforms whose API deduplicates a retried create (Discord's nonce + enforce_nonce).
 IDEMPOTENT = frozenset({Platform.DISCORD})

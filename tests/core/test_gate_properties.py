@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from comms import flows
 from comms.db import Database
 from comms.destinations import service as destinations
 from comms.drafts import service as drafts
@@ -29,6 +30,15 @@ T = TypeVar("T")
 EDITORS = ("cm", "cm2", "dual")
 DECIDERS = ("dm1", "dm2", "dm3", "dual")
 _counter = itertools.count()
+ROLES = {
+    "cm": [Role.COMMS_MANAGER],
+    "cm2": [Role.COMMS_MANAGER],
+    "dual": [Role.COMMS_MANAGER, Role.DECISION_MAKER],
+    "dm1": [Role.DECISION_MAKER],
+    "dm2": [Role.DECISION_MAKER],
+    "dm3": [Role.DECISION_MAKER],
+    "lead": [Role.INCIDENT_LEADER],
+}
 
 
 class GateMachine(RuleBasedStateMachine):
@@ -53,19 +63,10 @@ class GateMachine(RuleBasedStateMachine):
         self.settings: Settings = load_settings(
             database_url=self.url, approval_quorum={"P1": quorum}
         )
-        roles = {
-            "cm": [Role.COMMS_MANAGER],
-            "cm2": [Role.COMMS_MANAGER],
-            "dual": [Role.COMMS_MANAGER, Role.DECISION_MAKER],
-            "dm1": [Role.DECISION_MAKER],
-            "dm2": [Role.DECISION_MAKER],
-            "dm3": [Role.DECISION_MAKER],
-            "lead": [Role.INCIDENT_LEADER],
-        }
 
         async def build() -> int:
             async with self.db.transaction() as session:
-                for name, rs in roles.items():
+                for name, rs in ROLES.items():
                     await users.create(
                         session, username=f"{name}-{self.suffix}", password=PASSWORD, roles=rs
                     )
@@ -128,7 +129,17 @@ class GateMachine(RuleBasedStateMachine):
             elif action == "reject":
                 await drafts.reject(session, draft=draft, actor=actor, reason="not yet")
             elif action == "revoke":
-                await users.set_roles(session, user=actor, roles=[Role.RESPONDER])
+                await flows.set_roles(
+                    session, user=actor, roles=[Role.RESPONDER], actor=None, settings=self.settings
+                )
+            elif action == "restore":
+                await flows.set_roles(
+                    session,
+                    user=actor,
+                    roles=ROLES[username],
+                    actor=None,
+                    settings=self.settings,
+                )
 
     def attempt(self, username: str, action: str, **kwargs: Any) -> type[CommsError] | None:
         try:
@@ -194,7 +205,19 @@ class GateMachine(RuleBasedStateMachine):
     @rule(who=st.sampled_from(DECIDERS))
     def revoke(self, who: str) -> None:
         assert self.attempt(who, "revoke") is None
+        if who in self.deciders:
+            # Their approvals are void for good; an approved draft no longer standing (nothing
+            # has gone out here: no worker runs) goes back to review.
+            self.approved_versions[who] = set()
+            if self.status == "approved" and self.eligible_count() < self.quorum:
+                self.status = "in_review"
         self.deciders.discard(who)
+
+    @rule(who=st.sampled_from(DECIDERS))
+    def restore(self, who: str) -> None:
+        """The operator gives the role back: earlier approvals stay void (they approve again)."""
+        assert self.attempt(who, "restore") is None
+        self.deciders.add(who)
 
     @invariant()
     def matches_the_model(self) -> None:

@@ -91,3 +91,99 @@ async def test_an_intermediate_editor_cannot_approve_their_own_words(
     await dave.login("dave")
     assert (await approve(dave, draft_id)).status_code == 303
     assert "1 of 2 approvals" in (await dave.get(f"/drafts/{draft_id}")).text
+
+
+async def user_id(db: Database, username: str) -> int:
+    from comms.users import service as users
+
+    async with db.transaction() as session:
+        return (await users.require_user(session, username=username)).id
+
+
+async def set_active(admin: PanelClient, db: Database, username: str, active: bool) -> None:
+    target = await user_id(db, username)
+    await admin.get(f"/admin/users/{target}")
+    done = await admin.post(f"/admin/users/{target}/active", {"active": "yes" if active else "no"})
+    assert done.status_code == 303, done.text
+
+
+async def test_a_restored_approver_approves_again_and_the_draft_follows_the_gate(
+    world: dict[str, Any], make_client: Any, db: Database, clock: Any
+) -> None:
+    """Finding 5: dave approves, is disabled, erin approves, dave is enabled again. Before, the
+    gate counted 2 of 2 while the draft stayed in review with nothing queued and dave could not
+    approve again. Now an approval that stopped counting is void for good (the page says why)
+    and its approver may approve again; the second approval queues the deliveries."""
+    from comms.drafts.models import DraftStatus
+    from comms.outbox.models import Delivery
+
+    carol: PanelClient = make_client()
+    await carol.login("carol")
+    draft_id = await create_draft(carol, world, action="submit")
+    dave: PanelClient = make_client()
+    await dave.login("dave")
+    assert (await approve(dave, draft_id)).status_code == 303
+    admin: PanelClient = make_client()
+    await admin.login("ada")
+    await set_active(admin, db, "dave", False)
+    erin: PanelClient = make_client()
+    await erin.login("erin")
+    assert (await approve(erin, draft_id)).status_code == 303
+    clock.advance(seconds=5)
+    await set_active(admin, db, "dave", True)
+    page = await erin.get(f"/drafts/{draft_id}")
+    assert "1 of 2 approvals" in page.text
+    assert "void" in page.text and "disabled" in page.text
+    dave = make_client()
+    await dave.login("dave")
+    again = await approve(dave, draft_id)
+    assert again.status_code == 303, again.text
+    async with db.transaction() as session:
+        from comms.drafts import service as drafts
+
+        draft = await drafts.require_draft(session, draft_id=draft_id)
+        assert draft.status == DraftStatus.APPROVED.value
+        queued = (
+            await session.scalars(select(Delivery).where(Delivery.draft_id == draft_id))
+        ).all()
+        assert {d.state for d in queued} == {"pending"}
+
+
+async def test_an_approved_draft_goes_back_to_review_when_an_approver_loses_the_role(
+    world: dict[str, Any], make_client: Any, db: Database, panel_settings: Any
+) -> None:
+    """The other direction: a scheduled announcement approved by dave and erin; dave loses the
+    decision_maker role before it goes out. The quorum no longer stands, so the draft is back
+    in review, its deliveries cancelled (not left for the worker to refuse one by one)."""
+    from comms.drafts.models import DraftStatus
+    from comms.outbox.models import Delivery
+
+    carol: PanelClient = make_client()
+    await carol.login("carol")
+    key = world["incident"].key
+    created = await carol.post(
+        f"/incidents/{key}/drafts",
+        [*draft_form(world), ("options.publish_at", "2030-01-01 12:00"), ("action", "submit")],
+    )
+    draft_id = int(created.headers["location"].rsplit("/", 1)[1])
+    for name in ("dave", "erin"):
+        browser: PanelClient = make_client()
+        await browser.login(name)
+        assert (await approve(browser, draft_id)).status_code == 303
+    admin: PanelClient = make_client()
+    await admin.login("ada")
+    target = await user_id(db, "dave")
+    await admin.get(f"/admin/users/{target}")
+    changed = await admin.post(f"/admin/users/{target}/roles", {"roles": "responder"})
+    assert changed.status_code == 303, changed.text
+    async with db.transaction() as session:
+        from comms.drafts import service as drafts
+
+        draft = await drafts.require_draft(session, draft_id=draft_id)
+        assert draft.status == DraftStatus.IN_REVIEW.value
+        states = (
+            await session.scalars(select(Delivery.state).where(Delivery.draft_id == draft_id))
+        ).all()
+        assert set(states) == {"cancelled"}
+        quorum = drafts.quorum(draft, settings=panel_settings)
+        assert quorum.have == 1 and not quorum.met

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+import comms.db
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
@@ -44,7 +46,37 @@ def upgrade() -> None:
             drafts.update().where(drafts.c.id == draft_id).values(contributor_ids=ids)
         )
 
+    op.create_table(
+        "approval_voids",
+        sa.Column("approval_id", sa.Integer(), nullable=False),
+        sa.Column("at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["approval_id"],
+            ["approvals.id"],
+            name=op.f("fk_approval_voids_approval_id_approvals"),
+        ),
+        sa.PrimaryKeyConstraint("approval_id", name=op.f("pk_approval_voids")),
+    )
+    _append_only("approval_voids")
+
+
+def _append_only(table: str) -> None:
+    """As in 0001: the table refuses UPDATE and DELETE."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION comms_append_only()"
+        )
+        return
+    for verb in ("UPDATE", "DELETE"):
+        op.execute(
+            f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table} "
+            f"BEGIN SELECT RAISE(ABORT, 'append-only table {table}: {verb} refused'); END"
+        )
+
 
 def downgrade() -> None:
+    op.drop_table("approval_voids")
     with op.batch_alter_table("drafts", schema=None) as batch_op:
         batch_op.drop_column("contributor_ids")
