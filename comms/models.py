@@ -4,7 +4,7 @@ from comms.audit.models import AuditEvent, AuditHead
 from comms.auth.models import ApiToken, LoginAttempt, LoginThrottle, RecoveryCode, WebSession
 from comms.db import Base
 from comms.destinations.models import Destination
-from comms.drafts.models import Approval, Draft, DraftDestination, DraftVersion
+from comms.drafts.models import Approval, ApprovalVoid, Draft, DraftDestination, DraftVersion
 from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
 from comms.outbox.models import Delivery, Notification
 from comms.users.models import User, UserRole
