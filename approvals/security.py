@@ -77,15 +77,42 @@ def cookie_name(base: str, *, secure: bool) -> str:
 
 SESSION_COOKIE = "comms_session"
 PRE_COOKIE = "comms_pre"
+# A browser that completed a sign-in to an account: its later attempts at that account are
+# throttled on their own, so strangers' guesses never lock the owner out (OWASP device cookies).
+DEVICE_COOKIE = "comms_device"
+DEVICE_COOKIE_DAYS = 180
+
+
+def device_cookie(keys: Keys, username: str) -> str:
+    """A new device cookie value for ``username``: a random nonce and its MAC."""
+    nonce = secrets.token_urlsafe(18)
+    return f"{nonce}.{keys.mac(keys.device, f'{username}:{nonce}')}"
+
+
+def device_nonce(keys: Keys, raw: str, username: str) -> str | None:
+    """The nonce of a device cookie issued for ``username``, or None (absent, forged, other)."""
+    nonce, _, mac = raw.partition(".")
+    name = username.strip().lower()
+    if not nonce or not mac or len(raw) > 200:
+        return None
+    expected = keys.mac(keys.device, f"{name}:{nonce}")
+    return nonce if hmac.compare_digest(expected, mac) else None
 
 
 def set_cookie(
-    response: Response, request: Request, settings: Settings, base: str, value: str
+    response: Response,
+    request: Request,
+    settings: Settings,
+    base: str,
+    value: str,
+    *,
+    max_age: int | None = None,
 ) -> None:
     secure = is_https(request, settings)
     response.set_cookie(
         cookie_name(base, secure=secure),
         value,
+        max_age=max_age,
         httponly=True,
         secure=secure,
         samesite="strict",

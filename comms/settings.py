@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     panel_poll_seconds: int = Field(default=10, ge=2, le=300)
     login_slowdown_after: int = Field(default=3, gt=0)  # failures before each try must wait
+    # Failures from one address (across all account names) before it is slowed down.
+    login_source_slowdown_after: int = Field(default=20, gt=0)
 
     # Platforms
     discord_token: SecretStr | None = None

@@ -11,10 +11,14 @@ from starlette.responses import Response
 from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel, Viewer
 from approvals.rules import Gate, allow
 from approvals.security import (
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_DAYS,
     PRE_COOKIE,
     SESSION_COOKIE,
     clear_cookie,
     csrf_token,
+    device_cookie,
+    device_nonce,
     new_pre_session,
     read_cookie,
     set_cookie,
@@ -47,6 +51,24 @@ def safe_next(target: str | None) -> str:
 def _start_session(request: Request, response: Response, state: Panel, raw: str) -> Response:
     set_cookie(response, request, state.settings, SESSION_COOKIE, raw)
     return response
+
+
+def _device(request: Request, state: Panel, username: str) -> str | None:
+    """This browser's device-cookie nonce for ``username``, if it signed in to it before."""
+    return device_nonce(state.keys, read_cookie(request, state.settings, DEVICE_COOKIE), username)
+
+
+def _remember_device(request: Request, response: Response, state: Panel, username: str) -> None:
+    """After a complete sign-in: this browser now has its own attempt budget for the account."""
+    if _device(request, state, username) is None:
+        set_cookie(
+            response,
+            request,
+            state.settings,
+            DEVICE_COOKIE,
+            device_cookie(state.keys, username),
+            max_age=DEVICE_COOKIE_DAYS * 86400,
+        )
 
 
 @router.get("/login")
@@ -82,6 +104,7 @@ async def login(
         password=password,
         settings=state.settings,
         ip=client_ip(request),
+        device=_device(request, state, username),
     )
     ctx = {"next": safe_next(next), "username": username[:64], "message": result.message}
     if result.outcome is auth.Outcome.REFUSED:
@@ -114,7 +137,10 @@ async def login(
         Stage.ENROL: "/account/2fa",
         Stage.TOTP: f"/login/totp?next={safe_next(next)}",
     }[stage]
-    return _start_session(request, redirect(target), state, raw)
+    response = _start_session(request, redirect(target), state, raw)
+    if stage is Stage.FULL:
+        _remember_device(request, response, state, result.user.username)
+    return response
 
 
 @router.get("/login/totp")
@@ -144,6 +170,7 @@ async def totp_submit(
         keys=state.keys,
         settings=state.settings,
         ip=client_ip(request),
+        device=_device(request, state, session_row.user.username),
     )
     ctx = {"next": safe_next(next), "message": result.message}
     if result.outcome is auth.Outcome.REFUSED:
@@ -157,7 +184,9 @@ async def totp_submit(
     if result.outcome is not auth.Outcome.OK:
         return page(request, "auth/totp.html", ctx, status=401)
     raw, _row = await sessions.rotate(session, row=session_row, stage=Stage.FULL)
-    return _start_session(request, redirect(safe_next(next)), state, raw)
+    response = _start_session(request, redirect(safe_next(next)), state, raw)
+    _remember_device(request, response, state, session_row.user.username)
+    return response
 
 
 @router.post("/logout")

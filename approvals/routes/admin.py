@@ -17,6 +17,7 @@ from approvals.web import RowId, form_error, page, redirect
 from comms import flows
 from comms.audit import service as audit
 from comms.auth import sessions, throttle, tokens, totp
+from comms.clock import utcnow
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination, InternalUse, Visibility
 from comms.enums import Role
@@ -60,6 +61,8 @@ TargetDestination = Annotated[Destination, Depends(target_destination)]
 
 async def _users_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
     rows = []
+    now = utcnow()
+    since = now - throttle.REPORT_WINDOW
     for u in await users.list_users(session):
         lock = await throttle.state_of(session, account=throttle.account_key(u.username))
         rows.append(
@@ -68,6 +71,9 @@ async def _users_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
                 "two_factor": totp.is_enrolled(u),
                 "lock": lock,
                 "sessions": await sessions.count_for_user(session, user_id=u.id),
+                "guessing": await throttle.guessing(
+                    session, username=u.username, since=since, now=now
+                ),
             }
         )
     return {
@@ -114,6 +120,12 @@ async def _user_ctx(session: AsyncSession, user: User, **extra: Any) -> dict[str
         "roles": [r.value for r in Role],
         "two_factor": totp.is_enrolled(user),
         "lock": await throttle.state_of(session, account=throttle.account_key(user.username)),
+        "guessing": await throttle.guessing(
+            session,
+            username=user.username,
+            since=utcnow() - throttle.REPORT_WINDOW,
+            now=utcnow(),
+        ),
         "sessions": await sessions.for_user(session, user=user),
         "tokens": await tokens.list_tokens(session, user=user),
         **extra,

@@ -35,7 +35,7 @@ from approvals.schemas import (
     TemplateOut,
 )
 from comms.auth import service as auth
-from comms.auth import totp
+from comms.auth import throttle, totp
 from comms.db import ROW_ID_MAX
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
@@ -243,6 +243,7 @@ async def approve_draft(
     session: DbSession,
     state: Panel,
     user: CurrentUser,
+    token: CurrentToken,
     draft: ApiDraft,
     body: ApproveIn,
     totp_code: Annotated[
@@ -259,6 +260,7 @@ async def approve_draft(
         code=totp_code,
         keys=state.keys,
         settings=state.settings,
+        holder=throttle.for_token(token.id),
         ip=client_ip(request),
     )
     if result.outcome is not auth.Outcome.OK:

@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from approvals.deps import CurrentUser, DbSession, Panel
 from approvals.rules import Gate, allow
 from approvals.web import page
+from comms.auth import throttle
+from comms.clock import utcnow
 from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
@@ -70,6 +72,13 @@ async def dashboard(
             ],
             "failed": failed,
             "is_dm": user.has_role(Role.DECISION_MAKER),
+            # Strangers' guesses at this account: the owner hears of them (and is not locked).
+            "guessing": await throttle.guessing(
+                session,
+                username=user.username,
+                since=utcnow() - throttle.REPORT_WINDOW,
+                now=utcnow(),
+            ),
         },
     )
 

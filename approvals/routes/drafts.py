@@ -25,7 +25,7 @@ from approvals.security import SESSION_COOKIE, csrf_token, set_cookie
 from approvals.state import PanelState
 from approvals.web import RowId, form_error, page, problems_of, redirect
 from comms.auth import service as auth
-from comms.auth import sessions
+from comms.auth import sessions, throttle
 from comms.clock import utcnow
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
@@ -516,6 +516,7 @@ async def draft_approve(
             credential=credential,
             keys=state.keys,
             settings=state.settings,
+            holder=throttle.for_session(session_row.id_hash),
             ip=client_ip(request),
         )
         if result.outcome is not auth.Outcome.OK:

@@ -34,6 +34,7 @@ class Keys:
         self.totp = self._derive(master, b"comms totp-secret encryption v1")
         self.csrf = self._derive(master, b"comms csrf tokens v1")
         self.recovery = self._derive(master, b"comms recovery codes v1")
+        self.device = self._derive(master, b"comms device cookies v1")
 
     @staticmethod
     def _derive(master: bytes, label: bytes) -> bytes:

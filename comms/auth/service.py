@@ -53,18 +53,29 @@ def requires_2fa(user: User, settings: Settings) -> bool:
 
 
 async def _refused(
-    session: AsyncSession, *, account: str, ip: str, refusal: throttle.Refusal, kind: str
+    session: AsyncSession,
+    *,
+    account: str,
+    bucket: throttle.Bucket,
+    ip: str,
+    refusal: throttle.Refusal,
+    kind: str,
 ) -> AuthResult:
     now = utcnow()
     await throttle.record_attempt(
-        session, account=account, ip=ip, outcome="refused", evaluated=False, now=now
+        session, account=bucket.key, ip=ip, outcome="refused", evaluated=False, now=now
     )
     await audit.record(
         session,
         actor=account,
         action=f"auth.{kind}_refused",
         target=f"account:{account}",
-        details={"reason": refusal.reason, "retry_after": refusal.retry_after, "ip": ip},
+        details={
+            "reason": refusal.reason,
+            "retry_after": refusal.retry_after,
+            "ip": ip,
+            "bucket": refusal.kind,
+        },
     )
     return AuthResult(Outcome.REFUSED, retry_after=refusal.retry_after, message=refusal.message)
 
@@ -73,6 +84,7 @@ async def _failed(
     session: AsyncSession,
     *,
     account: str,
+    buckets: list[throttle.Bucket],
     ip: str,
     settings: Settings,
     kind: str,
@@ -81,32 +93,62 @@ async def _failed(
 ) -> AuthResult:
     now = utcnow()
     await throttle.record_attempt(
-        session, account=account, ip=ip, outcome=why, evaluated=True, now=now
+        session, account=buckets[0].key, ip=ip, outcome=why, evaluated=True, now=now
     )
-    state = await throttle.failure(session, account=account, settings=settings, now=now)
+    locked = False
+    for bucket in buckets:
+        state = await throttle.failure(session, bucket=bucket, settings=settings, now=now)
+        locked = locked or (state.locked_until is not None and state.locked_until > now)
     await audit.record(
         session,
         actor=account,
         action=f"auth.{kind}_failed",
         target=f"account:{account}",
-        details={
-            "reason": why,
-            "ip": ip,
-            "locked": state.locked_until is not None and state.locked_until > now,
-        },
+        details={"reason": why, "ip": ip, "locked": locked, "bucket": buckets[0].kind},
     )
     return AuthResult(Outcome.FAILED, message=message)
 
 
-async def password_login(
-    session: AsyncSession, *, username: str, password: str, settings: Settings, ip: str = ""
-) -> AuthResult:
-    """First factor. Unknown users cost the same argon2 verification as wrong passwords."""
-    account = throttle.account_key(username)
+async def _first_refusal(
+    session: AsyncSession, buckets: list[throttle.Bucket], settings: Settings
+) -> tuple[throttle.Bucket, throttle.Refusal] | None:
     now = utcnow()
-    refusal = await throttle.check(session, account=account, settings=settings, now=now)
-    if refusal is not None:
-        return await _refused(session, account=account, ip=ip, refusal=refusal, kind="login")
+    for bucket in buckets:
+        refusal = await throttle.check(session, bucket=bucket, settings=settings, now=now)
+        if refusal is not None:
+            return bucket, refusal
+    return None
+
+
+def sign_in_buckets(username: str, *, ip: str, device: str | None) -> list[throttle.Bucket]:
+    """A browser that signed in to this account before has its own bucket; any other attempt
+    counts against the account name (for unrecognised browsers) and the source address."""
+    if device:
+        return [throttle.for_device(device)]
+    return [throttle.for_account(username), throttle.for_source(ip)]
+
+
+async def password_login(
+    session: AsyncSession,
+    *,
+    username: str,
+    password: str,
+    settings: Settings,
+    ip: str = "",
+    device: str | None = None,
+) -> AuthResult:
+    """First factor. Unknown users cost the same argon2 verification as wrong passwords.
+
+    ``device`` is the nonce of this browser's verified device cookie for ``username``, if any.
+    """
+    account = throttle.account_key(username)
+    buckets = sign_in_buckets(username, ip=ip, device=device)
+    now = utcnow()
+    refused = await _first_refusal(session, buckets, settings)
+    if refused is not None:
+        return await _refused(
+            session, account=account, bucket=refused[0], ip=ip, refusal=refused[1], kind="login"
+        )
     user = (
         await users.get_by_username(session, username=username)
         if len(username.strip()) <= 64
@@ -123,6 +165,7 @@ async def password_login(
         return await _failed(
             session,
             account=account,
+            buckets=buckets,
             ip=ip,
             settings=settings,
             kind="login",
@@ -132,7 +175,7 @@ async def password_login(
     if users.needs_rehash(user):
         user.password_hash = users.hash_password(password)
     await throttle.record_attempt(
-        session, account=account, ip=ip, outcome="password_ok", evaluated=True, now=now
+        session, account=buckets[0].key, ip=ip, outcome="password_ok", evaluated=True, now=now
     )
     if totp.is_enrolled(user):
         await audit.record(
@@ -143,7 +186,7 @@ async def password_login(
             details={"ip": ip},
         )
         return AuthResult(Outcome.NEED_TOTP, user=user, factor="password")
-    await throttle.success(session, account=account)
+    await throttle.success(session, account=buckets[0].key)
     if requires_2fa(user, settings):
         await audit.record(
             session,
@@ -171,18 +214,23 @@ async def second_factor(
     keys: Keys,
     settings: Settings,
     ip: str = "",
+    device: str | None = None,
 ) -> AuthResult:
     """The authenticator (or recovery) code after the password, at login."""
     account = throttle.account_key(user.username)
+    buckets = sign_in_buckets(user.username, ip=ip, device=device)
     now = utcnow()
-    refusal = await throttle.check(session, account=account, settings=settings, now=now)
-    if refusal is not None:
-        return await _refused(session, account=account, ip=ip, refusal=refusal, kind="login")
+    refused = await _first_refusal(session, buckets, settings)
+    if refused is not None:
+        return await _refused(
+            session, account=account, bucket=refused[0], ip=ip, refusal=refused[1], kind="login"
+        )
     factor = await totp.verify(session, user=user, keys=keys, code=code[:64], now=now)
     if factor is None:
         return await _failed(
             session,
             account=account,
+            buckets=buckets,
             ip=ip,
             settings=settings,
             kind="login",
@@ -190,9 +238,9 @@ async def second_factor(
             message="That code is not valid (or was used).",
         )
     await throttle.record_attempt(
-        session, account=account, ip=ip, outcome="ok", evaluated=True, now=now
+        session, account=buckets[0].key, ip=ip, outcome="ok", evaluated=True, now=now
     )
-    await throttle.success(session, account=account)
+    await throttle.success(session, account=buckets[0].key)
     await audit.record(
         session,
         actor=user.username,
@@ -210,14 +258,21 @@ async def step_up(
     credential: str,
     keys: Keys,
     settings: Settings,
+    holder: throttle.Bucket,
     ip: str = "",
 ) -> AuthResult:
-    """Fresh authentication before approving: the password, or a TOTP code if enrolled."""
+    """Fresh authentication before approving: the password, or a TOTP code if enrolled.
+
+    ``holder`` is the session or API token the person already proved: only its own failures
+    slow it down, never a stranger's guesses at the account name.
+    """
     account = throttle.account_key(user.username)
     now = utcnow()
-    refusal = await throttle.check(session, account=account, settings=settings, now=now)
-    if refusal is not None:
-        return await _refused(session, account=account, ip=ip, refusal=refusal, kind="stepup")
+    refused = await _first_refusal(session, [holder], settings)
+    if refused is not None:
+        return await _refused(
+            session, account=account, bucket=holder, ip=ip, refusal=refused[1], kind="stepup"
+        )
     text = credential.strip()
     factor: str | None = None
     if totp.is_enrolled(user) and text.isdigit() and len(text) == 6:
@@ -232,6 +287,7 @@ async def step_up(
         return await _failed(
             session,
             account=account,
+            buckets=[holder],
             ip=ip,
             settings=settings,
             kind="stepup",
@@ -239,15 +295,15 @@ async def step_up(
             message="That password or code is not valid; nothing was approved.",
         )
     await throttle.record_attempt(
-        session, account=account, ip=ip, outcome="ok", evaluated=True, now=now
+        session, account=holder.key, ip=ip, outcome="ok", evaluated=True, now=now
     )
-    await throttle.success(session, account=account)
+    await throttle.success(session, account=holder.key)
     await audit.record(
         session,
         actor=user.username,
         action="auth.stepup",
         target=f"user:{user.username}",
-        details={"ip": ip, "factor": factor},
+        details={"ip": ip, "factor": factor, "holder": holder.kind},
     )
     return AuthResult(Outcome.OK, user=user, factor=factor)
 
@@ -259,6 +315,7 @@ async def totp_header_step_up(
     code: str | None,
     keys: Keys,
     settings: Settings,
+    holder: throttle.Bucket,
     ip: str = "",
 ) -> AuthResult:
     """API step-up: a current TOTP code in ``X-Comms-TOTP``; a bearer token alone never approves."""
@@ -278,4 +335,6 @@ async def totp_header_step_up(
                 "X-Comms-TOTP header"
             ),
         )
-    return await step_up(session, user=user, credential=code, keys=keys, settings=settings, ip=ip)
+    return await step_up(
+        session, user=user, credential=code, keys=keys, settings=settings, holder=holder, ip=ip
+    )

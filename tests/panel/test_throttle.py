@@ -105,7 +105,11 @@ async def test_unknown_user_costs_the_same_time_as_a_wrong_password(
     world: dict[str, Any], panel_settings: Settings, db: Database
 ) -> None:
     loose = panel_settings.model_copy(
-        update={"lockout_after_failures": 100_000, "login_slowdown_after": 100_000}
+        update={
+            "lockout_after_failures": 100_000,
+            "login_slowdown_after": 100_000,
+            "login_source_slowdown_after": 100_000,
+        }
     )
     app = create_app(settings=loose, database=db)
     browser = PanelClient(app)
