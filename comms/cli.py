@@ -29,6 +29,7 @@ from comms.audit import service as audit
 from comms.db import ROW_ID_MAX, Database
 from comms.destinations import service as destinations
 from comms.destinations.models import InternalUse, Visibility
+from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.payload import DraftOptions
 from comms.drafts.views import draft_document
@@ -211,7 +212,12 @@ def _role_option() -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 async def user_add(
     app: AppContext, username: str, roles: tuple[str, ...], display_name: str | None
 ) -> None:
-    """Add a user. The password comes from COMMS_PASSWORD, or is asked for."""
+    """Add a user. The password comes from COMMS_PASSWORD, or is asked for.
+
+    The operator at the CLI holds the database, so the roles given here take effect at once:
+    this is how the first Decision Makers of an installation are made. From the panel, granting
+    decision_maker needs the approval of the existing Decision Makers (the P1 quorum).
+    """
     password = os.environ.get("COMMS_PASSWORD") or click.prompt(
         f"Password for {username}", hide_input=True, confirmation_prompt=True
     )
@@ -225,6 +231,13 @@ async def user_add(
             display_name=display_name,
         )
         click.echo(f"added {created.username} ({', '.join(sorted(created.role_set))})")
+        if Role.DECISION_MAKER in created.role_set:
+            click.echo(
+                "decision_maker takes effect at once: the operator at the CLI holds the "
+                "database (this is how the first Decision Makers are made). From the panel, "
+                f"granting decision_maker needs {gate.grant_quorum(app.settings)} existing "
+                "Decision Makers' approval."
+            )
 
     await in_transaction(app, body)
 
@@ -1284,6 +1297,18 @@ async def delivery_dismiss(app: AppContext, delivery_id: int, note: str, by: str
 # ------------------------------------------------------------------------ worker, sandbox
 
 
+async def _record_gate(settings: Settings, database: Database, process: str) -> None:
+    """Audit the approval settings this process starts with; warn when they got weaker."""
+    async with database.transaction() as session:
+        weaker = await flows.record_gate_configuration(
+            session, settings=settings, process=process
+        )
+    configuration = gate.configuration(settings)
+    log.info("approval settings: %s", configuration)
+    for change in weaker:
+        log.warning("approval settings weakened since the last start: %s", change)
+
+
 async def _run_worker(settings: Settings, database: Database, stop: asyncio.Event) -> None:
     """The outbox worker with the publishers the configuration provides, until ``stop``."""
     from bots.publishers import build_publishers
@@ -1324,6 +1349,7 @@ def worker(app: AppContext) -> None:
         _stop_on_signals(stop)
         database = Database(app.settings.database_url)
         try:
+            await _record_gate(app.settings, database, "comms worker")
             await _run_worker(app.settings, database, stop)
         finally:
             await database.dispose()
@@ -1353,6 +1379,7 @@ async def _serve_panel_and_worker(
     panel = await asyncio.to_thread(panel_server, settings, host, port, demo=demo)
     stop = asyncio.Event()
     database = Database(settings.database_url)
+    await _record_gate(settings, database, "comms demo" if demo else "comms serve")
     worker_task = (
         asyncio.create_task(_run_worker(settings, database, stop)) if with_worker else None
     )

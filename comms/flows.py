@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from comms import canonical
+from comms.audit import service as audit
+from comms.audit.models import AuditEvent
+from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft
 from comms.enums import Role, Severity
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
+from comms.outbox import notify
 from comms.settings import Settings
 from comms.users import service as users
 from comms.users.models import User
@@ -61,7 +67,7 @@ async def set_roles(
 ) -> User:
     """Replace a person's roles; losing decision_maker voids their open approvals."""
     was_deciding = user.has_role(Role.DECISION_MAKER)
-    await users.set_roles(session, user=user, roles=roles, actor=actor)
+    await users.set_roles(session, user=user, roles=roles, actor=actor, settings=settings)
     if was_deciding and not user.has_role(Role.DECISION_MAKER):
         await drafts.void_approvals_of(
             session,
@@ -71,3 +77,41 @@ async def set_roles(
             settings=settings,
         )
     return user
+
+
+async def record_gate_configuration(
+    session: AsyncSession, *, settings: Settings, process: str
+) -> list[str]:
+    """At start: audit the settings that decide who may approve, when they differ from the last
+    recorded ones, and tell the Decision Makers if they are weaker. Returns what got weaker.
+
+    These settings come only from the environment or the config file (the panel and the API
+    cannot change them), so whoever changes them holds the server; the audit log and the
+    Decision Makers still hear of it, before the process acts on them.
+    """
+    current = gate.configuration(settings)
+    last = await session.scalar(
+        select(AuditEvent)
+        .where(AuditEvent.action == "gate.configuration")
+        .order_by(AuditEvent.seq.desc())
+        .limit(1)
+    )
+    before = last.details.get("configuration") if last is not None else None
+    if before == current:
+        return []
+    weaker = gate.weakened(before, current) if before else []
+    await audit.record(
+        session,
+        actor=audit.SYSTEM_ACTOR,
+        action="gate.configuration",
+        target="settings",
+        details={"configuration": current, "before": before, "weakened": weaker, "by": process},
+    )
+    if weaker:
+        await notify.gate_settings(
+            session,
+            settings=settings,
+            fingerprint=canonical.sha256_hex(canonical.canonical_json(current))[:16],
+            detail=f"{process} started with: " + "; ".join(weaker) + ".",
+        )
+    return weaker

@@ -7,7 +7,7 @@ from comms.destinations.models import Destination
 from comms.drafts.models import Approval, ApprovalVoid, Draft, DraftDestination, DraftVersion
 from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
 from comms.outbox.models import Delivery, Notification
-from comms.users.models import User, UserRole
+from comms.users.models import RoleGrant, RoleGrantApproval, User, UserRole
 
 __all__ = [
     "ApiToken",
@@ -28,6 +28,8 @@ __all__ = [
     "LoginThrottle",
     "Notification",
     "RecoveryCode",
+    "RoleGrant",
+    "RoleGrantApproval",
     "User",
     "UserRole",
     "WebSession",

@@ -25,6 +25,7 @@ class Action(StrEnum):
     INCIDENT_LOG = "incident.log"  # notes, decisions, actions
     DRAFT_WRITE = "draft.write"  # create, edit, submit, withdraw
     DRAFT_APPROVE = "draft.approve"  # approve or reject
+    ROLE_GRANT_DECIDE = "role_grant.approve"  # approve or reject giving decision_maker
     DELIVERY_MANAGE = "delivery.manage"  # retry, resend, dismiss
     DESTINATION_MANAGE = "destination.manage"
     USER_MANAGE = "user.manage"
@@ -42,6 +43,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.INCIDENT_LOG: ALL_ROLES,
     Action.DRAFT_WRITE: frozenset({Role.COMMS_MANAGER}),
     Action.DRAFT_APPROVE: frozenset({Role.DECISION_MAKER}),
+    Action.ROLE_GRANT_DECIDE: frozenset({Role.DECISION_MAKER}),
     Action.DELIVERY_MANAGE: frozenset({Role.COMMS_MANAGER, Role.INCIDENT_LEADER, Role.ADMIN}),
     Action.DESTINATION_MANAGE: frozenset({Role.ADMIN}),
     Action.USER_MANAGE: frozenset({Role.ADMIN}),

@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     approval_quorum: Annotated[dict[Severity, int], NoDecode] = Field(default_factory=dict)
     allow_self_approval: bool = False
     approval_ttl_minutes: int | None = Field(default=None, gt=0)
+    # Approvals needed to grant the decision_maker role from the panel (default: the P1 quorum).
+    role_grant_quorum: int | None = Field(default=None, ge=1)
     official_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     known_contracts: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     # The channels users may trust, e.g. "Discord=https://discord.gg/x,Status=https://..."

@@ -23,6 +23,7 @@ from comms.destinations.models import Destination, InternalUse, Visibility
 from comms.enums import Role
 from comms.errors import CommsError, FieldProblem, InvalidInput, NotFound
 from comms.permissions import Action
+from comms.users import grants
 from comms.users import service as users
 from comms.users.models import User
 
@@ -92,7 +93,9 @@ async def user_list(request: Request, session: DbSession) -> HTMLResponse:
 
 @router.post("/users")
 @allow(Action.USER_MANAGE)
-async def user_create(request: Request, session: DbSession, actor: CurrentUser) -> Response:
+async def user_create(
+    request: Request, session: DbSession, state: Panel, actor: CurrentUser
+) -> Response:
     form = await request.form(**FORM_LIMITS)
     data: dict[str, Any] = {
         "username": _text(form, "username"),
@@ -108,6 +111,7 @@ async def user_create(request: Request, session: DbSession, actor: CurrentUser) 
             roles=users.parse_roles(data["roles"]),
             display_name=data["display_name"] or None,
             actor=actor,
+            settings=state.settings,
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/list.html", ctx, exc) from exc
@@ -128,6 +132,7 @@ async def _user_ctx(session: AsyncSession, user: User, **extra: Any) -> dict[str
         ),
         "sessions": await sessions.for_user(session, user=user),
         "tokens": await tokens.list_tokens(session, user=user),
+        "grants": await grants.pending(session, user=user),
         **extra,
     }
 

@@ -22,6 +22,7 @@ from comms.incidents import service as incidents
 from comms.outbox.models import NEEDS_PERSON, Delivery
 from comms.permissions import Action
 from comms.settings import Settings
+from comms.users import grants
 from comms.users.models import User
 
 router = APIRouter(include_in_schema=False)
@@ -72,6 +73,9 @@ async def dashboard(
             ],
             "failed": failed,
             "is_dm": user.has_role(Role.DECISION_MAKER),
+            "grants": [
+                g for g in await grants.pending(session) if gate.may_approve_grant(g, user) is None
+            ],
             # Strangers' guesses at this account: the owner hears of them (and is not locked).
             "guessing": await throttle.guessing(
                 session,

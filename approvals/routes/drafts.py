@@ -19,14 +19,10 @@ from starlette.responses import Response
 
 from approvals import preview, review
 from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel
-from approvals.routes.account import client_ip
 from approvals.rules import allow
-from approvals.security import SESSION_COOKIE, csrf_token, set_cookie
 from approvals.state import PanelState
+from approvals.stepup import is_fresh, step_up
 from approvals.web import RowId, form_error, page, problems_of, redirect
-from comms.auth import service as auth
-from comms.auth import sessions, throttle
-from comms.clock import utcnow
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
 from comms.drafts import gate
@@ -460,7 +456,7 @@ async def review_ctx(
 
 
 def _fresh(state: PanelState, row: Any) -> bool:
-    return bool(utcnow() - row.authenticated_at < state.stepup_window)
+    return is_fresh(state, row)
 
 
 @router.get("/drafts")
@@ -507,39 +503,21 @@ async def draft_approve(
 ) -> Response:
     form = await request.form(**FORM_LIMITS)
     expected = _text(form, "expected_hash")
-    credential = _text(form, "credential")[:2000]
-    new_cookie = None
-    if not _fresh(state, session_row):
-        result = await auth.step_up(
-            session,
-            user=user,
-            credential=credential,
-            keys=state.keys,
-            settings=state.settings,
-            holder=throttle.for_session(session_row.id_hash),
-            ip=client_ip(request),
+    stepped = await step_up(
+        request,
+        session,
+        state,
+        user=user,
+        row=session_row,
+        credential=_text(form, "credential"),
+        what="approve",
+    )
+    if not stepped.ok:
+        # Returned, not raised: the failure's records (throttle, audit) commit.
+        ctx = await review_ctx(
+            session, state, draft, user=user, stepup_fresh=False, stepup_error=stepped.message
         )
-        if result.outcome is not auth.Outcome.OK:
-            # Commit the failure's records (throttle, audit); nothing is approved.
-            message = (
-                result.message
-                if credential
-                else (
-                    f"Your last sign-in was more than {state.settings.stepup_minutes} minutes ago: "
-                    "enter your password or an authenticator code to approve."
-                )
-            )
-            ctx = await review_ctx(
-                session, state, draft, user=user, stepup_fresh=False, stepup_error=message
-            )
-            status = 429 if result.outcome is auth.Outcome.REFUSED else 401
-            return page(request, "drafts/get.html", ctx, status=status)
-        new_cookie, session_row = await sessions.rotate(session, row=session_row)
-        # A page rendered from here on (a refusal) carries the new session's CSRF token.
-        request.state.web_session = session_row
-        request.state.csrf = csrf_token(
-            state.keys, session_hash=session_row.id_hash, pre_session=None
-        )
+        return page(request, "drafts/get.html", ctx, status=stepped.status)
     response: Response
     try:
         if not expected:
@@ -557,9 +535,7 @@ async def draft_approve(
         response = HTMLResponse(refused.body, status_code=refused.status)
     else:
         response = redirect(f"/drafts/{draft.id}")
-    if new_cookie:
-        set_cookie(response, request, state.settings, SESSION_COOKIE, new_cookie)
-    return response
+    return stepped.apply(request, response, state)
 
 
 @router.post("/drafts/{draft_id}/reject")

@@ -17,6 +17,17 @@ The rules, in the order they are checked:
   it; they approve again instead, and a draft approved with it goes back to review;
 * with ``COMMS_APPROVAL_TTL_MINUTES``, an approval older than that stops counting;
 * a draft rendered for another severity than the incident's now counts nothing.
+
+Who may approve is itself gated:
+
+* nobody changes their own roles (``comms.users.service``);
+* granting decision_maker from the panel creates a ``RoleGrant`` that counts only once
+  ``grant_quorum`` existing Decision Makers approve it (not the requester, not the person
+  receiving it); until then the person does not hold the role. The operator at the CLI, who
+  holds the database anyway, creates the first Decision Makers directly;
+* the settings that weaken the gate (quorum per severity, self-approval, approval TTL, the grant
+  quorum) come only from the environment or the config file, and every process records them
+  in the audit log at start (``configuration``, ``weakened``).
 """
 
 from __future__ import annotations
@@ -24,11 +35,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus, DraftVersion
 from comms.enums import Role, Severity
 from comms.settings import Settings
-from comms.users.models import User
+from comms.users.models import GrantStatus, RoleGrant, User
 
 
 @dataclass(frozen=True)
@@ -123,6 +135,72 @@ def _versions_by(versions: Sequence[DraftVersion], user: User) -> str:
     if not edited:
         return "a version"
     return ("version " if len(edited) == 1 else "versions ") + ", ".join(map(str, edited))
+
+
+def configuration(settings: Settings) -> dict[str, Any]:
+    """The settings that decide who may approve, as recorded in the audit log at start."""
+    return {
+        "approval_quorum": {s.value: settings.quorum_for(s) for s in Severity},
+        "allow_self_approval": settings.allow_self_approval,
+        "approval_ttl_minutes": settings.approval_ttl_minutes,
+        "role_grant_quorum": grant_quorum(settings),
+    }
+
+
+def weakened(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """How ``after`` lets fewer or less independent people approve than ``before``."""
+    found = []
+    old_quorum, new_quorum = before.get("approval_quorum", {}), after["approval_quorum"]
+    for severity, count in new_quorum.items():
+        if severity in old_quorum and count < old_quorum[severity]:
+            found.append(f"{severity} quorum lowered from {old_quorum[severity]} to {count}")
+    if after["allow_self_approval"] and not before.get("allow_self_approval", False):
+        found.append("self-approval turned on")
+    old_ttl, new_ttl = before.get("approval_ttl_minutes"), after["approval_ttl_minutes"]
+    if old_ttl is not None and (new_ttl is None or new_ttl > old_ttl):
+        found.append(f"approval TTL raised from {old_ttl} min to {new_ttl or 'none'}")
+    old_grant = before.get("role_grant_quorum")
+    if old_grant is not None and after["role_grant_quorum"] < old_grant:
+        found.append(
+            f"decision_maker grant quorum lowered from {old_grant} to {after['role_grant_quorum']}"
+        )
+    return found
+
+
+def grant_quorum(settings: Settings) -> int:
+    """Approvals a decision_maker grant needs: COMMS_ROLE_GRANT_QUORUM, else the P1 quorum."""
+    return settings.role_grant_quorum or settings.quorum_for(Severity.P1)
+
+
+def _counts_for_grant(grant: RoleGrant, approver: User) -> bool:
+    return (
+        approver.has_role(Role.DECISION_MAKER)
+        and approver.id not in (grant.requested_by_id, grant.user_id)
+    )
+
+
+def grant_approvals(grant: RoleGrant) -> int:
+    """Distinct approvals of a grant that count now (approvers still active Decision Makers)."""
+    return len({a.approver_id for a in grant.approvals if _counts_for_grant(grant, a.approver)})
+
+
+def may_approve_grant(grant: RoleGrant, user: User) -> Refusal | None:
+    """Whether ``user`` may approve giving ``grant.role`` to ``grant.user``."""
+    if not user.has_role(Role.DECISION_MAKER):
+        return Refusal(
+            "permission.role_grant.approve", f"{user.username} is not an active Decision Maker"
+        )
+    if grant.status != GrantStatus.PENDING.value:
+        return Refusal("role_grant.not_pending", f"this grant is {grant.status}")
+    if user.id == grant.user_id:
+        return Refusal("role_grant.self", "nobody approves a role for themselves")
+    if user.id == grant.requested_by_id:
+        return Refusal(
+            "role_grant.requester", "you asked for this grant; other Decision Makers approve it"
+        )
+    if any(a.approver_id == user.id for a in grant.approvals):
+        return Refusal("role_grant.duplicate", "you already approved this grant")
+    return None
 
 
 def _standing(

@@ -151,3 +151,52 @@ async def delivery_problem(
         )
     except CommsError:
         log.exception("could not queue the delivery-problem notice for delivery %s", delivery.id)
+
+
+async def role_grant(
+    session: AsyncSession, *, settings: Settings, grant_id: int, event: str, values: dict[str, str]
+) -> None:
+    """Tell every Decision Maker that the list of people who may approve is changing."""
+    await _gate_change(
+        session,
+        settings=settings,
+        dedup_key=f"role_grant:{grant_id}:{event}",
+        template="internal-gate-change",
+        values={**values, "event": event},
+    )
+
+
+async def gate_settings(
+    session: AsyncSession, *, settings: Settings, fingerprint: str, detail: str
+) -> None:
+    """Tell every Decision Maker that a process started with a weaker approval configuration."""
+    await _gate_change(
+        session,
+        settings=settings,
+        dedup_key=f"gate_settings:{fingerprint}",
+        template="internal-gate-settings",
+        values={"detail": detail[:600]},
+    )
+
+
+async def _gate_change(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    dedup_key: str,
+    template: str,
+    values: dict[str, str],
+) -> None:
+    try:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.APPROVERS,
+            kind="gate_change",
+            dedup_key=dedup_key,
+            template=template,
+            values=values,
+            ctx=RenderContext(protocol_name=settings.protocol_name),
+        )
+    except CommsError:
+        log.exception("could not queue the gate-change notice %s", dedup_key)

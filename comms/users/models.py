@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
@@ -55,3 +56,51 @@ class UserRole(Base):
     granted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     user: Mapped[User] = relationship(back_populates="roles")
+
+
+class GrantStatus(StrEnum):
+    PENDING = "pending"
+    GRANTED = "granted"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+class RoleGrant(Base):
+    """A role that counts only once others approve it (decision_maker: the approvers' own
+    quorum, the way a multisig's owners approve a new owner). Until then the person does not
+    hold the role at all."""
+
+    __tablename__ = "role_grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(32))
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(12), default=GrantStatus.PENDING.value, index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="selectin")
+    requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id], lazy="selectin")
+    approvals: Mapped[list[RoleGrantApproval]] = relationship(
+        lazy="selectin", order_by="RoleGrantApproval.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def status_enum(self) -> GrantStatus:
+        return GrantStatus(self.status)
+
+
+class RoleGrantApproval(Base):
+    __tablename__ = "role_grant_approvals"
+    __table_args__ = (UniqueConstraint("grant_id", "approver_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grant_id: Mapped[int] = mapped_column(
+        ForeignKey("role_grants.id", ondelete="CASCADE"), index=True
+    )
+    approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    approver: Mapped[User] = relationship(lazy="selectin")

@@ -13,9 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms.audit import service as audit
 from comms.auth import sessions
 from comms.enums import Role
-from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.permissions import Action, require
+from comms.settings import Settings
 from comms.text import clean_text, is_storable_name
+from comms.users import grants
 from comms.users.models import User, UserRole
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{1,63}$")
@@ -104,8 +106,11 @@ async def create(
     roles: Iterable[Role],
     display_name: str | None = None,
     actor: User | None = None,
+    settings: Settings | None = None,
 ) -> User:
-    """Create a user. ``actor`` is None only for the operator at the CLI, who holds the DB."""
+    """Create a user. ``actor`` is None only for the operator at the CLI, who holds the DB and
+    so creates the first Decision Makers directly; from the panel the decision_maker role is
+    asked for (``comms.users.grants``) and counts once the Decision Makers approve it."""
     if actor is not None:
         require(actor, Action.USER_MANAGE)
     name = username.strip().lower()
@@ -134,11 +139,12 @@ async def create(
         raise InvalidInput(problems)
     if await get_by_username(session, username=name) is not None:
         raise Conflict(f"a user named {name!r} already exists", field="username")
+    asked = role_set & grants.GATED_ROLES if actor is not None else set()
     user = User(
         username=name,
         display_name=(display_name or name).strip(),
         password_hash=hash_password(password),
-        roles=[UserRole(role=r.value) for r in sorted(role_set)],
+        roles=[UserRole(role=r.value) for r in sorted(role_set - asked)],
     )
     session.add(user)
     await session.flush()
@@ -147,21 +153,64 @@ async def create(
         actor=actor.username if actor else audit.SYSTEM_ACTOR,
         action="user.create",
         target=f"user:{name}",
-        details={"roles": sorted(r.value for r in role_set)},
+        details={
+            "roles": sorted(r.value for r in role_set - asked),
+            "awaiting_approval": sorted(r.value for r in asked),
+        },
     )
+    await _ask_for(session, user=user, roles=asked, actor=actor, settings=settings)
     return user
 
 
+async def _ask_for(
+    session: AsyncSession,
+    *,
+    user: User,
+    roles: set[Role],
+    actor: User | None,
+    settings: Settings | None,
+) -> None:
+    if not roles:
+        return
+    if actor is None or settings is None:
+        raise ValueError("granting a gated role from the panel needs the actor and the settings")
+    for role in sorted(roles):
+        await grants.request(session, user=user, role=role, actor=actor, settings=settings)
+
+
 async def set_roles(
-    session: AsyncSession, *, user: User, roles: Iterable[Role], actor: User | None = None
+    session: AsyncSession,
+    *,
+    user: User,
+    roles: Iterable[Role],
+    actor: User | None = None,
+    settings: Settings | None = None,
 ) -> User:
-    """Replace a user's roles. Approvals they gave are re-evaluated wherever quorum is counted."""
+    """Replace a user's roles. Approvals they gave are re-evaluated wherever quorum is counted.
+
+    Nobody changes their own roles. From the panel (``actor`` set), a gated role the user does
+    not hold yet is asked for instead of given (``comms.users.grants``); taking a role away, or
+    the operator at the CLI (``actor`` None), acts at once.
+    """
     if actor is not None:
         require(actor, Action.USER_MANAGE)
-    new = set(roles)
-    if not new:
+        if actor.id == user.id:
+            raise RuleViolation("roles.self", "nobody changes their own roles; ask another admin")
+    requested = set(roles)
+    if not requested:
         raise InvalidInput(FieldProblem("roles", "give at least one role"))
     old = user.role_set
+    asked = (requested - old) & grants.GATED_ROLES if actor is not None else set()
+    new = requested - asked
+    for grant in await grants.pending(session, user=user):
+        if Role(grant.role) not in requested and settings is not None:
+            await grants.close(
+                session,
+                grant=grant,
+                actor=actor,
+                reason="the role was taken off the person's list",
+                settings=settings,
+            )
     for link in list(user.roles):
         if Role(link.role) not in new:
             user.roles.remove(link)
@@ -183,6 +232,7 @@ async def set_roles(
             reason="roles changed",
             actor=actor.username if actor else audit.SYSTEM_ACTOR,
         )
+    await _ask_for(session, user=user, roles=asked, actor=actor, settings=settings)
     return user
 
 

@@ -187,3 +187,102 @@ async def test_an_approved_draft_goes_back_to_review_when_an_approver_loses_the_
         assert set(states) == {"cancelled"}
         quorum = drafts.quorum(draft, settings=panel_settings)
         assert quorum.have == 1 and not quorum.met
+
+
+async def test_one_admin_cannot_make_up_a_quorum_alone(
+    world: dict[str, Any], make_client: Any, db: Database
+) -> None:
+    """Finding 1, the attack as the review ran it: an admin gives the decision_maker role to
+    their own account, creates a second account with that role whose password they know, and
+    approves a P1 draft from both. Now: nobody changes their own roles, and a new Decision Maker
+    counts only once existing Decision Makers (the P1 quorum) approve the grant."""
+    from comms.drafts.models import DraftStatus
+    from comms.outbox.models import Delivery
+
+    carol: PanelClient = make_client()
+    await carol.login("carol")
+    draft_id = await create_draft(carol, world, action="submit")
+    ada: PanelClient = make_client()
+    await ada.login("ada")
+    own = await user_id(db, "ada")
+    await ada.get(f"/admin/users/{own}")
+    self_grant = await ada.post(
+        f"/admin/users/{own}/roles", [("roles", "admin"), ("roles", "decision_maker")]
+    )
+    assert self_grant.status_code == 409 and "roles.self" in self_grant.text
+    await ada.get("/admin/users")
+    created = await ada.post(
+        "/admin/users",
+        [
+            ("username", "puppet"),
+            ("password", "a puppet's long password"),
+            ("roles", "decision_maker"),
+            ("roles", "responder"),
+        ],
+    )
+    assert created.status_code == 303, created.text
+    user_page = await ada.get(created.headers["location"])
+    assert "awaiting approval" in user_page.text
+    puppet: PanelClient = make_client()
+    assert (await puppet.login("puppet", "a puppet's long password")).status_code == 303
+    refused = await approve(puppet, draft_id)
+    assert refused.status_code == 403 and "permission.draft.approve" in refused.text
+    assert await approvals(db) == 0
+    async with db.transaction() as session:
+        from comms.drafts import service as drafts
+
+        draft = await drafts.require_draft(session, draft_id=draft_id)
+        assert draft.status == DraftStatus.IN_REVIEW.value
+        sent = (await session.scalars(select(Delivery).where(Delivery.draft_id == draft_id))).all()
+        assert sent == []
+
+
+async def test_a_new_decision_maker_counts_once_the_decision_makers_approve(
+    world: dict[str, Any], make_client: Any, db: Database
+) -> None:
+    """Granting decision_maker is a change the existing Decision Makers approve, like a
+    multisig's owners approving a new owner: every Decision Maker is told, the grant needs the
+    P1 quorum (two here), the requester and the new person cannot approve it, and only then
+    does the role count."""
+    from comms.outbox.models import Notification
+
+    ada: PanelClient = make_client()
+    await ada.login("ada")
+    target = await user_id(db, "leo")
+    await ada.get(f"/admin/users/{target}")
+    asked = await ada.post(
+        f"/admin/users/{target}/roles",
+        [("roles", "incident_leader"), ("roles", "decision_maker")],
+    )
+    assert asked.status_code == 303, asked.text
+    async with db.transaction() as session:
+        notes = (await session.scalars(select(Notification))).all()
+        assert any("Decision Maker role for leo: requested" in n.text for n in notes), notes
+    leo: PanelClient = make_client()
+    await leo.login("leo")
+    grants = await leo.get("/role-grants")
+    grant = re.search(r'action="/role-grants/(\d+)/approve"', grants.text)
+    assert grants.status_code == 403 or grant is None  # not a Decision Maker (yet)
+    dave: PanelClient = make_client()
+    await dave.login("dave")
+    listing = await dave.get("/role-grants")
+    found = re.search(r'action="/role-grants/(\d+)/approve"', listing.text)
+    assert found, listing.text
+    grant_id = found.group(1)
+    assert "leo" in listing.text and "0 of 2" in listing.text
+    first = await dave.post(f"/role-grants/{grant_id}/approve", {})
+    assert first.status_code == 303, first.text
+    twice = await dave.post(f"/role-grants/{grant_id}/approve", {})
+    assert twice.status_code == 409 and "already approved" in twice.text
+    leo_page = await leo.get("/")
+    assert "decision_maker" not in leo_page.text.split("roles")[1][:80]
+    erin: PanelClient = make_client()
+    await erin.login("erin")
+    second = await erin.post(f"/role-grants/{grant_id}/approve", {})
+    assert second.status_code == 303, second.text
+    async with db.transaction() as session:
+        from comms.enums import Role as R
+        from comms.users import service as users
+
+        leo_user = await users.require_user(session, username="leo")
+        assert leo_user.has_role(R.DECISION_MAKER)

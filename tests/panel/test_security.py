@@ -20,6 +20,7 @@ from comms.enums import Role
 from comms.models import Base
 from comms.permissions import ALLOWED
 from comms.settings import Settings
+from comms.users import grants
 from tests.factories import make_user
 from tests.panel.conftest import PanelClient, _draft_id_for
 
@@ -55,6 +56,13 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
         delivery_id = (await outbox.for_draft(session, draft_id=published))[0].id
     async with db.transaction() as session:
         victim = await make_user(session, "victor", Role.RESPONDER)
+        grant = await grants.request(
+            session,
+            user=victim,
+            role=Role.DECISION_MAKER,
+            actor=world["users"]["admin"],
+            settings=panel_settings,
+        )
         _raw, token = await tokens.create(
             session, user=victim, name="victim", scopes=[tokens.Scope.READ], actor=None
         )
@@ -83,6 +91,7 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
         "user_id": victim.id,
         "destination_id": world["destinations"]["responders"].id,
         "token_id": token.id,
+        "grant_id": grant.id,
         "name": "custom",
         "tokens": tokens_by_role,
     }

@@ -58,6 +58,8 @@ PUBLIC = [
 INTERNAL = [
     "internal-approval-request",
     "internal-delivery-problem",
+    "internal-gate-change",
+    "internal-gate-settings",
     "internal-report-ack",
     "internal-responder-alert",
 ]

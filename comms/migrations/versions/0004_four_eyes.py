@@ -59,6 +59,51 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("approval_id", name=op.f("pk_approval_voids")),
     )
     _append_only("approval_voids")
+    op.create_table(
+        "role_grants",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.Integer(), nullable=False),
+        sa.Column("role", sa.String(length=32), nullable=False),
+        sa.Column("requested_by_id", sa.Integer(), nullable=False),
+        sa.Column("requested_at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status", sa.String(length=12), nullable=False),
+        sa.Column("decided_at", comms.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["requested_by_id"], ["users.id"], name=op.f("fk_role_grants_requested_by_id_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_role_grants_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_role_grants")),
+    )
+    with op.batch_alter_table("role_grants", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_role_grants_status"), ["status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_role_grants_user_id"), ["user_id"], unique=False)
+    op.create_table(
+        "role_grant_approvals",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("grant_id", sa.Integer(), nullable=False),
+        sa.Column("approver_id", sa.Integer(), nullable=False),
+        sa.Column("at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["approver_id"], ["users.id"], name=op.f("fk_role_grant_approvals_approver_id_users")
+        ),
+        sa.ForeignKeyConstraint(
+            ["grant_id"],
+            ["role_grants.id"],
+            name=op.f("fk_role_grant_approvals_grant_id_role_grants"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_role_grant_approvals")),
+        sa.UniqueConstraint(
+            "grant_id", "approver_id", name=op.f("uq_role_grant_approvals_grant_id")
+        ),
+    )
+    with op.batch_alter_table("role_grant_approvals", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_role_grant_approvals_grant_id"), ["grant_id"], unique=False
+        )
 
 
 def _append_only(table: str) -> None:
@@ -77,6 +122,8 @@ def _append_only(table: str) -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("role_grant_approvals")
+    op.drop_table("role_grants")
     op.drop_table("approval_voids")
     with op.batch_alter_table("drafts", schema=None) as batch_op:
         batch_op.drop_column("contributor_ids")
