@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from comms.db import ROW_ID_MAX
 from comms.enums import Severity
 from comms.text import text_problem
 
@@ -106,6 +107,12 @@ class DraftCreate(Strict):
     variables: dict[str, str] = Field(default_factory=dict, max_length=50)
     destinations: list[str] = Field(min_length=1, max_length=50)
     options: DraftOptionsIn = Field(default_factory=DraftOptionsIn)
+    correction_of: int | None = Field(
+        default=None,
+        ge=1,
+        le=ROW_ID_MAX,
+        description="Draft id of the published announcement (same incident) this one corrects",
+    )
 
 
 class DraftEdit(Strict):

@@ -183,6 +183,11 @@ async def create_draft(
     session: DbSession, state: Panel, user: CurrentUser, body: DraftCreate
 ) -> dict[str, Any]:
     incident = await incidents.require_incident(session, key=body.incident, field="incident")
+    original = (
+        await drafts.require_draft(session, draft_id=body.correction_of, field="correction_of")
+        if body.correction_of is not None
+        else None
+    )
     created = await drafts.create(
         session,
         incident=incident,
@@ -192,6 +197,7 @@ async def create_draft(
         actor=user,
         settings=state.settings,
         options=options_of(body.options),
+        correction_of=original,
     )
     return await document(session, created, state.settings)
 

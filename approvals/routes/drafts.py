@@ -22,7 +22,8 @@ from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel
 from approvals.rules import allow
 from approvals.state import PanelState
 from approvals.stepup import is_fresh, step_up
-from approvals.web import RowId, form_error, page, problems_of, redirect
+from approvals.web import OptionalRowQuery, RowId, form_error, page, problems_of, redirect
+from comms.db import ROW_ID_MAX
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
 from comms.drafts import gate
@@ -134,6 +135,7 @@ async def build_preview(
     raw: dict[str, str],
     chosen: list[Destination],
     options: DraftOptions,
+    correction_of: int | None = None,
 ) -> dict[str, Any]:
     """Render what would be sent, without saving anything; problems are shown, not raised."""
     try:
@@ -154,7 +156,7 @@ async def build_preview(
             ctx=drafts._render_context(incident, state.settings),  # the same context as saving
             destinations=fallback,
             options=options,
-            correction_of=None,
+            correction_of=correction_of,
         )
         warnings = check_values(
             spec,
@@ -185,12 +187,14 @@ async def _editor_ctx(
     options: dict[str, str],
     draft: Draft | None = None,
     show_preview: dict[str, Any] | None = None,
+    correction_of: str = "",
 ) -> dict[str, Any]:
     registry = drafts.registry_for(state.settings)
     return {
         "incident": incident,
         "spec": spec,
         "draft": draft,
+        "correction_of": correction_of,
         "values": raw,
         "chosen": chosen,
         "options": options,
@@ -223,8 +227,17 @@ def _option_strings(form: FormData | None, draft: Draft | None = None) -> dict[s
 @router.get("/incidents/{key}/drafts/new")
 @allow(Action.DRAFT_WRITE)
 async def draft_new(
-    request: Request, session: DbSession, state: Panel, incident: PathIncident, template: str = ""
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    incident: PathIncident,
+    template: str = "",
+    correction_of: OptionalRowQuery = None,
 ) -> HTMLResponse:
+    """The editor; ``correction_of`` (a published announcement's draft id) writes a correction."""
+    if correction_of is not None:
+        await drafts.require_draft(session, draft_id=correction_of, field="correction_of")
+        template = template or "correction"
     spec = drafts.registry_for(state.settings).get(template[:64]) if template else None
     if spec is not None and spec.audience != "public":
         spec = None
@@ -244,8 +257,19 @@ async def draft_new(
             raw={},
             chosen=defaults,
             options=_option_strings(None),
+            correction_of=str(correction_of or ""),
         ),
     )
+
+
+async def corrected_draft(session: AsyncSession, form: FormData) -> Draft | None:
+    """The announcement a new draft corrects (the editor's hidden ``correction_of``), if any."""
+    value = _text(form, "correction_of").strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= ROW_ID_MAX:
+        raise InvalidInput(FieldProblem("correction_of", "must be a draft id"))
+    return await drafts.require_draft(session, draft_id=int(value), field="correction_of")
 
 
 @router.post("/incidents/{key}/drafts")
@@ -266,10 +290,12 @@ async def draft_create(
         raw=raw,
         chosen=chosen_names,
         options=_option_strings(form),
+        correction_of=_text(form, "correction_of")[:12],
     )
     try:
         options = parse_options(form)
         chosen = await chosen_destinations(session, form)
+        original = await corrected_draft(session, form)
         if _text(form, "action") == "preview":
             ctx["preview"] = await build_preview(
                 session,
@@ -279,6 +305,7 @@ async def draft_create(
                 raw=raw,
                 chosen=chosen,
                 options=options,
+                correction_of=original.id if original else None,
             )
             return page(request, "drafts/edit.html", ctx)
         created = await drafts.create(
@@ -290,6 +317,7 @@ async def draft_create(
             actor=user,
             settings=state.settings,
             options=options,
+            correction_of=original,
         )
         if _text(form, "action") == "submit":
             await drafts.submit(session, draft=created, actor=user, settings=state.settings)
@@ -422,20 +450,18 @@ async def review_ctx(
     )
     quorum = drafts.quorum(draft, settings=state.settings)
     standing = {s.approval.id: s for s in quorum.standings}
-    deliveries = []
-    for item in draft.payload.get("deliveries", []):
-        platform = item["format"].split("-")[0]
-        deliveries.append(
-            {
-                **item,
-                "platform": platform,
-                "html": [preview.render(platform, m) for m in item["messages"]],
-            }
-        )
+    deliveries = _previews(draft.payload)
     refusal = gate.may_approve(
         draft, user, settings=state.settings, versions=await drafts.versions(session, draft=draft)
     )
+    original = (
+        await drafts.require_draft(session, draft_id=draft.correction_of_id)
+        if draft.correction_of_id
+        else None
+    )
     return {
+        "original": original,
+        "original_deliveries": _previews(original.payload) if original else [],
         "draft": draft,
         "quorum": quorum,
         "standing": standing,
@@ -453,6 +479,20 @@ async def review_ctx(
         "stepup_minutes": state.settings.stepup_minutes,
         **extra,
     }
+
+
+def _previews(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    deliveries = []
+    for item in payload.get("deliveries", []):
+        platform = item["format"].split("-")[0]
+        deliveries.append(
+            {
+                **item,
+                "platform": platform,
+                "html": [preview.render(platform, m) for m in item["messages"]],
+            }
+        )
+    return deliveries
 
 
 def _fresh(state: PanelState, row: Any) -> bool:
