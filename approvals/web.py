@@ -28,7 +28,6 @@ RowId = Annotated[int, FastPath(ge=1, le=ROW_ID_MAX)]
 OptionalRowQuery = Annotated[int | None, Query(ge=1, le=ROW_ID_MAX)]
 
 
-
 class FormInvalid(Exception):
     """A form that must be shown again with its errors. Raised (so the transaction rolls
     back, nothing is half-saved) with the page already rendered while the data was loaded."""

@@ -1300,9 +1300,7 @@ async def delivery_dismiss(app: AppContext, delivery_id: int, note: str, by: str
 async def _record_gate(settings: Settings, database: Database, process: str) -> None:
     """Audit the approval settings this process starts with; warn when they got weaker."""
     async with database.transaction() as session:
-        weaker = await flows.record_gate_configuration(
-            session, settings=settings, process=process
-        )
+        weaker = await flows.record_gate_configuration(session, settings=settings, process=process)
     configuration = gate.configuration(settings)
     log.info("approval settings: %s", configuration)
     for change in weaker:

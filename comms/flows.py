@@ -10,6 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms import canonical
 from comms.audit import service as audit
 from comms.audit.models import AuditEvent
+from comms.destinations import service as destinations
+from comms.destinations.models import Destination
 from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft
@@ -115,3 +117,19 @@ async def record_gate_configuration(
             detail=f"{process} started with: " + "; ".join(weaker) + ".",
         )
     return weaker
+
+
+async def update_destination(
+    session: AsyncSession,
+    *,
+    destination: Destination,
+    actor: User | None,
+    settings: Settings,
+    **changes: bool | None,
+) -> Destination:
+    """Change a destination's switches. An approved announcement not yet sent there that the
+    destination no longer allows as approved (say @everyone turned off) is held at once and
+    its draft goes back to review; a looser setting never widens what was approved."""
+    await destinations.update(session, destination=destination, actor=actor, **changes)
+    await drafts.recheck_destination(session, destination=destination, settings=settings)
+    return destination

@@ -261,15 +261,20 @@ async def destination_create(request: Request, session: DbSession, actor: Curren
 @router.post("/destinations/{destination_id}/update")
 @allow(Action.DESTINATION_MANAGE)
 async def destination_update(
-    request: Request, session: DbSession, actor: CurrentUser, target: TargetDestination
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    actor: CurrentUser,
+    target: TargetDestination,
 ) -> Response:
     form = await request.form(**FORM_LIMITS)
     ctx = await _dest_ctx(session)
     try:
-        await destinations.update(
+        await flows.update_destination(
             session,
             destination=target,
             actor=actor,
+            settings=state.settings,
             enabled=_text(form, "enabled") == "on",
             **{flag: _text(form, flag) == "on" for flag in FLAGS},
         )

@@ -16,7 +16,12 @@ The rules, in the order they are checked:
   and for good: it is void (an ``ApprovalVoid`` row), so restoring the person does not revive
   it; they approve again instead, and a draft approved with it goes back to review;
 * with ``COMMS_APPROVAL_TTL_MINUTES``, an approval older than that stops counting;
-* a draft rendered for another severity than the incident's now counts nothing.
+* a draft rendered for another severity than the incident's now counts nothing;
+* a draft whose destinations became stricter than its rendering (``destination_conflicts``:
+  @everyone or crossposting no longer allowed, pinning or notifications turned off where the
+  draft relied on the destination's setting, now private) counts nothing until re-rendered;
+  after approval such a delivery is held and the draft goes back to review (a looser setting
+  never widens what was approved: the approved bytes are what is sent).
 
 Who may approve is itself gated:
 
@@ -37,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from comms.destinations.models import Destination
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus, DraftVersion
 from comms.enums import Role, Severity
 from comms.settings import Settings
@@ -167,15 +173,53 @@ def weakened(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return found
 
 
+def destination_conflicts(
+    item: dict[str, Any],
+    destination: Destination,
+    options: dict[str, Any],
+    *,
+    after_approval: bool = False,
+) -> list[str]:
+    """How ``destination`` as it is now is stricter than what ``item`` (one planned delivery of
+    a rendered version, made with the draft's ``options``) would do there.
+
+    Pin and silent count only where the draft left them to the destination: a draft that
+    explicitly asked to pin was approved as such. A disabled destination is skipped when the
+    quorum is met (the approvers saw it listed); disabled ``after_approval``, it holds.
+    """
+    found = []
+    if after_approval and not destination.enabled:
+        found.append("it has been disabled")
+    if item["destination"].get("visibility") == "public" and not destination.is_public:
+        found.append("it is now private")
+    if "everyone" in item.get("mentions", []) and not destination.allow_everyone:
+        found.append("@everyone is no longer allowed there")
+    if item.get("crosspost") and not destination.crosspost:
+        found.append("crossposting has been turned off")
+    if item.get("pin") and options.get("pin") is None and not destination.pin:
+        found.append("pinning has been turned off")
+    if not item.get("silent") and options.get("silent") is None and destination.silent:
+        found.append("it now posts silently")
+    return found
+
+
+def planned_for(payload: dict[str, Any], destination_id: int) -> dict[str, Any] | None:
+    """The planned delivery of ``payload`` to a destination, if it has one."""
+    return next(
+        (i for i in payload.get("deliveries", []) if i["destination"]["id"] == destination_id),
+        None,
+    )
+
+
 def grant_quorum(settings: Settings) -> int:
     """Approvals a decision_maker grant needs: COMMS_ROLE_GRANT_QUORUM, else the P1 quorum."""
     return settings.role_grant_quorum or settings.quorum_for(Severity.P1)
 
 
 def _counts_for_grant(grant: RoleGrant, approver: User) -> bool:
-    return (
-        approver.has_role(Role.DECISION_MAKER)
-        and approver.id not in (grant.requested_by_id, grant.user_id)
+    return approver.has_role(Role.DECISION_MAKER) and approver.id not in (
+        grant.requested_by_id,
+        grant.user_id,
     )
 
 
@@ -232,8 +276,18 @@ def _standing(
     return ApprovalStanding(approval, True, "counts")
 
 
-def evaluate(draft: Draft, *, severity: Severity, settings: Settings, now: datetime) -> Quorum:
-    """Count the approvals that are valid for the draft's current content hash."""
+def evaluate(
+    draft: Draft,
+    *,
+    severity: Severity,
+    settings: Settings,
+    now: datetime,
+    destinations: Sequence[Destination] | None = None,
+) -> Quorum:
+    """Count the approvals that are valid for the draft's current content hash.
+
+    ``destinations`` (the draft's, as they are now) also block the count when one became
+    stricter than this version's rendering; the worker checks its own destination instead."""
     seen: set[int] = set()
     standings = tuple(
         _standing(a, draft, settings=settings, now=now, seen=seen) for a in draft.approvals
@@ -245,4 +299,12 @@ def evaluate(draft: Draft, *, severity: Severity, settings: Settings, now: datet
             f"the incident is now {severity.value} but this version was rendered for "
             f"{rendered_for}; it must be re-rendered"
         )
+    for destination in destinations or ():
+        item = planned_for(draft.payload, destination.id)
+        problems = destination_conflicts(item, destination, draft.options) if item else []
+        if problems and blocked is None:
+            blocked = (
+                f"{destination.name} changed since this version was rendered: "
+                f"{'; '.join(problems)}; edit the draft to render it again"
+            )
     return Quorum(needed=settings.quorum_for(severity), standings=standings, blocked=blocked)

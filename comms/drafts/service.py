@@ -36,6 +36,7 @@ from comms.incidents import service as incidents
 from comms.incidents.models import Incident, LogKind
 from comms.outbox import notify
 from comms.outbox import service as outbox
+from comms.outbox.models import Delivery, DeliveryState
 from comms.permissions import Action, require
 from comms.rendering import (
     OfficialLink,
@@ -115,7 +116,11 @@ async def get_version(session: AsyncSession, *, draft_id: int, version: int) -> 
 
 def quorum(draft: Draft, *, settings: Settings, now: datetime | None = None) -> Quorum:
     return evaluate(
-        draft, severity=Severity(draft.incident.severity), settings=settings, now=now or utcnow()
+        draft,
+        severity=Severity(draft.incident.severity),
+        settings=settings,
+        now=now or utcnow(),
+        destinations=draft.destinations,
     )
 
 
@@ -318,7 +323,7 @@ async def _revise(
     *,
     draft_id: int,
     editor: User,
-    actor: User,
+    actor: User | None,
     settings: Settings,
     reason: str,
     variables: Mapping[str, str] | None = None,
@@ -387,7 +392,7 @@ async def _revise(
     )
     await audit.record(
         session,
-        actor=actor.username,
+        actor=actor.username if actor else audit.SYSTEM_ACTOR,
         action="draft.edit",
         target=f"draft:{draft.id}",
         details={
@@ -711,4 +716,111 @@ async def void_approvals_of(
             ),
         )
         rewound.append(draft)
+    return rewound
+
+
+async def hold_for_new_approval(
+    session: AsyncSession, *, draft_id: int, reason: str, settings: Settings
+) -> Draft | None:
+    """An approved version can no longer go out as approved (a destination became stricter
+    than its rendering). If nothing of it has gone out yet, render the draft again for its
+    destinations as they are now: a new version, its approvals void, back in review, and the
+    Decision Makers asked again. Returns the draft when it did; None when part of the version
+    is already out (the held delivery then waits for a person).
+    """
+    draft = await _lock(session, draft_id)
+    if draft.status_enum not in (DraftStatus.APPROVED, DraftStatus.PUBLISHING):
+        return None
+    current = [
+        d
+        for d in await outbox.for_draft(session, draft_id=draft.id)
+        if d.draft_version == draft.version
+    ]
+    gone = (DeliveryState.SENT.value, DeliveryState.SENDING.value, DeliveryState.UNCERTAIN.value)
+    if any(d.state in gone or d.platform_message_ids for d in current):
+        return None
+    await outbox.cancel_unsent(session, draft=draft, reason=f"held: {reason}")
+    for delivery in current:
+        if delivery.state == DeliveryState.HELD.value:  # settled by the new version
+            delivery.state = DeliveryState.CANCELLED.value
+            delivery.last_error += f"; the draft went back to review as version {draft.version + 1}"
+    draft.status = DraftStatus.IN_REVIEW.value
+    draft.approved_at = None
+    await session.flush()
+    revised = await _revise(
+        session,
+        draft_id=draft.id,
+        editor=draft.last_editor,
+        actor=None,
+        settings=settings,
+        reason=f"re-rendered for new approval ({reason})"[:200],
+    )
+    await notify.approval_request(session, draft=revised, settings=settings)
+    return revised
+
+
+async def hold_delivery(
+    session: AsyncSession,
+    *,
+    delivery: Delivery,
+    name: str,
+    conflicts: list[str],
+    settings: Settings,
+) -> Draft | None:
+    """A destination became stricter than what was approved for it: send nothing there, say
+    why, and send the draft back to review when nothing of it has gone out yet (returned)."""
+    reason = f"{name}: {'; '.join(conflicts)} since approval"
+    delivery.state = DeliveryState.HELD.value
+    delivery.last_error = f"held: {reason}; the announcement needs a new approval"
+    delivery.updated_at = utcnow()
+    await audit.record(
+        session,
+        actor=audit.SYSTEM_ACTOR,
+        action="delivery.held",
+        target=f"delivery:{delivery.id}",
+        details={"draft": delivery.draft_id, "version": delivery.draft_version, "reason": reason},
+    )
+    await notify.delivery_problem(session, delivery=delivery, settings=settings)
+    await session.flush()
+    return await hold_for_new_approval(
+        session, draft_id=delivery.draft_id, reason=reason, settings=settings
+    )
+
+
+async def recheck_destination(
+    session: AsyncSession, *, destination: Destination, settings: Settings
+) -> list[Draft]:
+    """After a destination's settings changed: hold, now rather than at their time, the approved
+    deliveries to it that have not gone out and that it no longer allows as approved."""
+    waiting = (
+        await session.scalars(
+            select(Delivery).where(
+                Delivery.destination_id == destination.id,
+                Delivery.state.in_(outbox.UNSENT),
+                Delivery.attempts == 0,
+            )
+        )
+    ).all()
+    rewound = []
+    for delivery in waiting:
+        version = await get_version(
+            session, draft_id=delivery.draft_id, version=delivery.draft_version
+        )
+        draft = await session.get(Draft, delivery.draft_id)
+        item = gate.planned_for(version.payload, destination.id) if version else None
+        if item is None or draft is None:
+            continue
+        conflicts = gate.destination_conflicts(
+            item, destination, draft.options, after_approval=True
+        )
+        if conflicts:
+            held = await hold_delivery(
+                session,
+                delivery=delivery,
+                name=destination.name,
+                conflicts=conflicts,
+                settings=settings,
+            )
+            if held is not None:
+                rewound.append(held)
     return rewound

@@ -23,10 +23,13 @@ class DeliveryState(StrEnum):
     UNCERTAIN = "uncertain"  # sent or not? a person decides (Telegram has no idempotency key)
     SKIPPED = "skipped"  # destination compromised or disabled
     CANCELLED = "cancelled"  # the draft was edited or withdrawn before it went out
+    # The destination became stricter than what was approved for it (no more @everyone, no
+    # pinning, now private or disabled...): not sent; the draft needs a new approval.
+    HELD = "held"
 
 
 DONE = frozenset({DeliveryState.SENT, DeliveryState.SKIPPED, DeliveryState.CANCELLED})
-NEEDS_PERSON = frozenset({DeliveryState.FAILED, DeliveryState.UNCERTAIN})
+NEEDS_PERSON = frozenset({DeliveryState.FAILED, DeliveryState.UNCERTAIN, DeliveryState.HELD})
 
 
 class Delivery(Base):

@@ -153,9 +153,12 @@ async def resolve_uncertain(
     """
     require(actor, Action.DELIVERY_MANAGE)
     await session.refresh(delivery, with_for_update=True)
-    if delivery.state != DeliveryState.UNCERTAIN.value:
+    held = delivery.state == DeliveryState.HELD.value
+    if delivery.state != DeliveryState.UNCERTAIN.value and not (held and not resend):
         raise RuleViolation(
-            "delivery.uncertain", f"delivery #{delivery.id} is {delivery.state}, not uncertain"
+            "delivery.uncertain",
+            f"delivery #{delivery.id} is {delivery.state}, not uncertain"
+            + ("; a held delivery needs a new approval, not a resend" if held else ""),
         )
     if resend:
         return await _requeue(session, delivery=delivery, actor=actor, action="delivery.resend")

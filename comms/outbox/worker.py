@@ -41,6 +41,8 @@ from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.db import Database
 from comms.destinations.models import Destination
+from comms.drafts import gate
+from comms.drafts import service as drafts
 from comms.drafts.gate import evaluate
 from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
@@ -505,12 +507,11 @@ class Worker:
                 await self._refuse(session, delivery, problem)
                 return None
             assert version is not None
-            if not destination.can_receive:
-                reason = (
-                    "destination marked compromised: " + destination.compromised_reason
-                    if destination.compromised
-                    else "destination disabled"
-                )
+            item = next(
+                i for i in payload["deliveries"] if int(i["destination"]["id"]) == destination.id
+            )
+            if destination.compromised:
+                reason = "destination marked compromised: " + destination.compromised_reason
                 delivery.state = DeliveryState.SKIPPED.value
                 delivery.last_error = reason
                 delivery.claimed_by = ""
@@ -523,9 +524,22 @@ class Worker:
                 )
                 await _settle(session, draft_id=draft.id)
                 return None
-            item = next(
-                i for i in payload["deliveries"] if int(i["destination"]["id"]) == destination.id
+            conflicts = gate.destination_conflicts(
+                item, destination, draft.options, after_approval=True
             )
+            if conflicts:
+                delivery.claimed_by = ""
+                delivery.inflight_index = None
+                held = await drafts.hold_delivery(
+                    session,
+                    delivery=delivery,
+                    name=destination.name,
+                    conflicts=conflicts,
+                    settings=self.settings,
+                )
+                if held is None:
+                    await _settle(session, draft_id=draft.id)
+                return None
             job = await _build_job(
                 session, delivery=delivery, draft=draft, payload=payload, item=item
             )

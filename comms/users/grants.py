@@ -146,9 +146,7 @@ async def _give(session: AsyncSession, *, grant: RoleGrant, settings: Settings) 
         target=f"user:{person.username}",
         details={"granted": grant.role, "grant": grant.id, "approvers": approvers},
     )
-    await sessions.end_all(
-        session, user=person, reason="role granted", actor=audit.SYSTEM_ACTOR
-    )
+    await sessions.end_all(session, user=person, reason="role granted", actor=audit.SYSTEM_ACTOR)
     await _notify(session, grant, settings, "granted")
 
 
