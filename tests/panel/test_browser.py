@@ -111,3 +111,27 @@ async def test_hostile_text_displays_inert(live: str, browser: Any) -> None:
     assert all(m.startswith(("@", "#")) for m in mentions)
     await shot(dm, "hostile-text-inert", full=True)
     assert cm.dialogs == [] and dm.dialogs == []  # type: ignore[attr-defined]
+
+
+async def test_granting_decision_maker_needs_the_decision_makers(live: str, browser: Any) -> None:
+    """An admin asks for leo to become a Decision Maker; dave sees it on his dashboard and
+    approves; the role counts only after erin's approval too (quorum 2)."""
+    admin = await person(browser, live, "ada")
+    await admin.click("text=Users")
+    await admin.click("a:has-text('leo')")
+    await admin.check("input[name=roles][value=decision_maker]")
+    await admin.click("button:has-text('Save roles')")
+    await admin.wait_for_selector("text=awaiting approval by the Decision Makers")
+    dave = await person(browser, live, "dave")
+    await dave.wait_for_selector("#h-grants")
+    await dave.click("#h-grants + ul a")
+    await dave.wait_for_selector("text=0 of 2")
+    await dave.click("button:has-text('Approve')")
+    await dave.wait_for_selector("text=1 of 2")
+    await shot(dave, "role-grants", full=True)
+    erin = await person(browser, live, "erin")
+    await erin.goto(f"{live}/role-grants")
+    await erin.click("button:has-text('Approve')")
+    await erin.wait_for_selector("text=No role grant is waiting")
+    leo = await person(browser, live, "leo")
+    assert "decision_maker" in await leo.inner_text(".roles")
