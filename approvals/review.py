@@ -5,10 +5,10 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from approvals.preview import display_url
+from comms.drafts.plan import AnnouncementPlan
 
 _HREF = re.compile(r"""<a\s[^>]*href\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 _MASKED = re.compile(r"\[([^\[\]\n]{1,500})\]\(\s*<?([^\s()<>]{1,2000})>?\s*\)")
@@ -36,10 +36,10 @@ def _official(host: str, domains: list[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
-def links_in(messages: dict[str, list[str]], official_domains: list[str]) -> list[Link]:
+def links_in(plan: AnnouncementPlan, official_domains: list[str]) -> list[Link]:
     """Every distinct link target in the rendered messages, in order of appearance."""
     found: dict[str, Link] = {}
-    for platform, texts in messages.items():
+    for platform, texts in (("discord", plan.discord), ("telegram", plan.telegram)):
         for text in texts:
             pairs: list[tuple[str, str]] = []
             if platform == "telegram":
@@ -70,28 +70,35 @@ class DiffLine:
     text: str
 
 
-def diff(old: dict[str, Any] | None, new: dict[str, Any]) -> list[DiffLine]:
-    """Line diff of the rendered text and destinations between two payloads."""
+def diff(old: AnnouncementPlan | None, new: AnnouncementPlan) -> list[DiffLine]:
+    """Line diff of the rendered text and destinations between two plans."""
     if old is None:
         return []
 
-    def lines(payload: dict[str, Any]) -> list[str]:
+    def lines(plan: AnnouncementPlan) -> list[str]:
         result: list[str] = []
-        rendered = payload.get("rendered", {})
-        for platform in ("discord", "telegram"):
-            for index, message in enumerate(rendered.get(platform, []), 1):
+        for platform, texts in (("discord", plan.discord), ("telegram", plan.telegram)):
+            for index, message in enumerate(texts, 1):
                 result.append(f"=== {platform} message {index} ===")
-                result.extend(str(message).split("\n"))
+                result.extend(message.split("\n"))
         result.append("=== destinations ===")
-        for item in payload.get("deliveries", []):
-            dest = item.get("destination", {})
-            flags = [k for k in ("pin", "silent", "crosspost", "thread_updates") if item.get(k)]
-            mentions = ",".join(item.get("mentions", []))
+        for item in plan.deliveries:
+            flags = [
+                name
+                for name, on in (
+                    ("pin", item.pin),
+                    ("silent", item.silent),
+                    ("crosspost", item.crosspost),
+                    ("thread_updates", item.thread_updates),
+                )
+                if on
+            ]
+            mentions = ",".join(item.mentions)
             result.append(
-                f"{dest.get('name')} ({dest.get('platform')}) {' '.join(flags)}"
+                f"{item.destination.name} ({item.platform.value}) {' '.join(flags)}"
                 + (f" mentions:{mentions}" if mentions else "")
             )
-        result.append(f"=== publish at: {payload.get('publish_at') or 'now'} ===")
+        result.append(f"=== publish at: {plan.publish_at or 'now'} ===")
         return result
 
     out: list[DiffLine] = []

@@ -8,11 +8,13 @@ asks for the password or an authenticator code when it is older.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.responses import Response
@@ -29,7 +31,8 @@ from comms.destinations.models import Destination
 from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
-from comms.drafts.payload import DraftOptions, build_payload
+from comms.drafts.payload import DraftOptions, build_plan
+from comms.drafts.plan import AnnouncementPlan, PlannedDelivery
 from comms.enums import Role
 from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.incidents import service as incidents
@@ -148,7 +151,7 @@ async def build_preview(
             ]
         else:
             fallback = chosen
-        payload = build_payload(
+        plan = build_plan(
             draft_id=0,
             version=0,
             spec=spec,
@@ -167,9 +170,9 @@ async def build_preview(
     except CommsError as exc:
         return {"preview_error": exc, "preview_problems": problems_of(exc)}
     return {
-        "payload": payload,
+        "plan": plan,
         "warnings": [w.message for w in warnings],
-        "links": review.links_in(payload["rendered"], state.settings.official_domains),
+        "links": review.links_in(plan, state.settings.official_domains),
     }
 
 
@@ -450,7 +453,8 @@ async def review_ctx(
     )
     quorum = drafts.quorum(draft, settings=state.settings)
     standing = {s.approval.id: s for s in quorum.standings}
-    deliveries = _previews(draft.payload)
+    plan = draft.plan
+    deliveries = _previews(plan)
     refusal = gate.may_approve(
         draft, user, settings=state.settings, versions=await drafts.versions(session, draft=draft)
     )
@@ -461,16 +465,14 @@ async def review_ctx(
     )
     return {
         "original": original,
-        "original_deliveries": _previews(original.payload) if original else [],
+        "original_deliveries": _previews(original.plan) if original else [],
         "draft": draft,
         "quorum": quorum,
         "standing": standing,
         "deliveries": deliveries,
-        "rendered": draft.payload.get("rendered", {}),
-        "links": review.links_in(
-            draft.payload.get("rendered", {}), state.settings.official_domains
-        ),
-        "diff": review.diff(previous.payload if previous else None, draft.payload),
+        "plan": plan,
+        "links": review.links_in(plan, state.settings.official_domains),
+        "diff": review.diff(previous.plan if previous else None, plan),
         "previous": previous,
         "can_decide": refusal is None,
         # Why a Decision Maker sees no approve button (e.g. they edited a version).
@@ -481,18 +483,22 @@ async def review_ctx(
     }
 
 
-def _previews(payload: dict[str, Any]) -> list[dict[str, Any]]:
-    deliveries = []
-    for item in payload.get("deliveries", []):
-        platform = item["format"].split("-")[0]
-        deliveries.append(
-            {
-                **item,
-                "platform": platform,
-                "html": [preview.render(platform, m) for m in item["messages"]],
-            }
-        )
-    return deliveries
+@dataclass(frozen=True)
+class Previewed:
+    """A planned delivery with its messages as the clients show them (for the templates)."""
+
+    item: PlannedDelivery
+    html: list[Markup]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.item, name)
+
+
+def _previews(plan: AnnouncementPlan) -> list[Previewed]:
+    return [
+        Previewed(item, [preview.render(item.platform.value, m) for m in item.messages])
+        for item in plan.deliveries
+    ]
 
 
 def _fresh(state: PanelState, row: Any) -> bool:

@@ -44,6 +44,7 @@ from typing import Any
 
 from comms.destinations.models import Destination
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus, DraftVersion
+from comms.drafts.plan import AnnouncementPlan, PlannedDelivery
 from comms.enums import Role, Severity
 from comms.settings import Settings
 from comms.users.models import GrantStatus, RoleGrant, User
@@ -174,7 +175,7 @@ def weakened(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 
 def destination_conflicts(
-    item: dict[str, Any],
+    item: PlannedDelivery,
     destination: Destination,
     options: dict[str, Any],
     *,
@@ -190,25 +191,17 @@ def destination_conflicts(
     found = []
     if after_approval and not destination.enabled:
         found.append("it has been disabled")
-    if item["destination"].get("visibility") == "public" and not destination.is_public:
+    if item.destination.is_public and not destination.is_public:
         found.append("it is now private")
-    if "everyone" in item.get("mentions", []) and not destination.allow_everyone:
+    if item.mentions_everyone and not destination.allow_everyone:
         found.append("@everyone is no longer allowed there")
-    if item.get("crosspost") and not destination.crosspost:
+    if item.crosspost and not destination.crosspost:
         found.append("crossposting has been turned off")
-    if item.get("pin") and options.get("pin") is None and not destination.pin:
+    if item.pin and options.get("pin") is None and not destination.pin:
         found.append("pinning has been turned off")
-    if not item.get("silent") and options.get("silent") is None and destination.silent:
+    if not item.silent and options.get("silent") is None and destination.silent:
         found.append("it now posts silently")
     return found
-
-
-def planned_for(payload: dict[str, Any], destination_id: int) -> dict[str, Any] | None:
-    """The planned delivery of ``payload`` to a destination, if it has one."""
-    return next(
-        (i for i in payload.get("deliveries", []) if i["destination"]["id"] == destination_id),
-        None,
-    )
 
 
 def grant_quorum(settings: Settings) -> int:
@@ -283,6 +276,7 @@ def evaluate(
     settings: Settings,
     now: datetime,
     destinations: Sequence[Destination] | None = None,
+    plan: AnnouncementPlan | None = None,
 ) -> Quorum:
     """Count the approvals that are valid for the draft's current content hash.
 
@@ -293,14 +287,15 @@ def evaluate(
         _standing(a, draft, settings=settings, now=now, seen=seen) for a in draft.approvals
     )
     blocked = None
-    rendered_for = draft.payload.get("severity")
+    plan = plan or draft.plan
+    rendered_for = plan.severity.value
     if rendered_for != severity.value:
         blocked = (
             f"the incident is now {severity.value} but this version was rendered for "
             f"{rendered_for}; it must be re-rendered"
         )
     for destination in destinations or ():
-        item = planned_for(draft.payload, destination.id)
+        item = plan.delivery_to(destination.id)
         problems = destination_conflicts(item, destination, draft.options) if item else []
         if problems and blocked is None:
             blocked = (

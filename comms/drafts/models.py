@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
 from comms.destinations.models import Destination
+from comms.drafts.plan import AnnouncementPlan
 from comms.incidents.models import Incident
 from comms.users.models import User
 
@@ -78,6 +79,11 @@ class Draft(Base):
     def status_enum(self) -> DraftStatus:
         return DraftStatus(self.status)
 
+    @property
+    def plan(self) -> AnnouncementPlan:
+        """The current version's announcement plan (``payload`` is its stored JSON)."""
+        return AnnouncementPlan.from_json(self.payload)
+
     def __repr__(self) -> str:
         return f"<Draft #{self.id} v{self.version} {self.template} {self.status}>"
 
@@ -108,6 +114,10 @@ class DraftVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     editor: Mapped[User] = relationship(lazy="selectin")
+
+    @property
+    def plan(self) -> AnnouncementPlan:
+        return AnnouncementPlan.from_json(self.payload)
 
 
 class Approval(Base):

@@ -1,9 +1,7 @@
-"""Build the exact payload a draft version will send, and its content hash.
+"""Build the announcement plan a draft version will send (``comms.drafts.plan``).
 
-The payload lists, per destination, every message text that will go out and every option that
-changes what members see (pin, silent, crosspost, thread, @everyone, link previews, schedule).
-Its canonical JSON is hashed; approvals bind to that hash, and the publisher recomputes it from
-the frozen version just before sending.
+The plan's canonical JSON is hashed; approvals bind to that hash, and the publisher recomputes it
+from the frozen version just before sending.
 """
 
 from __future__ import annotations
@@ -15,10 +13,9 @@ from typing import Any
 
 from comms.canonical import canonical_json, sha256_hex
 from comms.destinations.models import Destination
+from comms.drafts.plan import AnnouncementPlan, PlannedDelivery, PlannedDestination
 from comms.enums import Platform, Severity
 from comms.rendering import RenderContext, Rendered, TemplateSpec, render
-
-PAYLOAD_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -49,8 +46,9 @@ class DraftOptions:
         )
 
 
-def content_hash(payload: dict[str, Any]) -> str:
-    return sha256_hex(canonical_json(payload))
+def content_hash(stored: dict[str, Any]) -> str:
+    """The hash of a stored plan's JSON, as read back (the worker checks it before sending)."""
+    return sha256_hex(canonical_json(stored))
 
 
 def idempotency_key(content_hash_hex: str, destination_id: int) -> str:
@@ -68,7 +66,7 @@ def wants_everyone(spec: TemplateSpec, severity: Severity, destination: Destinat
     )
 
 
-def build_payload(
+def build_plan(
     *,
     draft_id: int,
     version: int,
@@ -78,7 +76,8 @@ def build_payload(
     destinations: list[Destination],
     options: DraftOptions,
     correction_of: int | None,
-) -> dict[str, Any]:
+) -> AnnouncementPlan:
+    """Render ``spec`` for every destination: the plan an approval of this version covers."""
     if ctx.severity is None:
         raise ValueError("an announcement is rendered for an incident's severity")
     severity = ctx.severity
@@ -93,39 +92,36 @@ def build_payload(
     for destination in sorted(destinations, key=lambda d: d.id):
         everyone = wants_everyone(spec, severity, destination)
         out = rendered(everyone)
-        is_discord = destination.platform == Platform.DISCORD.value
+        platform = Platform(destination.platform)
+        is_discord = platform is Platform.DISCORD
         deliveries.append(
-            {
-                "destination": {
-                    "id": destination.id,
-                    "name": destination.name,
-                    "platform": destination.platform,
-                    "target": destination.target,
-                    "visibility": destination.visibility,
-                },
-                "format": "discord-markdown" if is_discord else "telegram-html",
-                "messages": list(out.discord if is_discord else out.telegram),
-                "mentions": ["everyone"] if everyone else [],
-                "pin": destination.pin if options.pin is None else options.pin,
-                "silent": destination.silent if options.silent is None else options.silent,
-                "crosspost": destination.crosspost and is_discord,
-                "thread_updates": destination.thread_updates and is_discord,
-                "lock_thread": spec.locks_thread and destination.thread_updates and is_discord,
-            }
+            PlannedDelivery(
+                destination=PlannedDestination(
+                    id=destination.id,
+                    name=destination.name,
+                    platform=platform,
+                    target=destination.target,
+                    visibility=destination.visibility,
+                ),
+                messages=tuple(out.discord if is_discord else out.telegram),
+                mentions_everyone=everyone,
+                pin=destination.pin if options.pin is None else options.pin,
+                silent=destination.silent if options.silent is None else options.silent,
+                crosspost=destination.crosspost and is_discord,
+                thread_updates=destination.thread_updates and is_discord,
+                lock_thread=spec.locks_thread and destination.thread_updates and is_discord,
+            )
         )
-    return {
-        "schema": PAYLOAD_SCHEMA,
-        "draft": draft_id,
-        "version": version,
-        "incident": ctx.incident_key,
-        "severity": severity.value,
-        "template": spec.name,
-        "correction_of": correction_of,
-        "link_previews": options.link_previews,
-        "publish_at": options.publish_at.isoformat() if options.publish_at else None,
-        "rendered": {
-            "discord": list(rendered(False).discord),
-            "telegram": list(rendered(False).telegram),
-        },
-        "deliveries": deliveries,
-    }
+    return AnnouncementPlan(
+        draft=draft_id,
+        version=version,
+        incident=ctx.incident_key,
+        severity=severity,
+        template=spec.name,
+        correction_of=correction_of,
+        link_previews=options.link_previews,
+        publish_at=options.publish_at.isoformat() if options.publish_at else None,
+        discord=tuple(rendered(False).discord),
+        telegram=tuple(rendered(False).telegram),
+        deliveries=tuple(deliveries),
+    )

@@ -29,7 +29,7 @@ from comms.drafts.models import (
     DraftStatus,
     DraftVersion,
 )
-from comms.drafts.payload import DraftOptions, build_payload, content_hash
+from comms.drafts.payload import DraftOptions, build_plan
 from comms.enums import Severity
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.incidents import service as incidents
@@ -160,7 +160,7 @@ async def _freeze(
     reason: str,
 ) -> None:
     """Render, hash and store version ``draft.version`` as a frozen snapshot."""
-    payload = build_payload(
+    plan = build_plan(
         draft_id=draft.id,
         version=draft.version,
         spec=spec,
@@ -170,7 +170,8 @@ async def _freeze(
         options=options,
         correction_of=draft.correction_of_id,
     )
-    digest = content_hash(payload)
+    payload = plan.to_json()
+    digest = plan.content_hash
     warnings = check_values(
         spec,
         values,
@@ -807,7 +808,7 @@ async def recheck_destination(
             session, draft_id=delivery.draft_id, version=delivery.draft_version
         )
         draft = await session.get(Draft, delivery.draft_id)
-        item = gate.planned_for(version.payload, destination.id) if version else None
+        item = version.plan.delivery_to(destination.id) if version else None
         if item is None or draft is None:
             continue
         conflicts = gate.destination_conflicts(

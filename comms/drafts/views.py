@@ -19,7 +19,7 @@ async def draft_document(
     state = drafts.quorum(draft, settings=settings, now=utcnow())
     standing = {s.approval.id: s for s in state.standings}
     deliveries = await outbox.for_draft(session, draft_id=draft.id)
-    rendered = draft.payload.get("rendered", {})
+    plan = draft.plan
     # A scheduled draft whose time has come but which is not approved yet waits, flagged.
     overdue = (
         draft.publish_at is not None
@@ -42,10 +42,7 @@ async def draft_document(
         "publish_at": draft.publish_at.isoformat() if draft.publish_at else None,
         "overdue": overdue,
         "correction_of": draft.correction_of_id,
-        "rendered": {
-            "discord": list(rendered.get("discord", [])),
-            "telegram": list(rendered.get("telegram", [])),
-        },
+        "rendered": {"discord": list(plan.discord), "telegram": list(plan.telegram)},
         "payload": draft.payload,
         "approvals": [
             {

@@ -47,8 +47,8 @@ async def enqueue(session: AsyncSession, *, draft: Draft, now: datetime) -> list
     """
     due = draft.publish_at if draft.publish_at and draft.publish_at > now else now
     created: list[Delivery] = []
-    for item in draft.payload["deliveries"]:
-        destination_id = int(item["destination"]["id"])
+    for item in draft.plan.deliveries:
+        destination_id = item.destination.id
         destination = await session.get(Destination, destination_id)
         reason = _skip_reason(destination)
         delivery = Delivery(

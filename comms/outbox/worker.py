@@ -46,6 +46,7 @@ from comms.drafts import service as drafts
 from comms.drafts.gate import evaluate
 from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
+from comms.drafts.plan import AnnouncementPlan, PlanError, PlannedDelivery
 from comms.enums import Platform, Severity
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident, LogKind
@@ -477,7 +478,7 @@ class Worker:
             )
             assert found is not None
             draft = found[0]
-            _, draft_payload = self._payloads.get(("draft", draft.id), found[1])
+            _, _, draft_payload = self._payloads.get(("draft", draft.id), found[1])
             set_committed_value(draft, "payload", draft_payload)  # as loaded: no history
             _keep(session, draft)
             destination = delivery.destination
@@ -495,21 +496,21 @@ class Worker:
                     )
                 )
             ).first()
-            version, (stored_hash, payload) = (
+            version, (stored_hash, plan, _) = (
                 (row[0], self._payloads.get(("version", row[0].id), row[1]))
                 if row
-                else (None, ("", {}))
+                else (None, ("", None, {}))
             )
             problem = _gate_problem(
-                delivery, draft, version, stored_hash, payload, settings=self.settings, now=now
+                delivery, draft, version, stored_hash, plan, settings=self.settings, now=now
             )
             if problem is not None:
                 await self._refuse(session, delivery, problem)
                 return None
             assert version is not None
-            item = next(
-                i for i in payload["deliveries"] if int(i["destination"]["id"]) == destination.id
-            )
+            assert plan is not None
+            item = plan.delivery_to(destination.id)
+            assert item is not None  # checked by the gate
             if destination.compromised:
                 reason = "destination marked compromised: " + destination.compromised_reason
                 delivery.state = DeliveryState.SKIPPED.value
@@ -540,9 +541,7 @@ class Worker:
                 if held is None:
                     await _settle(session, draft_id=draft.id)
                 return None
-            job = await _build_job(
-                session, delivery=delivery, draft=draft, payload=payload, item=item
-            )
+            job = await _build_job(session, delivery=delivery, draft=draft, plan=plan, item=item)
             if len(job.messages) < len(job.edit_ids):
                 # Editing would leave the original's last messages showing what the
                 # correction replaces: not what was approved.
@@ -914,28 +913,34 @@ def _resolve(
 
 
 class _PayloadCache:
-    """Parsed payloads (of drafts and their versions) and their content hashes, by exact
+    """Stored plans (of drafts and their versions), parsed, and their content hashes, by exact
     stored text.
 
     Every delivery of an N-destination fan-out re-checks the same draft and approved version;
-    parsing and canonically hashing their payloads (which hold all N renderings) each time made
+    parsing and canonically hashing their plans (which hold all N renderings) each time made
     the gate O(N) per delivery. An entry is reused only for byte-identical stored text (SHA-256
     of what the database returned), so a changed row is always parsed and hashed afresh.
     Entries are shared: read them, never change them.
     """
 
+    Entry = tuple[str, AnnouncementPlan | None, dict[str, Any]]
+
     def __init__(self, size: int = 8) -> None:
         self._size = size
-        self._entries: OrderedDict[tuple[str, int, str], tuple[str, dict[str, Any]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, int, str], _PayloadCache.Entry] = OrderedDict()
 
-    def get(self, row: tuple[str, int], stored: str | bytes) -> tuple[str, dict[str, Any]]:
-        """(content hash, parsed payload) of ``row``'s stored payload text."""
+    def get(self, row: tuple[str, int], stored: str | bytes) -> _PayloadCache.Entry:
+        """(content hash, plan or None when unreadable, stored JSON) of ``row``'s plan."""
         text = stored.decode() if isinstance(stored, bytes) else stored
         key = (*row, hashlib.sha256(text.encode()).hexdigest())
         entry = self._entries.get(key)
         if entry is None:
             payload = json.loads(text)
-            entry = (content_hash(payload), payload)
+            try:
+                plan: AnnouncementPlan | None = AnnouncementPlan.from_json(payload)
+            except PlanError:
+                plan = None  # refused by the gate, with the reason
+            entry = (content_hash(payload), plan, payload)
             self._entries[key] = entry
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
@@ -983,17 +988,19 @@ def _gate_problem(
     draft: Draft,
     version: DraftVersion | None,
     stored_hash: str,
-    payload: dict[str, Any],
+    plan: AnnouncementPlan | None,
     *,
     settings: Settings,
     now: datetime,
 ) -> str | None:
     """The final check before bytes leave: None when sending is allowed.
 
-    ``stored_hash`` is the content hash computed from the version's stored ``payload``.
+    ``stored_hash`` is the content hash computed from the version's stored plan.
     """
     if version is None:
         return f"version {delivery.draft_version} of draft #{draft.id} is missing"
+    if plan is None:
+        return "the stored announcement plan cannot be read by this release"
     if stored_hash != delivery.content_hash:
         return "the stored version no longer hashes to the approved content hash"
     if version.content_hash != delivery.content_hash:
@@ -1014,12 +1021,11 @@ def _gate_problem(
         severity=Severity(draft.incident.severity),
         settings=settings,
         now=min(now, delivery.created_at),
+        plan=plan,  # the draft's own, as the hashes match: parsed once per fan-out
     )
     if not quorum.met:
         return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
-    if not any(
-        int(i["destination"]["id"]) == delivery.destination_id for i in payload["deliveries"]
-    ):
+    if plan.delivery_to(delivery.destination_id) is None:
         return "the destination is not part of the approved content"
     return None
 
@@ -1029,20 +1035,19 @@ async def _build_job(
     *,
     delivery: Delivery,
     draft: Draft,
-    payload: dict[str, Any],
-    item: dict[str, Any],
+    plan: AnnouncementPlan,
+    item: PlannedDelivery,
 ) -> SendJob:
-    platform = Platform(item["destination"]["platform"])
-    messages = tuple(item["messages"])
+    platform = item.platform
     earlier = await _incident_first_delivery(session, draft=draft, delivery=delivery)
     into_thread = reply_to = thread_name = lock_thread = None
     edit_ids: tuple[str, ...] = ()
     edit_channel = None
-    if payload.get("correction_of"):
+    if plan.correction_of:
         original = await session.scalar(
             select(Delivery)
             .where(
-                Delivery.draft_id == int(payload["correction_of"]),
+                Delivery.draft_id == plan.correction_of,
                 Delivery.destination_id == delivery.destination_id,
                 Delivery.state == DeliveryState.SENT.value,
             )
@@ -1056,12 +1061,12 @@ async def _build_job(
             # (same id) lives in the channel.
             if thread and thread not in edit_ids:
                 edit_channel = thread
-    if platform is Platform.DISCORD and item.get("thread_updates") and not edit_ids:
+    if platform is Platform.DISCORD and item.thread_updates and not edit_ids:
         if earlier is not None and earlier.platform_thread_id:
             into_thread = earlier.platform_thread_id
         else:
-            thread_name = f"{payload['incident']} updates"[:100]
-        if item.get("lock_thread"):
+            thread_name = f"{plan.incident} updates"[:100]
+        if item.lock_thread:
             lock_thread = into_thread or ""  # "" = the thread this delivery opens
     if (
         platform is Platform.TELEGRAM
@@ -1073,16 +1078,16 @@ async def _build_job(
     return SendJob(
         delivery_id=delivery.id,
         platform=platform,
-        target=str(item["destination"]["target"]),
-        messages=messages,
+        target=item.destination.target,
+        messages=item.messages,
         nonce=delivery.idempotency_key,
         start_index=len(delivery.platform_message_ids),
         sent_ids=tuple(delivery.platform_message_ids),
-        silent=bool(item.get("silent")),
-        pin=bool(item.get("pin")),
-        crosspost=bool(item.get("crosspost")),
-        mention_everyone="everyone" in item.get("mentions", []),
-        link_previews=bool(payload.get("link_previews")),
+        silent=item.silent,
+        pin=item.pin,
+        crosspost=item.crosspost,
+        mention_everyone=item.mentions_everyone,
+        link_previews=plan.link_previews,
         thread_name=thread_name,
         into_thread=into_thread,
         reply_to=reply_to,

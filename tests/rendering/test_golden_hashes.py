@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from comms.destinations.models import Destination
-from comms.drafts.payload import DraftOptions, build_payload, content_hash
+from comms.drafts.payload import DraftOptions, build_plan, content_hash
 from comms.enums import Severity
 from comms.rendering import OfficialLink, RenderContext, TemplateRegistry, VarType
 
@@ -101,7 +101,7 @@ def _plan_hashes(name: str) -> dict[str, str]:
             severity=Severity(spec_case["severity"]),
             official_links=tuple(OfficialLink(*pair) for pair in CONTEXT["official_links"]),
         )
-        plan = build_payload(
+        plan = build_plan(
             draft_id=42,
             version=3,
             spec=spec,
@@ -114,7 +114,8 @@ def _plan_hashes(name: str) -> dict[str, str]:
             ),
             correction_of=41 if spec.is_correction else None,
         )
-        hashes[case] = content_hash(plan)
+        hashes[case] = content_hash(plan.to_json())
+        assert plan.content_hash == hashes[case]
     return hashes
 
 
@@ -140,3 +141,42 @@ def test_every_public_template_has_pinned_plan_hashes() -> None:
         "the hashed bytes of these plans changed (every pending approval of such a draft would be "
         f"void): {changed}. If deliberate, refresh tests/rendering/golden/plans.json"
     )
+
+
+def test_a_plan_reads_back_exactly_and_refuses_another_schema() -> None:
+    from comms.drafts.plan import AnnouncementPlan, PlanError
+
+    spec = REGISTRY.get("active-exploit-initial")
+    values = {
+        v.name: v.choices[0] if v.type is VarType.CHOICE else VALUES[v.type] for v in spec.variables
+    }
+    plan = build_plan(
+        draft_id=1,
+        version=1,
+        spec=spec,
+        values=values,
+        ctx=RenderContext(protocol_name="P", incident_key="INC-1", severity=Severity.P1),
+        destinations=[
+            Destination(
+                id=1,
+                name="d",
+                platform="discord",
+                target="1300000000000000010",
+                visibility="public",
+                pin=True,
+                silent=False,
+                crosspost=True,
+                allow_everyone=True,
+                thread_updates=True,
+            )
+        ],
+        options=DraftOptions(),
+        correction_of=None,
+    )
+    stored = json.loads(json.dumps(plan.to_json()))  # as the database gives it back
+    assert AnnouncementPlan.from_json(stored) == plan
+    assert AnnouncementPlan.from_json(stored).content_hash == plan.content_hash
+    with pytest.raises(PlanError, match="schema 2"):
+        AnnouncementPlan.from_json({**stored, "schema": 2})
+    with pytest.raises(PlanError, match="unreadable"):
+        AnnouncementPlan.from_json({**stored, "deliveries": [{"destination": {}}]})
