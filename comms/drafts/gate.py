@@ -23,6 +23,17 @@ The rules, in the order they are checked:
   after approval such a delivery is held and the draft goes back to review (a looser setting
   never widens what was approved: the approved bytes are what is sent).
 
+Before each delivery leaves, ``may_send`` checks again, under the draft's row lock: the frozen
+version still hashes to the approved hash, the draft still holds that version and a publishable
+state, the quorum still stands (approvers' standing judged now, approvals' age judged when the
+delivery was written), and the destination is part of the approved plan.
+
+The functions, for the service, the panel and the worker: ``may_approve`` (who may approve this
+version), ``evaluate`` (what counts toward the quorum), ``may_send`` (whether this delivery may be
+sent now), ``destination_conflicts`` (whether a destination still allows what was approved),
+``may_approve_grant`` and ``grant_approvals`` (who may approve a new Decision Maker), and
+``configuration`` / ``weakened`` (the settings that decide all this).
+
 Who may approve is itself gated:
 
 * nobody changes their own roles (``comms.users.service``);
@@ -46,8 +57,19 @@ from comms.destinations.models import Destination
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus, DraftVersion
 from comms.drafts.plan import AnnouncementPlan, PlannedDelivery
 from comms.enums import Role, Severity
+from comms.outbox.models import Delivery
 from comms.settings import Settings
 from comms.users.models import GrantStatus, RoleGrant, User
+
+# Draft states from which an approved version may (still) be sent.
+PUBLISHABLE = frozenset(
+    {
+        DraftStatus.APPROVED,
+        DraftStatus.PUBLISHING,
+        DraftStatus.PUBLISHED,
+        DraftStatus.PARTIALLY_FAILED,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -303,3 +325,55 @@ def evaluate(
                 f"{'; '.join(problems)}; edit the draft to render it again"
             )
     return Quorum(needed=settings.quorum_for(severity), standings=standings, blocked=blocked)
+
+
+def may_send(
+    delivery: Delivery,
+    draft: Draft,
+    version: DraftVersion | None,
+    stored_hash: str,
+    plan: AnnouncementPlan | None,
+    *,
+    settings: Settings,
+    now: datetime,
+) -> str | None:
+    """Whether this delivery may be sent now: None, or why not. The final check before bytes
+    leave, run by the worker under the draft's row lock just before each delivery.
+
+    ``stored_hash`` is the content hash computed from the version's stored plan (as read back),
+    ``plan`` that plan parsed (None when this release cannot read it).
+
+    Who may approve is judged now (a revoked Decision Maker stops counting at once); an
+    approval's age is judged when the quorum was met and this delivery was written (its
+    ``created_at``), since the approved content includes its publish_at and the outbox's
+    retries: an approval TTL bounds how long a quorum may take to gather, not how long a
+    scheduled announcement may wait. Whether the destination still allows what was approved is
+    ``destination_conflicts`` (the delivery is then held, not refused).
+    """
+    if version is None:
+        return f"version {delivery.draft_version} of draft #{draft.id} is missing"
+    if plan is None:
+        return "the stored announcement plan cannot be read by this release"
+    if stored_hash != delivery.content_hash:
+        return "the stored version no longer hashes to the approved content hash"
+    if version.content_hash != delivery.content_hash:
+        return "the version's recorded hash differs from the delivery's"
+    if draft.version != delivery.draft_version or draft.content_hash != delivery.content_hash:
+        return (
+            f"the draft changed after approval (now version {draft.version}, "
+            f"hash {draft.content_hash[:12]})"
+        )
+    if draft.status_enum not in PUBLISHABLE:
+        return f"the draft is {draft.status}"
+    quorum = evaluate(
+        draft,
+        severity=Severity(draft.incident.severity),
+        settings=settings,
+        now=min(now, delivery.created_at),
+        plan=plan,  # the draft's own, as the hashes match: parsed once per fan-out
+    )
+    if not quorum.met:
+        return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
+    if plan.delivery_to(delivery.destination_id) is None:
+        return "the destination is not part of the approved content"
+    return None

@@ -469,6 +469,9 @@ async def approve(
     if refusal is not None:
         raise RuleViolation(refusal.rule, refusal.message)
     now = utcnow()
+    blocked = quorum(draft, settings=settings, now=now).blocked
+    if blocked:  # nothing can count (severity or a destination changed): render it again first
+        raise RuleViolation("approval.stale_render", blocked)
     approval = Approval(
         draft_id=draft.id,
         version=draft.version,
@@ -489,8 +492,6 @@ async def approve(
         details={"version": draft.version, "content_hash": draft.content_hash},
     )
     state = quorum(draft, settings=settings, now=now)
-    if state.blocked:
-        raise RuleViolation("approval.stale_render", state.blocked)
     await incidents.log(
         session,
         incident=draft.incident,

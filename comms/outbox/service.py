@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.destinations.models import Destination
+from comms.drafts import gate
 from comms.drafts.models import Draft, DraftStatus
 from comms.drafts.payload import idempotency_key
 from comms.errors import NotFound, RuleViolation
@@ -19,14 +20,6 @@ from comms.text import clean_text
 from comms.users.models import User
 
 UNSENT = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
-PUBLISHABLE = frozenset(
-    {
-        DraftStatus.APPROVED,
-        DraftStatus.PUBLISHING,
-        DraftStatus.PUBLISHED,
-        DraftStatus.PARTIALLY_FAILED,
-    }
-)
 
 
 def _skip_reason(destination: Destination | None) -> str | None:
@@ -224,7 +217,7 @@ async def settle(session: AsyncSession, *, draft_id: int) -> None:
             )
         ).all()
     ]
-    if not states or draft.status_enum not in PUBLISHABLE:
+    if not states or draft.status_enum not in gate.PUBLISHABLE:
         return
     active = {DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRYING}
     if any(s in active for s in states):

@@ -28,7 +28,7 @@ import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from itertools import zip_longest
 from typing import Any, TypeVar
 
@@ -43,7 +43,6 @@ from comms.db import Database
 from comms.destinations.models import Destination
 from comms.drafts import gate
 from comms.drafts import service as drafts
-from comms.drafts.gate import evaluate
 from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
 from comms.drafts.plan import AnnouncementPlan, PlanError, PlannedDelivery
@@ -501,7 +500,7 @@ class Worker:
                 if row
                 else (None, ("", None, {}))
             )
-            problem = _gate_problem(
+            problem = gate.may_send(
                 delivery, draft, version, stored_hash, plan, settings=self.settings, now=now
             )
             if problem is not None:
@@ -981,53 +980,6 @@ def _plain(text: str) -> str:
 
     no_tags = re.sub(r"<[^>]+>", "", text)
     return re.sub(r"[*_~`|>#\\]", "", no_tags).strip()
-
-
-def _gate_problem(
-    delivery: Delivery,
-    draft: Draft,
-    version: DraftVersion | None,
-    stored_hash: str,
-    plan: AnnouncementPlan | None,
-    *,
-    settings: Settings,
-    now: datetime,
-) -> str | None:
-    """The final check before bytes leave: None when sending is allowed.
-
-    ``stored_hash`` is the content hash computed from the version's stored plan.
-    """
-    if version is None:
-        return f"version {delivery.draft_version} of draft #{draft.id} is missing"
-    if plan is None:
-        return "the stored announcement plan cannot be read by this release"
-    if stored_hash != delivery.content_hash:
-        return "the stored version no longer hashes to the approved content hash"
-    if version.content_hash != delivery.content_hash:
-        return "the version's recorded hash differs from the delivery's"
-    if draft.version != delivery.draft_version or draft.content_hash != delivery.content_hash:
-        return (
-            f"the draft changed after approval (now version {draft.version}, "
-            f"hash {draft.content_hash[:12]})"
-        )
-    if draft.status_enum not in outbox.PUBLISHABLE:
-        return f"the draft is {draft.status}"
-    # Who may approve is judged now (a revoked Decision Maker stops counting at once); an
-    # approval's age is judged when the quorum was met and this delivery was written, since the
-    # approved content includes its publish_at and the outbox's retries: an approval TTL bounds
-    # how long a quorum may take to gather, not how long a scheduled announcement may wait.
-    quorum = evaluate(
-        draft,
-        severity=Severity(draft.incident.severity),
-        settings=settings,
-        now=min(now, delivery.created_at),
-        plan=plan,  # the draft's own, as the hashes match: parsed once per fan-out
-    )
-    if not quorum.met:
-        return quorum.blocked or f"the quorum is no longer met ({quorum.have} of {quorum.needed})"
-    if plan.delivery_to(delivery.destination_id) is None:
-        return "the destination is not part of the approved content"
-    return None
 
 
 async def _build_job(
