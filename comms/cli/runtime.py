@@ -1,0 +1,169 @@
+"""The composition root: the commands that start the service's processes (the worker, the panel,
+the demo, the sandbox). This is the only module of ``comms`` that imports ``approvals`` and
+``bots``; a lint rule (ruff's banned imports) keeps it so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from comms import flows
+from comms.cli.base import (
+    EXIT_USAGE,
+    AppContext,
+    cli,
+    configure_logging,
+    fail,
+    log,
+    pass_app,
+)
+from comms.db import Database
+from comms.drafts import gate
+from comms.settings import ConfigError, Settings
+
+
+async def _record_gate(settings: Settings, database: Database, process: str) -> None:
+    """Audit the approval settings this process starts with; warn when they got weaker."""
+    async with database.transaction() as session:
+        weaker = await flows.record_gate_configuration(session, settings=settings, process=process)
+    configuration = gate.configuration(settings)
+    log.info("approval settings: %s", configuration)
+    for change in weaker:
+        log.warning("approval settings weakened since the last start: %s", change)
+
+
+async def _run_worker(settings: Settings, database: Database, stop: asyncio.Event) -> None:
+    """The outbox worker with the publishers the configuration provides, until ``stop``."""
+    from bots.publishers import build_publishers
+    from comms.outbox.worker import Worker
+
+    publishers = build_publishers(settings)
+    if not publishers:
+        log.warning("no COMMS_DISCORD_TOKEN or COMMS_TELEGRAM_TOKEN: nothing can be published")
+    for publisher in publishers.values():
+        try:
+            await publisher.start()
+        except Exception as error:  # keep running: deliveries retry once the platform answers
+            log.error("%s publisher could not start: %s", publisher.platform.value, error)
+    try:
+        await Worker(database=database, settings=settings, publishers=publishers).run(stop)
+    finally:
+        for publisher in publishers.values():
+            await publisher.close()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+
+@cli.command("worker")
+@pass_app
+def worker(app: AppContext) -> None:
+    """Run the outbox worker: send approved announcements and internal notifications."""
+    from comms.migrate import upgrade
+
+    configure_logging(app.settings.log_level)
+    upgrade(app.settings.database_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        database = Database(app.settings.database_url)
+        try:
+            await _record_gate(app.settings, database, "comms worker")
+            await _run_worker(app.settings, database, stop)
+        finally:
+            await database.dispose()
+
+    asyncio.run(main())
+
+
+@cli.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+def sandbox(host: str, port: int) -> None:
+    """Run the Discord and Telegram emulators; the first line printed is their JSON info."""
+    from bots.sandbox import run
+
+    run(host=host, port=port)
+
+
+async def _serve_panel_and_worker(
+    settings: Settings, host: str, port: int, *, demo: bool, with_worker: bool = True
+) -> None:
+    """The panel (uvicorn) and the outbox worker in one asyncio process, until interrupted."""
+    from approvals.server import server as panel_server
+
+    panel = await asyncio.to_thread(panel_server, settings, host, port, demo=demo)
+    stop = asyncio.Event()
+    database = Database(settings.database_url)
+    await _record_gate(settings, database, "comms demo" if demo else "comms serve")
+    worker_task = (
+        asyncio.create_task(_run_worker(settings, database, stop)) if with_worker else None
+    )
+    try:
+        await panel.serve()  # returns on Ctrl-C or SIGTERM (uvicorn handles the signals)
+    finally:
+        stop.set()
+        if worker_task is not None:
+            await worker_task
+        await database.dispose()
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--no-worker", is_flag=True, help="Serve the panel only (run `comms worker` apart).")
+@pass_app
+def serve(app: AppContext, host: str, port: int, no_worker: bool) -> None:
+    """Apply migrations, then serve the panel and JSON API, with the outbox worker."""
+    configure_logging(app.settings.log_level)
+    try:
+        asyncio.run(
+            _serve_panel_and_worker(app.settings, host, port, demo=False, with_worker=not no_worker)
+        )
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
+
+
+@cli.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--sandbox-port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--data-dir",
+    default=".comms-demo",
+    show_default=True,
+    type=click.Path(),
+    help="Where the demo keeps its database (recreated at every start).",
+)
+@pass_app
+def demo(app: AppContext, host: str, port: int, sandbox_port: int, data_dir: str) -> None:
+    """Everything on this machine, no accounts anywhere: the platform sandbox, seeded users and
+    destinations, one sample incident, the panel and the worker."""
+    from bots.sandbox import Sandbox
+    from comms.demo import run_demo
+
+    configure_logging(logging.WARNING)
+    try:
+        asyncio.run(
+            run_demo(
+                app.settings,
+                host=host,
+                port=port,
+                sandbox_port=sandbox_port,
+                data_dir=Path(data_dir),
+                serve=_serve_panel_and_worker,
+                sandbox_factory=Sandbox,
+                echo=click.echo,
+            )
+        )
+    except ConfigError as error:
+        fail(str(error), EXIT_USAGE)
