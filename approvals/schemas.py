@@ -26,8 +26,18 @@ def _typed_text(multiline: bool) -> AfterValidator:
 # and no lone surrogates. The pattern documents it in /openapi.json; the validator enforces it.
 TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
 LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# The same, with at least one character that is not a space (a required value).
+_VISIBLE = r"[^\s\x00-\x1f\x7f-\x9f]"
+TEXT_REQUIRED = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*" + _VISIBLE + TEXT_PATTERN[1:]
+LINE_REQUIRED = r"^[^\x00-\x1f\x7f-\x9f]*" + _VISIBLE + LINE_PATTERN[1:]
 Text = Annotated[str, _typed_text(True), Field(json_schema_extra={"pattern": TEXT_PATTERN})]
 Line = Annotated[str, _typed_text(False), Field(json_schema_extra={"pattern": LINE_PATTERN})]
+RequiredText = Annotated[
+    str, _typed_text(True), Field(json_schema_extra={"pattern": TEXT_REQUIRED})
+]
+RequiredLine = Annotated[
+    str, _typed_text(False), Field(json_schema_extra={"pattern": LINE_REQUIRED})
+]
 
 
 class Strict(BaseModel):
@@ -89,7 +99,7 @@ class IncidentOut(BaseModel):
 
 
 class IncidentCreate(Strict):
-    title: Line = Field(min_length=1, max_length=200)
+    title: RequiredLine = Field(min_length=1, max_length=200)
     severity: Severity
     summary: Text = Field(default="", max_length=5000)
 
@@ -131,7 +141,7 @@ class ApproveIn(Strict):
 
 
 class RejectIn(Strict):
-    reason: Text = Field(min_length=1, max_length=2000)
+    reason: RequiredText = Field(min_length=1, max_length=2000)
     expected_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

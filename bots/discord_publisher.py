@@ -100,6 +100,13 @@ class DiscordPublisher:
     async def close(self) -> None:
         await self._client.close()
 
+    async def check(self) -> None:
+        """GET /users/@me with the token: refused (401) while the token is revoked."""
+        if not self._started:
+            await self.start()
+            return
+        await self._call(self._client.http.request(discord.http.Route("GET", "/users/@me")))
+
     async def _call(self, awaitable: Awaitable[T]) -> T:
         """Run one request under the rate limiter and a timeout, mapping errors to outcomes."""
         async with self._limiter:

@@ -143,6 +143,13 @@ class TelegramPublisher:
         if self._started:
             await self._bot.shutdown()
 
+    async def check(self) -> None:
+        """getMe with the token: refused (401) while the token is revoked."""
+        if not self._started:
+            await self.start()
+            return
+        await self._call(self._bot.get_me())
+
     async def _call(self, awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable

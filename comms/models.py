@@ -6,7 +6,8 @@ from comms.db import Base
 from comms.destinations.models import Destination
 from comms.drafts.models import Approval, ApprovalVoid, Draft, DraftDestination, DraftVersion
 from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
-from comms.outbox.models import Delivery, Notification
+from comms.jobs.models import Job
+from comms.outbox.models import Delivery, Notification, PlatformPause
 from comms.users.models import RoleGrant, RoleGrantApproval, User, UserRole
 
 __all__ = [
@@ -24,9 +25,11 @@ __all__ = [
     "Incident",
     "IncidentAssignment",
     "IncidentLogEntry",
+    "Job",
     "LoginAttempt",
     "LoginThrottle",
     "Notification",
+    "PlatformPause",
     "RecoveryCode",
     "RoleGrant",
     "RoleGrantApproval",

@@ -772,5 +772,5 @@ async def delivery_dismiss(
     user: CurrentUser,
     delivery_id: DeliveryId,
 ) -> Response:
-    """Dismiss an uncertain delivery (it arrived, or it is no longer wanted)."""
+    """Dismiss a failed, uncertain or held delivery (it arrived, or it is no longer wanted)."""
     return await _delivery_action(request, session, state, user, delivery_id, "dismiss")

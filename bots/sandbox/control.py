@@ -578,7 +578,12 @@ class ControlAPI:
             world.message_content_allowed = _bool(
                 data["message_content_intent"], "message_content_intent"
             )
-        return {"message_content_intent": world.message_content_allowed}
+        if "token_revoked" in data:
+            world.token_revoked = _bool(data["token_revoked"], "token_revoked")
+        return {
+            "message_content_intent": world.message_content_allowed,
+            "token_revoked": world.token_revoked,
+        }
 
     # --- Telegram ----------------------------------------------------------------------
 
@@ -746,7 +751,9 @@ class ControlAPI:
         world = self.sb.telegram_world
         if "privacy_mode" in data:
             world.privacy_mode = _bool(data["privacy_mode"], "privacy_mode")
-        return {"privacy_mode": world.privacy_mode}
+        if "token_revoked" in data:
+            world.token_revoked = _bool(data["token_revoked"], "token_revoked")
+        return {"privacy_mode": world.privacy_mode, "token_revoked": world.token_revoked}
 
     async def t_patch_chat(self, request: web.Request) -> Any:
         chat = self._t_chat(request)

@@ -499,7 +499,10 @@ class DiscordAPI:
             for key in ("channel_id", "guild_id", "message_id", "interaction_id"):
                 if key in params:
                     entry[key] = str(params[key])
-            if route.auth and request.headers.get("Authorization") != f"Bot {ds.BOT_TOKEN}":
+            if route.auth and (
+                request.headers.get("Authorization") != f"Bot {ds.BOT_TOKEN}"
+                or self.world.token_revoked
+            ):
                 raise DiscordError(401, 0, "401: Unauthorized")
             target = params.get("channel_id")
             fault = self.core.faults.pick(

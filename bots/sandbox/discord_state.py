@@ -374,6 +374,8 @@ class DiscordWorld:
         self.interactions: dict[int, Interaction] = {}
         self.nonces: dict[tuple[int, int, str], tuple[int, float]] = {}
         self.message_content_allowed = True
+        # A token reset in the developer portal: the old token is refused (401) everywhere.
+        self.token_revoked = False
         self.bot = User(BOT_ID, "sandbox-comms", "Sandbox Comms", bot=True)
         self.owner = User(OWNER_ID, "sandbox-owner", "Sandbox Owner")
         self.users[self.bot.id] = self.bot

@@ -249,7 +249,7 @@ class TelegramAPI:
         response: web.StreamResponse | None = None
         params: dict[str, Any] | None = None
         try:
-            if token != ts.BOT_TOKEN:
+            if token != ts.BOT_TOKEN or self.world.token_revoked:
                 raise TelegramError(401, "Unauthorized")
             if method not in self.handlers:
                 raise TelegramError(404, "Not Found")

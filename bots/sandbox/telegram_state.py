@@ -195,6 +195,8 @@ class TelegramWorld:
     def reset(self) -> None:
         self.bot = TgUser(BOT_ID, "Sandbox Comms", BOT_USERNAME, is_bot=True)
         self.privacy_mode = True
+        # /revoke in BotFather: the old token is refused (401) everywhere.
+        self.token_revoked = False
         self.users: dict[int, TgUser] = {self.bot.id: self.bot}
         self.chats: dict[int, TgChat] = {}
         self.commands: dict[str, list[dict[str, str]]] = {}

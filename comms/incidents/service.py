@@ -145,8 +145,9 @@ async def log(
         due_at=due_at,
         channel=channel,
     )
+    # The entry is a row of its own: the incident's row is left alone (every delivery of a
+    # fan-out writes an entry, and several workers would otherwise queue on that one row).
     session.add(entry)
-    incident.updated_at = entry.at
     await session.flush()
     return entry
 
@@ -256,6 +257,7 @@ async def change_status(
         )
     now = utcnow()
     incident.status = status.value
+    incident.updated_at = utcnow()
     if status is S.MITIGATED and incident.mitigated_at is None:
         incident.mitigated_at = now
     if status in (S.POST_INCIDENT, S.CLOSED) and incident.resolved_at is None:
@@ -297,6 +299,7 @@ async def change_severity(
     if not incident.is_open:
         raise RuleViolation("incident.closed", f"{incident.key} is closed")
     incident.severity = severity.value
+    incident.updated_at = utcnow()
     await log(
         session,
         incident=incident,

@@ -97,7 +97,22 @@ class Notification(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     platform_message_id: Mapped[str] = mapped_column(String(32), default="")
     last_error: Mapped[str] = mapped_column(Text, default="")
+    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     destination: Mapped[Destination] = relationship(lazy="selectin")
+
+
+class PlatformPause(Base):
+    """A platform refused the bot token (401): its deliveries wait instead of failing one by one,
+    until a check finds the token working again (``comms.outbox.deliver``)."""
+
+    __tablename__ = "platform_pauses"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")
+

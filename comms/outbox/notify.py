@@ -200,3 +200,22 @@ async def _gate_change(
         )
     except CommsError:
         log.exception("could not queue the gate-change notice %s", dedup_key)
+
+
+async def platform_status(
+    session: AsyncSession, *, settings: Settings, platform: str, event: str, reason: str, key: str
+) -> None:
+    """Tell the Communication Manager that a platform's deliveries are paused or resumed."""
+    try:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.COMMS,
+            kind="platform_status",
+            dedup_key=f"platform:{platform}:{event}:{key}",
+            template="internal-platform-status",
+            values={"platform": platform, "event": event, "reason": reason[:600]},
+            ctx=RenderContext(protocol_name=settings.protocol_name),
+        )
+    except CommsError:
+        log.exception("could not queue the %s notice for %s", event, platform)

@@ -88,6 +88,10 @@ class Publisher(Protocol):
 
     async def close(self) -> None: ...
 
+    async def check(self) -> None:
+        """Raise PublishError unless the platform accepts the bot token now (a cheap call)."""
+        ...
+
     async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
         """Post (or edit) the series; call ``progress`` after each message is accepted."""
         ...

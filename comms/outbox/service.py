@@ -139,19 +139,31 @@ async def retry(session: AsyncSession, *, delivery: Delivery, actor: User) -> De
 async def resolve_uncertain(
     session: AsyncSession, *, delivery: Delivery, actor: User, resend: bool, note: str = ""
 ) -> Delivery:
-    """A person decides an uncertain delivery: resend it, or dismiss (it did arrive, or let it go).
+    """A person decides a delivery that waits for one: resend an uncertain one, or dismiss an
+    uncertain, failed or held one (it did arrive, or let it go). Later deliveries to the same
+    destination wait until then, so updates never overtake it.
 
     Resending may duplicate the message if the first attempt did arrive; the person has
     checked the chat, which is why this needs a human.
     """
     require(actor, Action.DELIVERY_MANAGE)
     await session.refresh(delivery, with_for_update=True)
-    held = delivery.state == DeliveryState.HELD.value
-    if delivery.state != DeliveryState.UNCERTAIN.value and not (held and not resend):
+    state = delivery.state_enum
+    if resend and state is not DeliveryState.UNCERTAIN:
         raise RuleViolation(
             "delivery.uncertain",
-            f"delivery #{delivery.id} is {delivery.state}, not uncertain"
-            + ("; a held delivery needs a new approval, not a resend" if held else ""),
+            f"delivery #{delivery.id} is {state.value}, not uncertain"
+            + (
+                "; a held delivery needs a new approval, not a resend"
+                if state is DeliveryState.HELD
+                else ""
+            ),
+        )
+    if not resend and state not in NEEDS_PERSON:
+        raise RuleViolation(
+            "delivery.dismiss",
+            f"delivery #{delivery.id} is {state.value}: only failed, uncertain or held "
+            "deliveries are dismissed",
         )
     if resend:
         return await _requeue(session, delivery=delivery, actor=actor, action="delivery.resend")

@@ -128,14 +128,22 @@ async def _sends_since(http: httpx.AsyncClient, control: str, seq: int) -> tuple
 
 
 async def _unsettled(db: Database) -> int:
+    """Deliveries a worker still has to do something with: sending, or due and not held back
+    behind an older delivery to the same destination that waits for a person (uncertain)."""
     from sqlalchemy import func, select
+
+    from comms.clock import utcnow
+    from comms.outbox.deliver import held_back
 
     async with db.transaction() as session:
         return int(
             await session.scalar(
                 select(func.count())
                 .select_from(Delivery)
-                .where(Delivery.state.in_(["pending", "sending", "retrying"]))
+                .where(
+                    (Delivery.state == "sending")
+                    | (Delivery.state.in_(["pending", "retrying"]) & ~held_back(utcnow()))
+                )
             )
             or 0
         )
@@ -233,9 +241,14 @@ async def _check(
             expected.setdefault(target, []).extend((draft_id, t) for t in texts)
     flagged = {(d.destination.target, d.draft_id) for d in deliveries if d.uncertain_count > 0}
     states = Counter(d.state for d in deliveries)
-    allowed_end = {"sent"} if policy == "resend" else {"sent", "uncertain"}
+    # Under "hold", a later announcement to a destination waits behind an uncertain one there
+    # until a person decides (updates never overtake): pending, and nothing of it was sent.
+    allowed_end = {"sent"} if policy == "resend" else {"sent", "uncertain", "pending"}
     assert set(states) <= allowed_end, states
     uncertain = {(d.destination.target, d.draft_id) for d in deliveries if d.state == "uncertain"}
+    blocked_targets = {target for target, _ in uncertain}
+    waiting = {(d.destination.target, d.draft_id) for d in deliveries if d.state == "pending"}
+    assert {target for target, _ in waiting} <= blocked_targets, waiting
 
     telegram_duplicates = 0
     for d in deliveries:
@@ -260,10 +273,13 @@ async def _check(
                     f"error={d.last_error!r}"
                 )
             elif copies == 0:
-                assert (target, draft_id) in uncertain, (
+                assert (target, draft_id) in uncertain | waiting, (
                     f"Telegram {target} lost draft {draft_id} without a flag"
                 )
+            if (target, draft_id) in waiting:
+                assert copies == 0, f"{target}: draft {draft_id} went out while held back"
     return {
+        "waiting_behind_uncertain": len(waiting),
         "states": dict(states),
         "flagged": len(flagged),
         "telegram_duplicates": telegram_duplicates,

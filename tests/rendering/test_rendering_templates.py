@@ -60,6 +60,7 @@ INTERNAL = [
     "internal-delivery-problem",
     "internal-gate-change",
     "internal-gate-settings",
+    "internal-platform-status",
     "internal-report-ack",
     "internal-responder-alert",
 ]

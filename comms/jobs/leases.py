@@ -1,0 +1,160 @@
+"""Leases on rows, written once for every queue: claim, renew, fence, recover, back off.
+
+A leased row has ``state``, ``attempts``, ``next_attempt_at``, ``claimed_by``, ``lease_until``
+and ``updated_at``. Claiming moves due rows from a claimable state to the held state, stamps the
+worker and a lease, and adds one to ``attempts``; that attempt number is the worker's *fencing
+token*: every later write of the worker is conditional on the row still being held by it at
+that attempt (``fence``), so a worker whose lease ran out (and whose row someone else has since
+claimed or recovered) can never overwrite the newer owner's state.
+
+PostgreSQL: candidates are selected ``FOR UPDATE SKIP LOCKED``, so several workers claim
+disjoint rows without waiting on each other. SQLite: the transaction is already exclusive
+(``BEGIN IMMEDIATE``) and the update is conditional on the state, so a row is never claimed
+twice.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, and_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A row a worker holds, and the attempt number that fences its writes."""
+
+    id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class LeasedTable:
+    """A table whose rows workers lease; ``model`` has the leased columns."""
+
+    model: Any
+    claimable: tuple[str, ...]
+    held: str
+
+    async def claim(
+        self,
+        session: AsyncSession,
+        *,
+        candidates: Select[Any],
+        worker_id: str,
+        now: datetime,
+        lease_seconds: float,
+        postgres: bool,
+    ) -> list[Lease]:
+        """Lease the rows ``candidates`` selects (ids, in the order to process them)."""
+        if postgres:
+            candidates = candidates.with_for_update(skip_locked=True, of=self.model)
+        ids = list((await session.scalars(candidates)).all())
+        return await self.take(
+            session, ids=ids, worker_id=worker_id, now=now, lease_seconds=lease_seconds
+        )
+
+    async def take(
+        self,
+        session: AsyncSession,
+        *,
+        ids: list[int],
+        worker_id: str,
+        now: datetime,
+        lease_seconds: float,
+    ) -> list[Lease]:
+        """Lease these rows (selected, and on PostgreSQL locked, by the caller), in this order;
+        a row no longer claimable is left out."""
+        if not ids:
+            return []
+        model = self.model
+        result = await session.execute(
+            update(model)
+            .where(model.id.in_(ids), model.state.in_(self.claimable))
+            .values(
+                state=self.held,
+                claimed_by=worker_id,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=model.attempts + 1,
+                updated_at=now,
+            )
+            .returning(model.id, model.attempts)
+            .execution_options(synchronize_session=False)
+        )
+        attempts = {row[0]: row[1] for row in result.all()}
+        return [Lease(i, attempts[i]) for i in ids if i in attempts]
+
+    async def renew(
+        self,
+        session: AsyncSession,
+        *,
+        leases: Iterable[Lease],
+        worker_id: str,
+        now: datetime,
+        lease_seconds: float,
+    ) -> None:
+        """Extend the leases this worker still holds (a missed renewal only risks recovery)."""
+        held = list(leases)
+        if not held:
+            return
+        model = self.model
+        await session.execute(
+            update(model)
+            .where(
+                model.id.in_([lease.id for lease in held]),
+                model.claimed_by == worker_id,
+                model.state == self.held,
+            )
+            .values(lease_until=now + timedelta(seconds=lease_seconds))
+            .execution_options(synchronize_session=False)
+        )
+
+    def fence(self, lease: Lease, worker_id: str) -> ColumnElement[bool]:
+        """True while ``worker_id`` still holds the row at this attempt."""
+        model = self.model
+        return and_(
+            model.id == lease.id,
+            model.state == self.held,
+            model.claimed_by == worker_id,
+            model.attempts == lease.attempt,
+        )
+
+    def holds(self, row: Any, lease: Lease, worker_id: str) -> bool:
+        """The same as ``fence``, for a row already loaded (under a row lock)."""
+        return bool(
+            row is not None
+            and row.state == self.held
+            and row.claimed_by == worker_id
+            and row.attempts == lease.attempt
+        )
+
+    def expired(
+        self, *, now: datetime, worker_id: str, alive: Iterable[int]
+    ) -> ColumnElement[bool]:
+        """Rows held past their lease, except this worker's own live ones (it is running them:
+        a slow renewal must not make it doubt them)."""
+        model = self.model
+        return and_(
+            model.state == self.held,
+            model.lease_until < now,
+            ~and_(model.claimed_by == worker_id, model.id.in_(list(alive))),
+        )
+
+
+def backoff(
+    attempts: int,
+    retry_after: float | None,
+    *,
+    base: float,
+    cap: float,
+    rng: random.Random,
+) -> float:
+    """Seconds before the next attempt: doubling from ``base`` up to ``cap``, jittered (half to
+    full), and never sooner than the platform's own ``retry_after``."""
+    exponential = min(cap, base * 2 ** max(attempts - 1, 0))
+    return float(max(exponential * rng.uniform(0.5, 1.0), float(retry_after or 0.0)))

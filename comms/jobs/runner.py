@@ -1,0 +1,234 @@
+"""The runner: the loop every kind of background work shares.
+
+Each turn it recovers rows whose worker died, claims what is due from each queue in turn (up to
+its free capacity) and starts handling each claimed row in its own task; in between it waits
+for the poll interval or a wake-up. A background task renews the leases of the rows it holds.
+Stopping lets the tasks in flight finish (within one lease).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.clock import utcnow
+from comms.db import Database
+from comms.jobs.batch import GroupCommit
+from comms.jobs.leases import Lease, LeasedTable, backoff
+
+log = logging.getLogger("comms.jobs")
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class RunnerConfig:
+    worker_id: str = field(default_factory=default_worker_id)
+    batch_size: int = 64
+    concurrency: int = 256
+    poll_interval: float = 0.2
+    lease_seconds: float = 30.0
+    max_attempts: int = 16
+    backoff_base: float = 1.0
+    backoff_cap: float = 900.0
+
+
+class Work:
+    """What a queue's handler gets from the runner: the database, group commit, its identity
+    and the leases it holds (alive: a handler still running)."""
+
+    def __init__(self, *, database: Database, config: RunnerConfig, rng: random.Random) -> None:
+        self.db = database
+        self.config = config
+        self.rng = rng
+        self.commits = GroupCommit(database)
+        self.postgres = database.engine.dialect.name == "postgresql"
+        self.held: dict[str, dict[int, Lease]] = {}
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    def alive(self, queue: str) -> dict[int, Lease]:
+        return self.held.setdefault(queue, {})
+
+    def backoff(self, attempts: int, retry_after: float | None = None) -> float:
+        return backoff(
+            attempts,
+            retry_after,
+            base=self.config.backoff_base,
+            cap=self.config.backoff_cap,
+            rng=self.rng,
+        )
+
+
+class Queue(Protocol):
+    """A table of leased rows and the handling of one row."""
+
+    name: str
+    table: LeasedTable
+    batch: int  # at most this many claimed per turn
+
+    async def claim(self, work: Work, *, limit: int) -> list[Lease]: ...
+
+    async def process(self, work: Work, lease: Lease) -> None: ...
+
+    async def recover(self, work: Work) -> int: ...
+
+    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+        """When the earliest row this worker could claim is due (for ``run_until_settled``)."""
+        ...
+
+
+class Runner:
+    """One worker process (or task) running every queue. Any number may share a database."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        queues: Sequence[Queue],
+        config: RunnerConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config or RunnerConfig()
+        self.work = Work(database=database, config=self.config, rng=rng or random.Random())
+        self.queues = list(queues)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    def queue(self, name: str) -> Queue:
+        return next(q for q in self.queues if q.name == name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then let the tasks in flight finish."""
+        log.info("worker %s starting", self.worker_id)
+        renewer = asyncio.create_task(self._renew_leases(stop))
+        try:
+            while not stop.is_set():
+                await self.recover()
+                busy = await self.dispatch()
+                if not busy:
+                    await self._idle(stop)
+        finally:
+            renewer.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.config.lease_seconds)
+            log.info("worker %s stopped", self.worker_id)
+
+    def wake(self) -> None:
+        """Look for work now instead of at the next poll (e.g. right after an approval)."""
+        self._wake.set()
+
+    async def _idle(self, stop: asyncio.Event) -> None:
+        self._wake.clear()
+        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def recover(self) -> int:
+        """Take back what workers that died were holding (their leases ran out)."""
+        return sum([await queue.recover(self.work) for queue in self.queues])
+
+    async def claim_from(self, queue: Queue, *, limit: int) -> list[Lease]:
+        """Lease up to ``limit`` due rows of ``queue`` for this worker."""
+        leases = await queue.claim(self.work, limit=limit)
+        alive = self.work.alive(queue.name)
+        for lease in leases:
+            alive[lease.id] = lease
+        return leases
+
+    async def dispatch(self) -> int:
+        """Claim what is due (up to free capacity) and start handling it; returns how many."""
+        started = 0
+        for queue in self.queues:
+            free = self.config.concurrency - len(self._tasks)
+            if free <= 0:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                return started or 1
+            for lease in await self.claim_from(queue, limit=min(free, queue.batch)):
+                self._start(queue, lease)
+                started += 1
+        return started
+
+    def _start(self, queue: Queue, lease: Lease) -> None:
+        async def handle() -> None:
+            try:
+                await queue.process(self.work, lease)
+            except Exception:  # a handler must record its own failures; this is a bug
+                log.exception("%s #%s: unhandled error", queue.name, lease.id)
+            finally:
+                alive = self.work.alive(queue.name)
+                if alive.get(lease.id) == lease:
+                    del alive[lease.id]
+
+        task: asyncio.Task[None] = asyncio.create_task(handle())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def run_until_settled(self, *, within: float = 60.0) -> None:
+        """Work until nothing is waiting (tests and benchmarks)."""
+        deadline = asyncio.get_running_loop().time() + within
+        while True:
+            await self.recover()
+            if await self.dispatch():
+                continue  # claim up to capacity before waiting, as ``run`` does
+            if self._tasks:
+                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            wait = await self._seconds_until_next_due()
+            if wait is None:
+                return
+            if asyncio.get_running_loop().time() + wait > deadline:
+                raise TimeoutError("the queues did not settle in time")
+            await asyncio.sleep(max(wait, 0.01))
+
+    async def _seconds_until_next_due(self) -> float | None:
+        now = utcnow()
+        async with self.work.db.transaction() as session:
+            dues = [await q.next_due(session, now=now) for q in self.queues]
+        found = [t for t in dues if t is not None]
+        if not found:
+            return None
+        return max((min(found) - utcnow()).total_seconds(), 0.0)
+
+    async def _renew_leases(self, stop: asyncio.Event) -> None:
+        interval = max(self.config.lease_seconds / 3, 0.05)
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            held = {q.name: list(self.work.alive(q.name).values()) for q in self.queues}
+            if not any(held.values()):
+                continue
+            try:
+                async with self.work.db.transaction() as session:
+                    for queue in self.queues:
+                        await queue.table.renew(
+                            session,
+                            leases=held[queue.name],
+                            worker_id=self.worker_id,
+                            now=utcnow(),
+                            lease_seconds=self.config.lease_seconds,
+                        )
+            except Exception:  # a missed renewal only risks an early recovery
+                log.exception("lease renewal failed")

@@ -1,0 +1,144 @@
+"""Internal notifications as a queue on the job runner: post each to its private destination.
+
+They never pass the approval gate (fixed templates, private destinations only, see
+``comms.outbox.notify``), so this handler is short: post, then record the message id, a retry
+with backoff, or the failure. A notification whose worker died while sending it is sent again:
+an internal ping sent twice beats one never sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.clock import utcnow
+from comms.enums import Platform
+from comms.jobs.leases import Lease, LeasedTable
+from comms.jobs.runner import Work
+from comms.outbox.models import Notification, NotificationState
+from comms.outbox.ports import Outcome, Publisher, PublishError
+
+log = logging.getLogger("comms.worker")
+
+NOTIFICATIONS = LeasedTable(
+    Notification, claimable=(NotificationState.PENDING.value,), held=NotificationState.SENDING.value
+)
+
+
+class NotificationQueue:
+    name = "notifications"
+    table = NOTIFICATIONS
+    batch = 16
+
+    def __init__(self, publishers: Mapping[Platform, Publisher]) -> None:
+        self.publishers = publishers
+
+    async def claim(self, work: Work, *, limit: int) -> list[Lease]:
+        now = utcnow()
+        candidates = (
+            select(Notification.id)
+            .where(
+                Notification.state == NotificationState.PENDING.value,
+                Notification.next_attempt_at <= now,
+            )
+            .order_by(Notification.id)
+            .limit(limit)
+        )
+        async with work.db.transaction() as session:
+            return await NOTIFICATIONS.claim(
+                session,
+                candidates=candidates,
+                worker_id=work.worker_id,
+                now=now,
+                lease_seconds=work.config.lease_seconds,
+                postgres=work.postgres,
+            )
+
+    async def process(self, work: Work, lease: Lease) -> None:
+        async with work.db.transaction() as session:
+            note = await session.get(Notification, lease.id, populate_existing=True)
+            if note is None or not NOTIFICATIONS.holds(note, lease, work.worker_id):
+                return
+            destination = note.destination
+            platform = Platform(destination.platform)
+            target, text, ping = destination.target, note.text, note.ping_role or None
+            usable = destination.can_receive and not destination.is_public
+        publisher = self.publishers.get(platform)
+        error: str | None = None
+        message_id = ""
+        retry = False
+        if not usable:
+            error = "destination is public, disabled or compromised"
+        elif publisher is None:
+            error = f"no {platform.value} publisher is configured"
+        else:
+            try:
+                message_id = await publisher.notify(target, text, ping_role=ping)
+            except PublishError as exc:
+                error = exc.message
+                retry = exc.outcome is Outcome.TRANSIENT or exc.status == 401
+            except Exception as exc:
+                log.exception("notification %s failed", lease.id)
+                error = f"unexpected {type(exc).__name__}"
+        now = utcnow()
+        if error is None:
+            values = {
+                "state": NotificationState.SENT.value,
+                "sent_at": now,
+                "platform_message_id": message_id,
+                "last_error": "",
+            }
+        elif retry and lease.attempt < work.config.max_attempts:
+            values = {
+                "state": NotificationState.PENDING.value,
+                "next_attempt_at": now + timedelta(seconds=work.backoff(lease.attempt)),
+                "last_error": error,
+            }
+        else:
+            values = {"state": NotificationState.FAILED.value, "last_error": error}
+        async with work.db.transaction() as session:
+            await session.execute(
+                update(Notification)
+                .where(NOTIFICATIONS.fence(lease, work.worker_id))
+                .values(claimed_by="", lease_until=None, updated_at=now, **values)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def recover(self, work: Work) -> int:
+        now = utcnow()
+        async with work.db.transaction() as session:
+            result = await session.execute(
+                update(Notification)
+                .where(
+                    NOTIFICATIONS.expired(
+                        now=now, worker_id=work.worker_id, alive=work.alive(self.name)
+                    )
+                )
+                .values(
+                    state=NotificationState.PENDING.value,
+                    claimed_by="",
+                    lease_until=None,
+                    next_attempt_at=now,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        return int(getattr(result, "rowcount", 0) or 0)
+
+    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+        pending = await session.scalar(
+            select(func.min(Notification.next_attempt_at)).where(
+                Notification.state == NotificationState.PENDING.value
+            )
+        )
+        sending = await session.scalar(
+            select(func.min(Notification.lease_until)).where(
+                Notification.state == NotificationState.SENDING.value
+            )
+        )
+        found = [t for t in (pending, sending) if t is not None]
+        return min(found) if found else None
