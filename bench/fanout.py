@@ -546,6 +546,7 @@ async def run_once(
         # --sandbox loop) over the same span: close to wall_seconds means the run is bound by
         # our own CPU.
         "cpu_seconds": round(cpu, 3),
+        "cpu_ms_per_delivery": round(1000 * cpu / (discord + telegram), 2),
         "sandbox": sandbox_mode,
         "load_average_1m_before": round(load_before, 2),
         "calibration_ms": yardstick,
@@ -566,6 +567,123 @@ async def run_once(
         "delivery_attempts": outcome["attempts"],
         "faults_applied": applied,
         "requests": {"discord": d_stats, "telegram": t_stats},
+    }
+
+
+# ---------------------------------------------------------------------------------- the baseline
+
+
+async def run_baseline(
+    *,
+    discord: int,
+    telegram: int,
+    faults: str,
+    seed: int = 7,
+    platform_timeout: float = 15.0,
+    sandbox_mode: str = "process",
+) -> dict[str, Any]:
+    """The loop a team would write by hand with the same two libraries: no database, no
+    outbox, sequential sends per platform (the platforms in parallel), python-telegram-bot's
+    ``AIORateLimiter``, discord.py's own rate-limit handling, and a failed send logged and
+    skipped. Same announcement, same limits, same faults, a sandbox of its own."""
+    from discord import AllowedMentions, Client, Intents
+    from telegram.constants import ParseMode
+    from telegram.ext import AIORateLimiter, ExtBot
+    from telegram.request import HTTPXRequest
+
+    from bots.discord_publisher import use_api_base
+    from comms.drafts.payload import DraftOptions, build_plan
+    from comms.rendering import RenderContext, TemplateRegistry
+
+    plan = FAULT_PLANS[faults]
+    spec = TemplateRegistry.default().get(TEMPLATE)
+    rendered = build_plan(
+        draft_id=1,
+        version=1,
+        spec=spec,
+        values=dict(VARIABLES),
+        ctx=RenderContext(
+            protocol_name="Example Protocol", incident_key="INC-2026-0001", severity=Severity.P1
+        ),
+        destinations=[],
+        options=DraftOptions(),
+        correction_of=None,
+    )
+    discord_text, telegram_text = rendered.discord[0], rendered.telegram[0]
+    discord_base = discord_http.Route.BASE
+    async with (
+        sandbox_endpoint(sandbox_mode, seed=seed, request_log=None) as info,
+        httpx.AsyncClient(timeout=30) as client,
+    ):
+        control = Control(client, info["control_url"])
+        channels, chats = await _make_targets(control, info, discord=discord, telegram=telegram)
+        use_api_base(info["discord_api_base"])
+        bot = Client(intents=Intents.none(), allowed_mentions=AllowedMentions.none())
+        await bot.login(info["discord_token"])
+        tg = ExtBot(
+            token=info["telegram_token"],
+            base_url=info["telegram_api_base"],
+            request=HTTPXRequest(
+                connection_pool_size=8,
+                read_timeout=platform_timeout,
+                write_timeout=platform_timeout,
+            ),
+            rate_limiter=AIORateLimiter(max_retries=0),
+        )
+        await tg.initialize()
+        failed: Counter[str] = Counter()
+        try:
+            await asyncio.sleep(1.1)  # as for the service: every bucket full at t = 0
+            for spec_ in fault_specs(plan, hang_seconds=platform_timeout + 5.0):
+                await control.call("POST", "/faults", spec_)
+
+            async def discord_loop() -> None:
+                for channel in channels:
+                    try:
+                        await asyncio.wait_for(
+                            bot.get_partial_messageable(int(channel)).send(discord_text),
+                            platform_timeout,
+                        )
+                    except Exception:  # a hand-written loop logs and moves on
+                        failed["discord"] += 1
+
+            async def telegram_loop() -> None:
+                for chat in chats:
+                    try:
+                        await tg.send_message(chat, telegram_text, parse_mode=ParseMode.HTML)
+                    except Exception:
+                        failed["telegram"] += 1
+
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await asyncio.gather(discord_loop(), telegram_loop())
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+        finally:
+            await bot.close()
+            await tg.shutdown()
+            discord_http.Route.BASE = discord_base
+        lost = duplicates = 0
+        for platform, targets in ((Platform.DISCORD, channels), (Platform.TELEGRAM, chats)):
+            for target in targets:
+                shown = len(await _messages(control, platform, str(target)))
+                lost += shown == 0
+                duplicates += max(0, shown - 1)
+    bound = bound_seconds(
+        REALISTIC_LIMITS, discord=[1] * len(channels), telegram=[(c, 1) for c in chats]
+    )
+    total = discord + telegram
+    return {
+        "scenario": "baseline (hand-written loop)",
+        "faults": faults,
+        "wall_seconds": round(wall, 3),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_ms_per_delivery": round(1000 * cpu / total, 2),
+        "bound_seconds": round(bound["overall"], 3),
+        "ratio": round(wall / bound["overall"], 3) if bound["overall"] > 0 else None,
+        "lost": lost,
+        "lost_share": round(lost / total, 4),
+        "duplicates": duplicates,
+        "failed_sends": dict(failed),
     }
 
 
@@ -710,6 +828,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": len(runs),
         "wall_seconds": _median(runs, "wall_seconds"),
+        "cpu_seconds": _median(runs, "cpu_seconds"),
+        "cpu_ms_per_delivery": _median(runs, "cpu_ms_per_delivery"),
         "bound_seconds": _median(runs, "bound_seconds"),
         "ratio": _median(runs, "ratio"),
         "ratio_max": max((r["ratio"] for r in runs if r["ratio"] is not None), default=None),
@@ -756,7 +876,46 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
                 flush=True,
             )
-        document["scenarios"][scenario] = {"median": summarise(runs), "runs": runs}
+        entry: dict[str, Any] = {"median": summarise(runs), "runs": runs}
+        if args.baseline:
+            baselines = []
+            for index in range(args.runs):
+                baseline = await run_baseline(
+                    discord=args.discord,
+                    telegram=args.telegram,
+                    faults=scenario,
+                    seed=args.seed + index,
+                    platform_timeout=args.platform_timeout,
+                    sandbox_mode=args.sandbox,
+                )
+                baselines.append(baseline)
+                print(
+                    f"[fanout] baseline {scenario}-{index + 1}: "
+                    f"wall {baseline['wall_seconds']:.3f} "
+                    f"s, cpu {baseline['cpu_seconds']:.3f} s, lost {baseline['lost']}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            entry["baseline"] = {
+                "median": {
+                    "wall_seconds": _median(baselines, "wall_seconds"),
+                    "cpu_seconds": _median(baselines, "cpu_seconds"),
+                    "cpu_ms_per_delivery": _median(baselines, "cpu_ms_per_delivery"),
+                    "ratio": _median(baselines, "ratio"),
+                    "lost_total": sum(b["lost"] for b in baselines),
+                    "duplicates_total": sum(b["duplicates"] for b in baselines),
+                },
+                "runs": baselines,
+            }
+            service, hand = entry["median"], entry["baseline"]["median"]
+            entry["side_by_side"] = {
+                "service": {k: service[k] for k in ("wall_seconds", "cpu_ms_per_delivery")}
+                | {"lost": service["lost_total"], "duplicates": service["duplicates_total"]},
+                "baseline": {k: hand[k] for k in ("wall_seconds", "cpu_ms_per_delivery")}
+                | {"lost": hand["lost_total"], "duplicates": hand["duplicates_total"]},
+            }
+            print(f"[fanout] {scenario} side by side: {entry['side_by_side']}", file=sys.stderr)
+        document["scenarios"][scenario] = entry
     return document
 
 
@@ -791,6 +950,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="process",
         help="process (the default): the emulators in a child process, like real platforms "
         "elsewhere; loop: in this process's event loop",
+    )
+    parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the hand-written loop (same libraries, no database) on a fresh sandbox, "
+        "and print both side by side (default: on)",
     )
     parser.add_argument("--serve-sandbox", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--request-log", type=Path, default=None, help=argparse.SUPPRESS)

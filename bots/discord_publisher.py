@@ -191,6 +191,12 @@ class DiscordPublisher:
         channel_id = int(job.into_thread or job.target)
         channel = self._client.get_partial_messageable(channel_id)
         ids = list(job.sent_ids)
+        follow_up = (
+            job.pin
+            or (job.crosspost and job.into_thread is None)
+            or job.thread_name is not None
+            or job.lock_thread is not None
+        )
         for index in range(job.start_index, len(job.messages)):
             message = await self._call(
                 channel.send(
@@ -202,7 +208,7 @@ class DiscordPublisher:
                 )
             )
             ids.append(str(message.id))
-            await progress(ids)
+            await progress(ids, last=index == len(job.messages) - 1 and not follow_up)
         result = SendResult(message_ids=ids)
         first = int(ids[0])
         if job.pin:
@@ -259,7 +265,7 @@ class DiscordPublisher:
                     )
                 )
                 ids.append(str(sent.id))
-            await progress(ids)
+            await progress(ids, last=index == len(job.messages) - 1)
         return SendResult(
             message_ids=ids,
             notes=[f"edited {min(len(ids), len(job.edit_ids))} message(s) in place"],

@@ -200,14 +200,14 @@ class TelegramPublisher:
                         ids.append(job.edit_ids[index])
                     else:
                         ids.append(await self._post(job, job.messages[index], reply_to=ids[-1]))
-                await progress(ids)
+                await progress(ids, last=index == len(job.messages) - 1)
             edited = min(len(ids), len(job.edit_ids))
             return SendResult(message_ids=ids, notes=[f"edited {edited} message(s) in place"])
         for index in range(job.start_index, len(job.messages)):
             reply_to = job.reply_to if index == 0 else ids[-1] if ids else None
             async with self._chat_limiters[chat]:
                 ids.append(await self._post(job, job.messages[index], reply_to=reply_to))
-            await progress(ids)
+            await progress(ids, last=index == len(job.messages) - 1 and not job.pin)
         if job.pin and ids:
             await self._call(
                 self._bot.pin_chat_message(

@@ -77,7 +77,8 @@ async def record(
     session.add(event)
     head.seq = seq
     head.hash = digest
-    await session.flush()
+    # No flush: the session flushes before any query and at commit, so appends made in one
+    # transaction go out together (one INSERT of many rows and one head update).
     return event
 
 

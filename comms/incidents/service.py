@@ -134,8 +134,34 @@ async def log(
     channel: str = "",
 ) -> IncidentLogEntry:
     """Append to the Incident Log (used by every incident and comms event)."""
-    entry = IncidentLogEntry(
+    return add_entry_row(
+        session,
         incident_id=incident.id,
+        kind=kind,
+        text=text,
+        actor=actor,
+        rationale=rationale,
+        owner=owner,
+        due_at=due_at,
+        channel=channel,
+    )
+
+
+def add_entry_row(
+    session: AsyncSession,
+    *,
+    incident_id: int,
+    kind: LogKind,
+    text: str,
+    actor: User | None,
+    rationale: str = "",
+    owner: User | None = None,
+    due_at: datetime | None = None,
+    channel: str = "",
+) -> IncidentLogEntry:
+    """``log`` by the incident's id (the outbox records each delivery without loading it)."""
+    entry = IncidentLogEntry(
+        incident_id=incident_id,
         at=utcnow(),
         actor_id=actor.id if actor else None,
         kind=kind.value,
@@ -147,8 +173,8 @@ async def log(
     )
     # The entry is a row of its own: the incident's row is left alone (every delivery of a
     # fan-out writes an entry, and several workers would otherwise queue on that one row).
+    # Flushed with the rest of the transaction (before any query, at commit).
     session.add(entry)
-    await session.flush()
     return entry
 
 

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
+_FENCED: dict[tuple[Any, tuple[str, ...]], Any] = {}  # prepared fenced UPDATEs
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,37 @@ class LeasedTable:
             model.claimed_by == worker_id,
             model.attempts == lease.attempt,
         )
+
+    async def write(
+        self, session: AsyncSession, lease: Lease, worker_id: str, **values: Any
+    ) -> bool:
+        """``UPDATE ... SET values WHERE fence``: False when the worker no longer holds the row.
+
+        The statement is built once per set of columns and executed with parameters, and it does
+        not flush the session first: what else the transaction adds (log entries, audit events)
+        goes out together at commit instead of one flush per written row.
+        """
+        statement = _FENCED.get((self.model, tuple(sorted(values))))
+        if statement is None:
+            model = self.model
+            statement = (
+                update(model)
+                .where(
+                    model.id == bindparam("fence_id"),
+                    model.state == self.held,
+                    model.claimed_by == bindparam("fence_worker"),
+                    model.attempts == bindparam("fence_attempt"),
+                )
+                .values({name: bindparam(f"set_{name}") for name in values})
+                .returning(model.id)
+                .execution_options(synchronize_session=False)
+            )
+            _FENCED[(self.model, tuple(sorted(values)))] = statement
+        params = {f"set_{name}": value for name, value in values.items()}
+        params.update(fence_id=lease.id, fence_worker=worker_id, fence_attempt=lease.attempt)
+        with session.no_autoflush:
+            written = (await session.execute(statement, params)).scalar()
+        return written is not None
 
     def holds(self, row: Any, lease: Lease, worker_id: str) -> bool:
         """The same as ``fence``, for a row already loaded (under a row lock)."""

@@ -81,7 +81,9 @@ class Queue(Protocol):
     table: LeasedTable
     batch: int  # at most this many claimed per turn
 
-    async def claim(self, work: Work, *, limit: int) -> list[Lease]: ...
+    async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
+        """Lease up to ``limit`` due rows in ``session``'s transaction (one per dispatch)."""
+        ...
 
     async def process(self, work: Work, lease: Lease) -> None: ...
 
@@ -108,6 +110,7 @@ class Runner:
         self.queues = list(queues)
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._recovered_at = float("-inf")
 
     @property
     def worker_id(self) -> str:
@@ -122,7 +125,7 @@ class Runner:
         renewer = asyncio.create_task(self._renew_leases(stop))
         try:
             while not stop.is_set():
-                await self.recover()
+                await self._recover_now_and_then()
                 busy = await self.dispatch()
                 if not busy:
                     await self._idle(stop)
@@ -149,28 +152,49 @@ class Runner:
 
     async def recover(self) -> int:
         """Take back what workers that died were holding (their leases ran out)."""
+        self._recovered_at = asyncio.get_running_loop().time()
         return sum([await queue.recover(self.work) for queue in self.queues])
+
+    async def _recover_now_and_then(self) -> None:
+        """Recover when nothing is in hand, else at most every third of a lease (a lease runs
+        out only after ``lease_seconds``): looking after every finished task cost a query per
+        queue per delivery."""
+        every = self.config.lease_seconds / 3
+        if not self._tasks or asyncio.get_running_loop().time() - self._recovered_at >= every:
+            await self.recover()
 
     async def claim_from(self, queue: Queue, *, limit: int) -> list[Lease]:
         """Lease up to ``limit`` due rows of ``queue`` for this worker."""
-        leases = await queue.claim(self.work, limit=limit)
+        async with self.work.db.transaction() as session:
+            leases = await queue.claim(self.work, session, limit=limit)
+        self._hold(queue, leases)
+        return leases
+
+    def _hold(self, queue: Queue, leases: list[Lease]) -> None:
         alive = self.work.alive(queue.name)
         for lease in leases:
             alive[lease.id] = lease
-        return leases
 
     async def dispatch(self) -> int:
-        """Claim what is due (up to free capacity) and start handling it; returns how many."""
-        started = 0
-        for queue in self.queues:
-            free = self.config.concurrency - len(self._tasks)
-            if free <= 0:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-                return started or 1
-            for lease in await self.claim_from(queue, limit=min(free, queue.batch)):
+        """Claim what is due from every queue (up to free capacity, in one transaction) and
+        start handling it once that is committed; returns how many."""
+        free = self.config.concurrency - len(self._tasks)
+        if free <= 0:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            return 1
+        claimed: list[tuple[Queue, list[Lease]]] = []
+        async with self.work.db.transaction() as session:
+            for queue in self.queues:
+                leases = await queue.claim(self.work, session, limit=min(free, queue.batch))
+                free -= len(leases)
+                claimed.append((queue, leases))
+                if free <= 0:
+                    break
+        for queue, leases in claimed:
+            self._hold(queue, leases)
+            for lease in leases:
                 self._start(queue, lease)
-                started += 1
-        return started
+        return sum(len(leases) for _, leases in claimed)
 
     def _start(self, queue: Queue, lease: Lease) -> None:
         async def handle() -> None:
@@ -189,13 +213,23 @@ class Runner:
 
     async def run_until_settled(self, *, within: float = 60.0) -> None:
         """Work until nothing is waiting (tests and benchmarks)."""
-        deadline = asyncio.get_running_loop().time() + within
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        found_nothing_at = float("-inf")
         while True:
-            await self.recover()
-            if await self.dispatch():
-                continue  # claim up to capacity before waiting, as ``run`` does
+            await self._recover_now_and_then()
+            if not self._tasks or loop.time() - found_nothing_at >= self.config.poll_interval:
+                if await self.dispatch():
+                    continue  # claim up to capacity before waiting, as ``run`` does
+                found_nothing_at = loop.time()
             if self._tasks:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+                # As ``run`` does: look for more work once a poll interval has passed (a task
+                # ending early wakes us sooner), not after every finished task.
+                await asyncio.wait(
+                    self._tasks,
+                    timeout=self.config.poll_interval,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 continue
             wait = await self._seconds_until_next_due()
             if wait is None:

@@ -90,7 +90,7 @@ class JobQueue:
     def __init__(self, handlers: Mapping[str, JobHandler]) -> None:
         self.handlers = dict(handlers)
 
-    async def claim(self, work: Work, *, limit: int) -> list[Lease]:
+    async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
         if not self.handlers:
             return []
         now = utcnow()
@@ -104,15 +104,14 @@ class JobQueue:
             .order_by(Job.next_attempt_at, Job.id)
             .limit(limit)
         )
-        async with work.db.transaction() as session:
-            return await JOBS.claim(
-                session,
-                candidates=candidates,
-                worker_id=work.worker_id,
-                now=now,
-                lease_seconds=work.config.lease_seconds,
-                postgres=work.postgres,
-            )
+        return await JOBS.claim(
+            session,
+            candidates=candidates,
+            worker_id=work.worker_id,
+            now=now,
+            lease_seconds=work.config.lease_seconds,
+            postgres=work.postgres,
+        )
 
     async def process(self, work: Work, lease: Lease) -> None:
         async with work.db.transaction() as session:

@@ -35,6 +35,7 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import Any
@@ -104,6 +105,15 @@ GATE_DRAFT = (
 IDEMPOTENT = frozenset({Platform.DISCORD})
 
 
+@dataclass(frozen=True)
+class _Earlier:
+    """The incident's first announcement already sent to a destination (follow-ups thread
+    after it)."""
+
+    message_ids: tuple[str, ...]
+    thread_id: str
+
+
 class LeaseLost(Exception):
     """Raised from the progress callback: stop sending, someone else owns the delivery now."""
 
@@ -137,10 +147,14 @@ class DeliveryQueue:
         self.publishers = dict(publishers)
         self.batch = batch
         self.plans = _PlanCache()
+        # Per delivery in hand: the row as claimed (with its destination), and the incident's
+        # first announcement already sent to that destination.
+        self._claimed: dict[int, Delivery] = {}
+        self._earlier: dict[int, _Earlier] = {}
 
     # ------------------------------------------------------------------ claiming
 
-    async def claim(self, work: Work, *, limit: int) -> list[Lease]:
+    async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
         """Take up to ``limit`` due deliveries, oldest first, platforms taking turns.
 
         Platforms take turns (oldest first within each), and the leases come back in that
@@ -148,53 +162,128 @@ class DeliveryQueue:
         independent, and taking ids oldest first overall made a fan-out finish its first
         platform's deliveries before the next platform's began. A paused platform is skipped.
         """
+        await self.record_sent(work, session)
         now = utcnow()
-        async with work.db.transaction() as session:
-            paused = await paused_platforms(session)
-            query = (
-                select(Delivery.id)
-                .join(Destination, Destination.id == Delivery.destination_id)
-                .where(
-                    Delivery.state.in_(CLAIMABLE),
-                    Delivery.next_attempt_at <= now,
-                    ~held_back(now),
-                )
-                .order_by(Delivery.id)
-                .limit(limit)
+        paused = await paused_platforms(session)
+        query = (
+            select(Delivery.id)
+            .join(Destination, Destination.id == Delivery.destination_id)
+            .where(
+                Delivery.state.in_(CLAIMABLE),
+                Delivery.next_attempt_at <= now,
+                ~held_back(now),
+            )
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        if work.postgres:
+            query = query.with_for_update(skip_locked=True, of=Delivery)
+        queues = [
+            list((await session.scalars(query.where(Destination.platform == p.value))).all())
+            for p in Platform
+            if p.value not in paused
+        ]
+        ids = [i for turn in zip_longest(*queues) for i in turn if i is not None][:limit]
+        leases = await DELIVERIES.take(
+            session,
+            ids=ids,
+            worker_id=work.worker_id,
+            now=now,
+            lease_seconds=work.config.lease_seconds,
+        )
+        if leases:
+            # Their drafts are now publishing: once per claim, not once per delivery (the
+            # draft row would otherwise be written by every delivery of a fan-out).
+            # A draft an edit holds is skipped, not waited for: the edit may be waiting for
+            # these very deliveries (to cancel them), and the gate refuses them anyway once
+            # the edit has made a new version.
+            started = select(Draft.id).where(
+                Draft.id.in_(
+                    select(Delivery.draft_id).where(Delivery.id.in_([lease.id for lease in leases]))
+                ),
+                Draft.status == DraftStatus.APPROVED.value,
             )
             if work.postgres:
-                query = query.with_for_update(skip_locked=True, of=Delivery)
-            queues = [
-                list((await session.scalars(query.where(Destination.platform == p.value))).all())
-                for p in Platform
-                if p.value not in paused
-            ]
-            ids = [i for turn in zip_longest(*queues) for i in turn if i is not None][:limit]
-            leases = await DELIVERIES.take(
-                session,
-                ids=ids,
-                worker_id=work.worker_id,
-                now=now,
-                lease_seconds=work.config.lease_seconds,
-            )
-            if leases:
-                # Their drafts are now publishing: once per claim, not once per delivery (the
-                # draft row would otherwise be written by every delivery of a fan-out).
-                started = select(Delivery.draft_id).where(
-                    Delivery.id.in_([lease.id for lease in leases])
-                )
+                started = started.with_for_update(skip_locked=True)
+            draft_ids = list((await session.scalars(started)).all())
+            if draft_ids:
                 await session.execute(
                     update(Draft)
-                    .where(
-                        Draft.id.in_(started),
-                        Draft.status == DraftStatus.APPROVED.value,
-                    )
+                    .where(Draft.id.in_(draft_ids), Draft.status == DraftStatus.APPROVED.value)
                     .values(status=DraftStatus.PUBLISHING.value)
                     .execution_options(synchronize_session=False)
                 )
-            return leases
+            await self._read_claimed(session, [lease.id for lease in leases])
+        return leases
+
+    async def _read_claimed(self, session: AsyncSession, ids: list[int]) -> None:
+        """Read the claimed rows with their destinations, and each one's earlier announcement
+        to its destination, in two queries for the whole claim instead of two per delivery.
+
+        Exact at the claim: a newer delivery is claimable only once every older one to its
+        destination is done, so no earlier announcement can be sent between now and its turn.
+        """
+        rows = (
+            (
+                await session.scalars(
+                    select(Delivery)
+                    .where(Delivery.id.in_(ids))
+                    .options(joinedload(Delivery.destination, innerjoin=True))
+                )
+            )
+            .unique()
+            .all()
+        )
+        incident_of = dict(
+            (
+                await session.execute(
+                    select(Draft.id, Draft.incident_id).where(
+                        Draft.id.in_({row.draft_id for row in rows})
+                    )
+                )
+            ).all()
+        )
+        sent = (
+            await session.execute(
+                select(
+                    Draft.incident_id,
+                    Delivery.destination_id,
+                    Delivery.draft_id,
+                    Delivery.platform_message_ids,
+                    Delivery.platform_thread_id,
+                )
+                .join(Draft, Draft.id == Delivery.draft_id)
+                .where(
+                    Draft.incident_id.in_(set(incident_of.values())),
+                    Delivery.destination_id.in_({row.destination_id for row in rows}),
+                    Delivery.state == DeliveryState.SENT.value,
+                )
+                .order_by(Delivery.id)
+            )
+        ).all()
+        for row in rows:
+            self._claimed[row.id] = row
+            incident = incident_of[row.draft_id]
+            first = next(
+                (
+                    s
+                    for s in sent
+                    if s[0] == incident and s[1] == row.destination_id and s[2] != row.draft_id
+                ),
+                None,
+            )
+            if first is not None:
+                self._earlier[row.id] = _Earlier(
+                    message_ids=tuple(first[3] or ()), thread_id=first[4] or ""
+                )
 
     async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+        if await session.scalar(
+            select(Delivery.id)
+            .where(Delivery.state == DeliveryState.SENT.value, Delivery.recorded_at.is_(None))
+            .limit(1)
+        ):
+            return now  # sent, still to be recorded
         paused = await paused_platforms(session)
         waiting = await session.scalar(
             select(func.min(Delivery.next_attempt_at))
@@ -285,6 +374,13 @@ class DeliveryQueue:
 
     async def process(self, work: Work, lease: Lease) -> None:
         try:
+            await self._process(work, lease)
+        finally:
+            self._claimed.pop(lease.id, None)
+            self._earlier.pop(lease.id, None)
+
+    async def _process(self, work: Work, lease: Lease) -> None:
+        try:
             job = await self._prepare(work, lease)
         except Exception as exc:  # nothing was sent: give it back for a later attempt
             log.exception("delivery %s: check before sending failed", lease.id)
@@ -312,8 +408,9 @@ class DeliveryQueue:
             )
             return
 
-        async def progress(message_ids: list[str]) -> None:
-            await self._record_progress(work, lease, message_ids, len(job.messages))
+        async def progress(message_ids: list[str], *, last: bool = False) -> None:
+            if not last:  # the last ids are recorded with the result, in one write
+                await self._record_progress(work, lease, message_ids, len(job.messages))
 
         try:
             result = await publisher.send(job, progress)
@@ -336,121 +433,178 @@ class DeliveryQueue:
         await self._complete(work, lease, job, result)
 
     async def _prepare(self, work: Work, lease: Lease) -> SendJob | None:
-        """Re-check the gate (draft share-locked against edits) and build the exact job."""
+        """Re-check the gate (draft share-locked against edits) and build the exact job.
+
+        The delivery and its destination come as the claim read them (a few milliseconds
+        before); the one write here, marking the message about to go out, is fenced by the
+        lease, so a worker that lost the lease sends nothing. A delivery that must not go
+        (refused, skipped, held) is loaded under its row lock and settled the usual way.
+        """
         now = utcnow()
+        claimed = self._claimed.get(lease.id)
 
         async def unit(session: AsyncSession) -> SendJob | None:
-            delivery = await session.get(
-                Delivery,
-                lease.id,
-                with_for_update={"of": Delivery},
-                populate_existing=True,
-                options=[joinedload(Delivery.destination, innerjoin=True)],
-            )
-            if not DELIVERIES.holds(delivery, lease, work.worker_id):
+            delivery = claimed or await self._attached(session, work, lease)
+            if delivery is None:
                 return None  # lost the lease, or claimed again since
-            assert delivery is not None
-            # The approvals and the incident come fresh with the locked row (populate_existing
-            # runs the eager loaders again); the payload is read through the cache.
-            found = (
-                (
-                    await session.execute(
-                        select(Draft, cast(Draft.payload, Text))
-                        .where(Draft.id == delivery.draft_id)
-                        .options(*GATE_DRAFT, defer(Draft.payload, raiseload=True))
-                        # Shared: deliveries of one fan-out check at the same time; an edit
-                        # (which locks the draft exclusively) waits for them, and they for it.
-                        .with_for_update(read=True, of=Draft)
-                        .execution_options(populate_existing=True)
-                    )
-                )
-                .unique()
-                .first()
+            draft, version, stored_hash, plan = await self._gate_read(
+                session, delivery.draft_id, delivery.draft_version
             )
-            assert found is not None
-            draft = found[0]
-            _, _, draft_payload = self.plans.get(("draft", draft.id), found[1])
-            set_committed_value(draft, "payload", draft_payload)  # as loaded: no history
-            _keep(session, draft)
             destination = delivery.destination
-            row = (
-                await session.execute(
-                    select(DraftVersion, cast(DraftVersion.payload, Text))
-                    .where(
-                        DraftVersion.draft_id == draft.id,
-                        DraftVersion.version == delivery.draft_version,
-                    )
-                    .options(
-                        raiseload(DraftVersion.editor),
-                        defer(DraftVersion.payload, raiseload=True),  # read through the cache
-                        defer(DraftVersion.variables, raiseload=True),
-                    )
-                )
-            ).first()
-            version, (stored_hash, plan, _) = (
-                (row[0], self.plans.get(("version", row[0].id), row[1]))
-                if row
-                else (None, ("", None, {}))
-            )
             problem = gate.may_send(
                 delivery, draft, version, stored_hash, plan, settings=self.settings, now=now
             )
-            if problem is not None:
-                await self._refuse(session, delivery, problem)
-                return None
-            assert version is not None
-            assert plan is not None
-            item = plan.delivery_to(destination.id)
-            assert item is not None  # checked by the gate
-            if destination.compromised:
-                reason = "destination marked compromised: " + destination.compromised_reason
-                delivery.state = DeliveryState.SKIPPED.value
-                delivery.last_error = reason
-                delivery.claimed_by = ""
-                await audit.record(
-                    session,
-                    actor=audit.SYSTEM_ACTOR,
-                    action="delivery.skipped",
-                    target=f"delivery:{delivery.id}",
-                    details={"reason": reason},
-                )
-                await _settle(session, draft_id=draft.id)
-                return None
-            conflicts = gate.destination_conflicts(
-                item, destination, draft.options, after_approval=True
+            item = plan.delivery_to(destination.id) if plan else None
+            conflicts = (
+                gate.destination_conflicts(item, destination, draft.options, after_approval=True)
+                if item
+                else []
             )
-            if conflicts:
-                delivery.claimed_by = ""
-                delivery.inflight_index = None
-                held = await drafts.hold_delivery(
-                    session,
-                    delivery=delivery,
-                    name=destination.name,
-                    conflicts=conflicts,
-                    settings=self.settings,
-                )
-                if held is None:
-                    await _settle(session, draft_id=draft.id)
+            if problem is not None or destination.compromised or conflicts:
+                await self._set_aside(session, work, lease, draft, problem, conflicts)
                 return None
-            job = await _build_job(session, delivery=delivery, draft=draft, plan=plan, item=item)
+            assert plan is not None
+            assert item is not None
+            job = _build_job(
+                delivery=delivery,
+                plan=plan,
+                item=item,
+                earlier=self._earlier.get(lease.id),
+                original=await _original_of(session, delivery, plan),
+            )
             if len(job.messages) < len(job.edit_ids):
                 # Editing would leave the original's last messages showing what the
                 # correction replaces: not what was approved.
-                await self._refuse(
+                await self._set_aside(
                     session,
-                    delivery,
+                    work,
+                    lease,
+                    draft,
                     f"this correction is {len(job.messages)} message(s) here but the original "
-                    f"was {len(job.edit_ids)}: editing would leave old text showing; publish it "
-                    "as a new announcement instead",
+                    f"was {len(job.edit_ids)}: editing would leave old text showing; "
+                    "publish it as a new announcement instead",
+                    [],
                 )
                 return None
-            delivery.inflight_index = (
-                job.start_index if job.start_index < len(job.messages) else None
+            marked = await DELIVERIES.write(
+                session,
+                lease,
+                work.worker_id,
+                inflight_index=job.start_index if job.start_index < len(job.messages) else None,
+                updated_at=now,
             )
-            delivery.updated_at = now
+            if not marked:
+                return None  # lost the lease since the claim
             return job
 
         return await work.commits.run(unit)
+
+    async def _attached(self, session: AsyncSession, work: Work, lease: Lease) -> Delivery | None:
+        """The delivery under its row lock in this session, if this worker still holds it."""
+        delivery = await session.get(
+            Delivery,
+            lease.id,
+            with_for_update={"of": Delivery},
+            populate_existing=True,
+            options=[joinedload(Delivery.destination, innerjoin=True)],
+        )
+        return delivery if DELIVERIES.holds(delivery, lease, work.worker_id) else None
+
+    async def _set_aside(
+        self,
+        session: AsyncSession,
+        work: Work,
+        lease: Lease,
+        draft: Draft,
+        problem: str | None,
+        conflicts: list[str],
+    ) -> None:
+        """A claimed delivery that must not go out: refused by the gate, skipped (destination
+        compromised) or held (destination stricter than approved)."""
+        delivery = await self._attached(session, work, lease)
+        if delivery is None:
+            return
+        destination = delivery.destination
+        if problem is not None:
+            await self._refuse(session, delivery, problem)
+        elif destination.compromised:
+            reason = "destination marked compromised: " + destination.compromised_reason
+            delivery.state = DeliveryState.SKIPPED.value
+            delivery.last_error = reason
+            delivery.claimed_by = ""
+            await audit.record(
+                session,
+                actor=audit.SYSTEM_ACTOR,
+                action="delivery.skipped",
+                target=f"delivery:{delivery.id}",
+                details={"reason": reason},
+            )
+            await _settle(session, draft_id=draft.id)
+        else:
+            delivery.claimed_by = ""
+            delivery.inflight_index = None
+            held = await drafts.hold_delivery(
+                session,
+                delivery=delivery,
+                name=destination.name,
+                conflicts=conflicts,
+                settings=self.settings,
+            )
+            if held is None:
+                await _settle(session, draft_id=draft.id)
+
+    async def _gate_read(
+        self, session: AsyncSession, draft_id: int, version_number: int
+    ) -> tuple[Draft, DraftVersion | None, str, AnnouncementPlan | None]:
+        """The draft (share-locked, with fresh approvals and approvers' roles), the approved
+        version, its stored hash and its plan: what the gate checks before each delivery.
+
+        Read once per transaction and draft version: the deliveries of a fan-out prepared in one
+        group commit share the read (and the lock), as they share the moment of the check.
+        """
+        memo: dict[tuple[int, int], Any] = _transaction_memo(session, "gate_reads")
+        key = (draft_id, version_number)
+        if key in memo:
+            return memo[key]  # type: ignore[no-any-return]
+        # The approvals and the incident come fresh with the row (populate_existing runs the
+        # eager loaders again); the plan is read through the cache.
+        found = (
+            (
+                await session.execute(
+                    select(Draft, cast(Draft.payload, Text))
+                    .where(Draft.id == draft_id)
+                    .options(*GATE_DRAFT, defer(Draft.payload, raiseload=True))
+                    # Shared: deliveries of one fan-out check at the same time; an edit (which
+                    # locks the draft exclusively) waits for them, and they for it.
+                    .with_for_update(read=True, of=Draft)
+                    .execution_options(populate_existing=True)
+                )
+            )
+            .unique()
+            .first()
+        )
+        assert found is not None
+        draft = found[0]
+        _, _, draft_payload = self.plans.get(("draft", draft.id), found[1])
+        set_committed_value(draft, "payload", draft_payload)  # as loaded: no history
+        _keep(session, draft)
+        row = (
+            await session.execute(
+                select(DraftVersion, cast(DraftVersion.payload, Text))
+                .where(DraftVersion.draft_id == draft.id, DraftVersion.version == version_number)
+                .options(
+                    raiseload(DraftVersion.editor),
+                    defer(DraftVersion.payload, raiseload=True),  # read through the cache
+                    defer(DraftVersion.variables, raiseload=True),
+                )
+            )
+        ).first()
+        if row is None:
+            memo[key] = (draft, None, "", None)
+        else:
+            stored_hash, plan, _ = self.plans.get(("version", row[0].id), row[1])
+            memo[key] = (draft, row[0], stored_hash, plan)
+        return memo[key]  # type: ignore[no-any-return]
 
     async def _refuse(self, session: AsyncSession, delivery: Delivery, problem: str) -> None:
         delivery.state = DeliveryState.FAILED.value
@@ -476,104 +630,169 @@ class DeliveryQueue:
         self, work: Work, lease: Lease, message_ids: list[str], total: int
     ) -> None:
         async def unit(session: AsyncSession) -> bool:
-            recorded = await session.scalar(
-                update(Delivery)
-                .where(DELIVERIES.fence(lease, work.worker_id))
-                .values(
-                    platform_message_ids=list(message_ids),
-                    inflight_index=len(message_ids) if len(message_ids) < total else None,
-                    updated_at=utcnow(),
-                )
-                .returning(Delivery.id)
-                .execution_options(synchronize_session=False)
+            return await DELIVERIES.write(
+                session,
+                lease,
+                work.worker_id,
+                platform_message_ids=list(message_ids),
+                inflight_index=len(message_ids) if len(message_ids) < total else None,
+                updated_at=utcnow(),
             )
-            return recorded is not None
 
         if not await work.commits.run(unit, urgent=True):
             raise LeaseLost(f"delivery {lease.id}")
 
     async def _complete(self, work: Work, lease: Lease, job: SendJob, result: SendResult) -> None:
+        """Record the result in one fenced write; the Incident Log entry, the audit event and
+        the draft's status follow in batches (``record_sent``), off the sending path."""
         now = utcnow()
 
         async def unit(session: AsyncSession) -> None:
-            delivery = await session.get(
-                Delivery,
-                lease.id,
-                with_for_update={"of": Delivery},
-                populate_existing=True,
-                options=[joinedload(Delivery.destination, innerjoin=True)],
-            )
-            if not DELIVERIES.holds(delivery, lease, work.worker_id):
-                log.warning("delivery %s: sent, but its lease was lost; not recorded", lease.id)
-                return
-            assert delivery is not None
-            delivery.state = DeliveryState.SENT.value
-            delivery.sent_at = now
-            delivery.platform_message_ids = list(result.message_ids)
-            # The thread this delivery opened, or the one its follow-ups went into.
-            delivery.platform_thread_id = result.thread_id or job.into_thread or ""
-            delivery.inflight_index = None
-            delivery.claimed_by = ""
-            delivery.lease_until = None
-            delivery.last_error = "; ".join(result.notes)
-            delivery.updated_at = now
-            draft = await session.get(
-                Draft,
-                delivery.draft_id,
-                options=[
-                    *LEAN_DRAFT,
-                    defer(Draft.payload, raiseload=True),
-                    raiseload(Draft.approvals),
-                ],
-            )
-            assert draft is not None
-            _keep(session, draft)
-            destination = delivery.destination
-            first_line = job.messages[0].strip().splitlines()[0] if job.messages else ""
-            verb = "edited" if job.edit_ids else "sent"
-            if destination.is_public:
-                # The first public delivery of this announcement marks the incident's last
-                # public update; the rest of the fan-out leaves the incident row alone.
-                await session.execute(
-                    update(Incident)
-                    .where(
-                        Incident.id == draft.incident_id,
-                        (Incident.last_public_update_at.is_(None))
-                        | (Incident.last_public_update_at < (draft.approved_at or now)),
-                    )
-                    .values(last_public_update_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-            await incidents.log(
+            recorded = await DELIVERIES.write(
                 session,
-                incident=draft.incident,
+                lease,
+                work.worker_id,
+                state=DeliveryState.SENT.value,
+                sent_at=now,
+                platform_message_ids=list(result.message_ids),
+                # The thread this delivery opened, or the one its follow-ups went into.
+                platform_thread_id=result.thread_id or job.into_thread or "",
+                inflight_index=None,
+                claimed_by="",
+                lease_until=None,
+                edited=bool(job.edit_ids),
+                last_error="; ".join(result.notes),
+                updated_at=now,
+            )
+            if not recorded:
+                log.warning("delivery %s: sent, but its lease was lost; not recorded", lease.id)
+
+        await work.commits.run(unit)
+
+    async def record_sent(self, work: Work, session: AsyncSession, *, limit: int = 256) -> int:
+        """Write the Incident Log entries and audit events of sent deliveries, and settle their
+        drafts, in one transaction for many deliveries.
+
+        Sending commits only the delivery's own row (one UPDATE); doing the rest there too made
+        every delivery a transaction of several statements, one at a time as the platforms'
+        rate limits release them. Crash-safe: a sent delivery is recorded exactly once, by
+        whichever worker gets to it (``recorded_at``), within about one poll interval.
+        """
+        pending = (
+            select(Delivery.id)
+            .where(Delivery.state == DeliveryState.SENT.value, Delivery.recorded_at.is_(None))
+            .order_by(Delivery.id)
+            .limit(limit)
+        )
+        if work.postgres:
+            pending = pending.with_for_update(skip_locked=True)
+        ids = list((await session.scalars(pending)).all())
+        if not ids:
+            return 0
+        now = utcnow()
+        returned = (
+            await session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.recorded_at.is_(None))
+                .values(recorded_at=now)
+                .returning(
+                    Delivery.id,
+                    Delivery.draft_id,
+                    Delivery.draft_version,
+                    Delivery.destination_id,
+                    Delivery.content_hash,
+                    Delivery.platform_message_ids,
+                    Delivery.attempts,
+                    Delivery.edited,
+                    Delivery.sent_at,
+                )
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        rows = sorted(returned, key=lambda row: row.id)
+        places = {
+            d.id: d
+            for d in (
+                await session.scalars(
+                    select(Destination).where(
+                        Destination.id.in_({row.destination_id for row in rows})
+                    )
+                )
+            ).all()
+        }
+        drafts_ = {
+            row.id: row
+            for row in (
+                await session.execute(
+                    select(Draft.id, Draft.incident_id, Draft.template).where(
+                        Draft.id.in_({row.draft_id for row in rows})
+                    )
+                )
+            ).all()
+        }
+        first_lines: dict[tuple[int, int, int], str] = {}
+        for key in {(row.draft_id, row.draft_version) for row in rows}:
+            found = (
+                await session.execute(
+                    select(DraftVersion.id, cast(DraftVersion.payload, Text)).where(
+                        DraftVersion.draft_id == key[0], DraftVersion.version == key[1]
+                    )
+                )
+            ).first()
+            plan = self.plans.get(("version", found[0]), found[1])[1] if found else None
+            for item in plan.deliveries if plan else ():
+                text = item.messages[0].strip().splitlines()[0] if item.messages else ""
+                first_lines[(*key, item.destination.id)] = _plain(text)[:140]
+        latest: dict[int, datetime] = {}
+        for row in rows:
+            place, draft = places[row.destination_id], drafts_[row.draft_id]
+            if place.is_public and row.sent_at is not None:
+                latest[draft.incident_id] = max(
+                    row.sent_at, latest.get(draft.incident_id, row.sent_at)
+                )
+            incidents.add_entry_row(
+                session,
+                incident_id=draft.incident_id,
                 kind=LogKind.COMMS,
                 actor=None,
-                channel=f"{destination.platform} {destination.name}",
+                channel=f"{place.platform} {place.name}",
                 text=(
-                    f"Communications {verb}: draft #{draft.id} v{draft.version} "
-                    f"({draft.template}), {len(result.message_ids)} message(s): "
-                    f"{_plain(first_line)[:140]}"
+                    f"Communications {'edited' if row.edited else 'sent'}: draft "
+                    f"#{row.draft_id} v{row.draft_version} ({draft.template}), "
+                    f"{len(row.platform_message_ids)} message(s): "
+                    f"{first_lines.get((row.draft_id, row.draft_version, place.id), '')}"
                 ),
             )
             await audit.record(
                 session,
                 actor=audit.SYSTEM_ACTOR,
                 action="delivery.sent",
-                target=f"delivery:{delivery.id}",
+                target=f"delivery:{row.id}",
                 details={
-                    "draft": draft.id,
-                    "version": delivery.draft_version,
-                    "content_hash": delivery.content_hash,
-                    "destination": destination.name,
-                    "message_ids": result.message_ids,
-                    "attempts": delivery.attempts,
-                    "edited": bool(job.edit_ids),
+                    "draft": row.draft_id,
+                    "version": row.draft_version,
+                    "content_hash": row.content_hash,
+                    "destination": place.name,
+                    "message_ids": list(row.platform_message_ids),
+                    "attempts": row.attempts,
+                    "edited": row.edited,
+                    "sent_at": row.sent_at.isoformat() if row.sent_at else None,
                 },
             )
-            await _settle(session, draft_id=draft.id)
-
-        await work.commits.run(unit)
+        for incident_id, moment in latest.items():
+            await session.execute(
+                update(Incident)
+                .where(
+                    Incident.id == incident_id,
+                    (Incident.last_public_update_at.is_(None))
+                    | (Incident.last_public_update_at < moment),
+                )
+                .values(last_public_update_at=moment)
+                .execution_options(synchronize_session=False)
+            )
+        for draft_id in sorted({row.draft_id for row in rows}):
+            await _settle(session, draft_id=draft_id)
+        return len(rows)
 
     async def _failed_attempt(self, work: Work, lease: Lease, error: PublishError) -> None:
         now = utcnow()
@@ -775,6 +994,17 @@ class _PlanCache:
         return entry
 
 
+def _transaction_memo(session: AsyncSession, name: str) -> dict[Any, Any]:
+    """A dict that lives as long as the session's current transaction (then starts empty)."""
+    transaction = session.sync_session.get_transaction()
+    held = session.info.get(("memo", name))
+    if held is None or held[0] is not transaction:
+        held = (transaction, {})
+        session.info[("memo", name)] = held
+    memo: dict[Any, Any] = held[1]
+    return memo
+
+
 def _keep(session: AsyncSession, draft: Draft) -> None:
     """Hold ``draft`` for the rest of the transaction: the identity map is weak, and the other
     units of a group commit find it there instead of loading it again."""
@@ -808,40 +1038,30 @@ def _plain(text: str) -> str:
     return re.sub(r"[*_~`|>#\\]", "", no_tags).strip()
 
 
-async def _build_job(
-    session: AsyncSession,
+def _build_job(
     *,
     delivery: Delivery,
-    draft: Draft,
     plan: AnnouncementPlan,
     item: PlannedDelivery,
+    earlier: _Earlier | None,
+    original: Delivery | None,
 ) -> SendJob:
+    """The exact job for one delivery: threaded after the incident's first announcement to
+    this destination (``earlier``), or, for a correction, editing what its ``original`` sent."""
     platform = item.platform
-    earlier = await _incident_first_delivery(session, draft=draft, delivery=delivery)
     into_thread = reply_to = thread_name = lock_thread = None
     edit_ids: tuple[str, ...] = ()
     edit_channel = None
-    if plan.correction_of:
-        original = await session.scalar(
-            select(Delivery)
-            .where(
-                Delivery.draft_id == plan.correction_of,
-                Delivery.destination_id == delivery.destination_id,
-                Delivery.state == DeliveryState.SENT.value,
-            )
-            .order_by(Delivery.id.desc())
-            .limit(1)
-        )
-        if original is not None and original.platform_message_ids:
-            edit_ids = tuple(original.platform_message_ids)
-            thread = original.platform_thread_id
-            # A follow-up posted into a thread lives there; a message that opened a thread
-            # (same id) lives in the channel.
-            if thread and thread not in edit_ids:
-                edit_channel = thread
+    if original is not None and original.platform_message_ids:
+        edit_ids = tuple(original.platform_message_ids)
+        thread = original.platform_thread_id
+        # A follow-up posted into a thread lives there; a message that opened a thread (same
+        # id) lives in the channel.
+        if thread and thread not in edit_ids:
+            edit_channel = thread
     if platform is Platform.DISCORD and item.thread_updates and not edit_ids:
-        if earlier is not None and earlier.platform_thread_id:
-            into_thread = earlier.platform_thread_id
+        if earlier is not None and earlier.thread_id:
+            into_thread = earlier.thread_id
         else:
             thread_name = f"{plan.incident} updates"[:100]
         if item.lock_thread:
@@ -849,10 +1069,10 @@ async def _build_job(
     if (
         platform is Platform.TELEGRAM
         and earlier is not None
-        and earlier.platform_message_ids
+        and earlier.message_ids
         and not edit_ids
     ):
-        reply_to = earlier.platform_message_ids[0]
+        reply_to = earlier.message_ids[0]
     return SendJob(
         delivery_id=delivery.id,
         platform=platform,
@@ -875,6 +1095,25 @@ async def _build_job(
     )
 
 
+async def _original_of(
+    session: AsyncSession, delivery: Delivery, plan: AnnouncementPlan
+) -> Delivery | None:
+    """What the announcement a correction corrects sent to this destination, if anything."""
+    if not plan.correction_of:
+        return None
+    found: Delivery | None = await session.scalar(
+        select(Delivery)
+        .where(
+            Delivery.draft_id == plan.correction_of,
+            Delivery.destination_id == delivery.destination_id,
+            Delivery.state == DeliveryState.SENT.value,
+        )
+        .order_by(Delivery.id.desc())
+        .limit(1)
+    )
+    return found
+
+
 async def _incident_severity(session: AsyncSession, delivery: Delivery) -> Severity:
     found = await session.execute(
         select(Incident.severity)
@@ -882,21 +1121,3 @@ async def _incident_severity(session: AsyncSession, delivery: Delivery) -> Sever
         .where(Draft.id == delivery.draft_id)
     )
     return Severity(found.scalar_one())
-
-
-async def _incident_first_delivery(
-    session: AsyncSession, *, draft: Draft, delivery: Delivery
-) -> Delivery | None:
-    """The first announcement of this incident already sent to this destination, if any."""
-    return await session.scalar(
-        select(Delivery)
-        .join(Draft, Draft.id == Delivery.draft_id)
-        .where(
-            Draft.incident_id == draft.incident_id,
-            Delivery.destination_id == delivery.destination_id,
-            Delivery.draft_id != draft.id,
-            Delivery.state == DeliveryState.SENT.value,
-        )
-        .order_by(Delivery.id)
-        .limit(1)
-    )

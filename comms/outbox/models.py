@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
@@ -53,6 +53,11 @@ class Delivery(Base):
     # How many times the outcome was unknown; > 0 flags a possible duplicate on Telegram.
     uncertain_count: Mapped[int] = mapped_column(Integer, default=0)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # A correction that edited the original's messages (rather than posting anew).
+    edited: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When the sent delivery was written to the Incident Log and the audit log (in batches,
+    # off the sending path; NULL while that is still to do).
+    recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_error: Mapped[str] = mapped_column(Text, default="")
     claimed_by: Mapped[str] = mapped_column(String(64), default="")
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -115,4 +120,3 @@ class PlatformPause(Base):
     platform: Mapped[str] = mapped_column(String(16), primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     reason: Mapped[str] = mapped_column(Text, default="")
-

@@ -37,7 +37,7 @@ class NotificationQueue:
     def __init__(self, publishers: Mapping[Platform, Publisher]) -> None:
         self.publishers = publishers
 
-    async def claim(self, work: Work, *, limit: int) -> list[Lease]:
+    async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
         now = utcnow()
         candidates = (
             select(Notification.id)
@@ -48,15 +48,14 @@ class NotificationQueue:
             .order_by(Notification.id)
             .limit(limit)
         )
-        async with work.db.transaction() as session:
-            return await NOTIFICATIONS.claim(
-                session,
-                candidates=candidates,
-                worker_id=work.worker_id,
-                now=now,
-                lease_seconds=work.config.lease_seconds,
-                postgres=work.postgres,
-            )
+        return await NOTIFICATIONS.claim(
+            session,
+            candidates=candidates,
+            worker_id=work.worker_id,
+            now=now,
+            lease_seconds=work.config.lease_seconds,
+            postgres=work.postgres,
+        )
 
     async def process(self, work: Work, lease: Lease) -> None:
         async with work.db.transaction() as session:

@@ -76,7 +76,11 @@ class SendResult:
 
 
 class ProgressCallback(Protocol):
-    async def __call__(self, message_ids: list[str]) -> None: ...
+    """Called after each accepted message with every id so far. ``last``: no other request of
+    this job follows, so the outbox may record the ids with the job's result instead of at once
+    (a crash in between leaves the same doubt as one just before recording them)."""
+
+    async def __call__(self, message_ids: list[str], *, last: bool = False) -> None: ...
 
 
 class Publisher(Protocol):

@@ -335,7 +335,7 @@ async def test_a_global_rate_limit_outlasting_the_timeout_does_not_stall_discord
     channel = str(info["discord_channels"]["general"])
     recorded: list[list[str]] = []
 
-    async def progress(ids: list[str]) -> None:
+    async def progress(ids: list[str], *, last: bool = False) -> None:
         recorded.append(ids)
 
     def job(delivery_id: int, text: str) -> SendJob:

@@ -36,6 +36,15 @@ def upgrade() -> None:
     # A notification a worker was sending under the old protocol kept its lease in
     # next_attempt_at: make it due again (an internal ping sent twice beats one never sent).
     op.execute("UPDATE notifications SET state = 'pending' WHERE state = 'sending'")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("edited", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+        batch_op.add_column(
+            sa.Column("recorded_at", comms.db.UTCDateTime(timezone=True), nullable=True)
+        )
+    # Deliveries sent before this release were recorded as they were sent.
+    op.execute("UPDATE deliveries SET recorded_at = sent_at WHERE state = 'sent'")
     op.create_table(
         "jobs",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -68,6 +77,9 @@ def downgrade() -> None:
     op.drop_table("platform_pauses")
     op.drop_index("ix_jobs_due", table_name="jobs")
     op.drop_table("jobs")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("recorded_at")
+        batch_op.drop_column("edited")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_column("updated_at")
         batch_op.drop_column("lease_until")
