@@ -14,7 +14,7 @@ from . import discord_state as ds
 from . import telegram_markup as markup
 from . import telegram_state as ts
 from .common import iso, json_response
-from .discord_api import DiscordError
+from .discord import DiscordError
 from .faults import FaultError
 from .telegram_api import TelegramError
 
@@ -184,7 +184,7 @@ class ControlAPI:
 
     async def reset(self, request: web.Request) -> Any:
         self.sb.reset()
-        await self.sb.discord.resync()
+        await self.sb.discord.gateway.resync()
         return {"ok": True}
 
     async def get_limits(self, request: web.Request) -> Any:
@@ -383,8 +383,8 @@ class ControlAPI:
             channel.archived = False
             channel.archive_timestamp = time.time()
         channel.last_post[user.id] = now
-        message = api.new_message(channel, user, content, reference=reference)
-        await api.announce(message)
+        message = api.messages.new_message(channel, user, content, reference=reference)
+        await api.gateway.announce(message)
         return json_response(self._d_message_view(message), 201)
 
     def _d_message(self, channel: ds.Channel, request: web.Request) -> ds.Message:
@@ -404,7 +404,7 @@ class ControlAPI:
             raise ControlError(403, "bot messages are edited through the Discord API")
         if not isinstance(content, str) or not content.strip() or len(content) > 2000:
             raise ControlError(400, "content must be 1-2000 characters")
-        await self.sb.discord.apply_edit(
+        await self.sb.discord.messages.apply_edit(
             message,
             channel,
             {"content": content},
@@ -416,7 +416,7 @@ class ControlAPI:
         """A member or a moderator deletes a message: MESSAGE_DELETE."""
         channel = self._d_chan(request)
         message = self._d_message(channel, request)
-        await self.sb.discord.remove_message(message, channel)
+        await self.sb.discord.messages.remove_message(message, channel)
         return {"ok": True}
 
     async def d_interaction(self, request: web.Request) -> Any:
@@ -441,7 +441,9 @@ class ControlAPI:
         candidates.sort(key=lambda c: c.guild_id is None)
         if not candidates:
             raise ControlError(404, f"the bot has not registered a /{name} command")
-        interaction = await self.sb.discord.run_command(user, channel, candidates[0], options)
+        interaction = await self.sb.discord.interactions.run_command(
+            user, channel, candidates[0], options
+        )
         return json_response(
             {"interaction_id": str(interaction.id), "token": interaction.token}, 201
         )
@@ -463,10 +465,10 @@ class ControlAPI:
         return result
 
     async def d_reconnect(self, request: web.Request) -> Any:
-        return {"sessions": await self.sb.discord.send_op(7)}
+        return {"sessions": await self.sb.discord.gateway.send_op(7)}
 
     async def d_invalidate(self, request: web.Request) -> Any:
-        return {"sessions": await self.sb.discord.send_op(9, False)}
+        return {"sessions": await self.sb.discord.gateway.send_op(9, False)}
 
     async def d_create_guild(self, request: web.Request) -> Any:
         data = await self.body(request)
@@ -483,7 +485,9 @@ class ControlAPI:
         guild.members[world.bot.id] = ds.Member(world.bot, [bot_role.id])
         guild.members[world.owner.id] = ds.Member(world.owner)
         world.guilds[guild.id] = guild
-        await self.sb.discord.dispatch("GUILD_CREATE", world.guild_create_json(guild), channel=None)
+        await self.sb.discord.gateway.dispatch(
+            "GUILD_CREATE", world.guild_create_json(guild), channel=None
+        )
         return json_response(
             {"id": str(guild.id), "name": guild.name, "bot_role_id": str(bot_role.id)}, 201
         )
@@ -522,7 +526,7 @@ class ControlAPI:
                 overwrites=overwrites,
             )
         )
-        await self.sb.discord.dispatch(
+        await self.sb.discord.gateway.dispatch(
             "CHANNEL_CREATE", world.channel_json(channel), channel=channel
         )
         return json_response(self._d_channel_view(channel), 201)

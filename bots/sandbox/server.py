@@ -18,7 +18,7 @@ from . import discord_state as ds
 from . import telegram_state as ts
 from .control import ControlAPI
 from .core import MAX_BODY_BYTES, SandboxCore
-from .discord_api import API_PREFIX, GATEWAY_PATH, DiscordAPI, DiscordError
+from .discord import API_PREFIX, GATEWAY_PATH, DiscordAPI, DiscordError
 from .discord_state import DiscordWorld
 from .limits import SandboxLimits
 from .telegram_api import TelegramAPI
@@ -64,8 +64,8 @@ class Sandbox:
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES + 1024 * 1024)
-        app.router.add_route("*", API_PREFIX + "{tail:(/.*)?}", self.discord.handle)
-        app.router.add_get(GATEWAY_PATH, self.discord.gateway)
+        app.router.add_route("*", API_PREFIX + "{tail:(/.*)?}", self.discord.router.handle)
+        app.router.add_get(GATEWAY_PATH, self.discord.gateway.websocket)
         app.router.add_route("*", "/bot{token}/{method}", self.telegram.handle)
         app.router.add_route("*", "/bot{tail:.*}", self.telegram.not_found)
         app.router.add_routes(self.control.routes())
@@ -77,7 +77,7 @@ class Sandbox:
         self.core.stopping.set()
         async with self.telegram_world.queue.changed:
             self.telegram_world.queue.changed.notify_all()
-        await self.discord.close_all()
+        await self.discord.gateway.close_all()
 
     async def start(self) -> Sandbox:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
