@@ -17,7 +17,17 @@ from fastapi.staticfiles import StaticFiles
 
 from approvals import errors
 from approvals.deps import guard
-from approvals.routes import account, admin, api, audit, dashboard, drafts, grants, incidents
+from approvals.routes import (
+    account,
+    admin,
+    api,
+    audit,
+    dashboard,
+    deliveries,
+    drafts,
+    grants,
+    incidents,
+)
 from approvals.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from approvals.state import PanelState
 from approvals.web import make_templates
@@ -60,7 +70,7 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (account, dashboard, incidents, drafts, grants, audit, admin):
+    for module in (account, dashboard, incidents, drafts, deliveries, grants, audit, admin):
         app.include_router(module.router)
     app.include_router(api.router)
 

@@ -1,14 +1,31 @@
-"""What an approver must see besides the preview: every link expanded, and the diff."""
+"""What an approver must see: the messages as the clients show them, every link expanded,
+the diff from the previous version, the approvals that count, and whether they may decide.
+
+``review_context`` builds the review page's context in one place, because every route that
+shows the page again (a refused approval, rejection, submit or withdrawal) must show the same
+facts as the page the person decided on.
+"""
 
 from __future__ import annotations
 
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
+from markupsafe import Markup
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from approvals import preview
 from approvals.preview import display_url
-from comms.drafts.plan import AnnouncementPlan
+from approvals.state import PanelState
+from comms.drafts import gate
+from comms.drafts import service as drafts
+from comms.drafts.models import Draft
+from comms.drafts.plan import AnnouncementPlan, PlannedDelivery
+from comms.enums import Role
+from comms.users.models import User
 
 _HREF = re.compile(r"""<a\s[^>]*href\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
 _MASKED = re.compile(r"\[([^\[\]\n]{1,500})\]\(\s*<?([^\s()<>]{1,2000})>?\s*\)")
@@ -114,3 +131,68 @@ def diff(old: AnnouncementPlan | None, new: AnnouncementPlan) -> list[DiffLine]:
         else:
             out.append(DiffLine("ctx", line[1:]))
     return out
+
+
+@dataclass(frozen=True)
+class Previewed:
+    """A planned delivery with its messages as the clients show them (for the templates)."""
+
+    item: PlannedDelivery
+    html: list[Markup]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.item, name)
+
+
+def previews(plan: AnnouncementPlan) -> list[Previewed]:
+    return [
+        Previewed(item, [preview.render(item.platform.value, m) for m in item.messages])
+        for item in plan.deliveries
+    ]
+
+
+async def review_context(
+    session: AsyncSession,
+    state: PanelState,
+    draft: Draft,
+    *,
+    user: User,
+    stepup_fresh: bool,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Everything ``drafts/get.html`` shows; ``extra`` carries what a refused form adds (the
+    step-up error, the reason typed)."""
+    previous = (
+        await drafts.get_version(session, draft_id=draft.id, version=draft.version - 1)
+        if draft.version > 1
+        else None
+    )
+    quorum = drafts.quorum(draft, settings=state.settings)
+    standing = {s.approval.id: s for s in quorum.standings}
+    plan = draft.plan
+    refusal = gate.may_approve(
+        draft, user, settings=state.settings, versions=await drafts.versions(session, draft=draft)
+    )
+    original = (
+        await drafts.require_draft(session, draft_id=draft.correction_of_id)
+        if draft.correction_of_id
+        else None
+    )
+    return {
+        "original": original,
+        "original_deliveries": previews(original.plan) if original else [],
+        "draft": draft,
+        "quorum": quorum,
+        "standing": standing,
+        "deliveries": previews(plan),
+        "plan": plan,
+        "links": links_in(plan, state.settings.official_domains),
+        "diff": diff(previous.plan if previous else None, plan),
+        "previous": previous,
+        "can_decide": refusal is None,
+        # Why a Decision Maker sees no approve button (e.g. they edited a version).
+        "refusal": refusal if user.has_role(Role.DECISION_MAKER) else None,
+        "stepup_fresh": stepup_fresh,
+        "stepup_minutes": state.settings.stepup_minutes,
+        **extra,
+    }

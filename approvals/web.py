@@ -137,3 +137,16 @@ def form_error(
 def redirect(url: str) -> Response:
     """Post/redirect/get: 303 so a reload never re-submits."""
     return RedirectResponse(url, status_code=303)
+
+
+def path_to(request: Request, name: str, /, **params: str | int) -> str:
+    """The path of a named route. A path, not ``url_for``'s absolute URL (built from the Host
+    header the client sent): Location headers and links stay relative, as they always were."""
+    return str(request.app.url_path_for(name, **params))
+
+
+def redirect_to(
+    request: Request, name: str, /, *, fragment: str = "", **params: str | int
+) -> Response:
+    """``redirect`` to a named route, so a moved path cannot leave a stale redirect behind."""
+    return redirect(path_to(request, name, **params) + (f"#{fragment}" if fragment else ""))

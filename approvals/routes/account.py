@@ -23,7 +23,7 @@ from approvals.security import (
     read_cookie,
     set_cookie,
 )
-from approvals.web import form_error, page, redirect
+from approvals.web import form_error, page, path_to, redirect, redirect_to
 from comms.auth import service as auth
 from comms.auth import sessions, totp
 from comms.auth.models import WebSession
@@ -71,7 +71,7 @@ def _remember_device(request: Request, response: Response, state: Panel, usernam
         )
 
 
-@router.get("/login")
+@router.get("/login", name="account:login")
 @allow(Gate.PUBLIC)
 async def login_form(request: Request, state: Panel, next: str = "/") -> Response:
     row = request.state.web_session
@@ -134,8 +134,8 @@ async def login(
     )
     target = {
         Stage.FULL: safe_next(next),
-        Stage.ENROL: "/account/2fa",
-        Stage.TOTP: f"/login/totp?next={safe_next(next)}",
+        Stage.ENROL: path_to(request, "account:2fa"),
+        Stage.TOTP: f"{path_to(request, 'account:totp')}?next={safe_next(next)}",
     }[stage]
     response = _start_session(request, redirect(target), state, raw)
     if stage is Stage.FULL:
@@ -143,7 +143,7 @@ async def login(
     return response
 
 
-@router.get("/login/totp")
+@router.get("/login/totp", name="account:totp")
 @allow(Gate.PENDING)
 async def totp_form(request: Request, session_row: CurrentSession, next: str = "/") -> Response:
     if session_row.stage == Stage.FULL.value:
@@ -195,12 +195,12 @@ async def logout(
     request: Request, session: DbSession, state: Panel, session_row: CurrentSession
 ) -> Response:
     await sessions.end(session, row=session_row)
-    response = redirect("/login")
+    response = redirect_to(request, "account:login")
     clear_cookie(response, request, state.settings, SESSION_COOKIE)
     return response
 
 
-@router.get("/account")
+@router.get("/account", name="account:get")
 @allow(Gate.SELF)
 async def account_page(
     request: Request,
@@ -251,7 +251,7 @@ async def change_password(
         ip=client_ip(request),
         user_agent=request.headers.get("user-agent", ""),
     )
-    return _start_session(request, redirect("/account"), state, raw)
+    return _start_session(request, redirect_to(request, "account:get"), state, raw)
 
 
 def _enrol_ctx(state: Panel, row: WebSession, **extra: object) -> dict[str, object]:
@@ -274,7 +274,7 @@ def _enrol_ctx(state: Panel, row: WebSession, **extra: object) -> dict[str, obje
     }
 
 
-@router.get("/account/2fa")
+@router.get("/account/2fa", name="account:2fa")
 @allow(Gate.ENROL)
 async def enrol_page(request: Request, state: Panel, session_row: CurrentSession) -> HTMLResponse:
     return page(request, "account/2fa.html", _enrol_ctx(state, session_row))
@@ -282,9 +282,11 @@ async def enrol_page(request: Request, state: Panel, session_row: CurrentSession
 
 @router.post("/account/2fa/start")
 @allow(Gate.ENROL)
-async def enrol_start(session: DbSession, state: Panel, session_row: CurrentSession) -> Response:
+async def enrol_start(
+    request: Request, session: DbSession, state: Panel, session_row: CurrentSession
+) -> Response:
     await totp.begin_enrolment(session, user=session_row.user, keys=state.keys)
-    return redirect("/account/2fa")
+    return redirect_to(request, "account:2fa")
 
 
 @router.post("/account/2fa/confirm")

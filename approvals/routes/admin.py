@@ -11,9 +11,9 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from approvals.deps import CurrentUser, DbSession, Panel
-from approvals.routes.drafts import FORM_LIMITS, parse_when
+from approvals.forms import FORM_LIMITS, parse_when
 from approvals.rules import allow
-from approvals.web import RowId, form_error, page, redirect
+from approvals.web import RowId, form_error, page, redirect_to
 from comms import flows
 from comms.audit import service as audit
 from comms.auth import sessions, throttle, tokens, totp
@@ -115,7 +115,7 @@ async def user_create(
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/list.html", ctx, exc) from exc
-    return redirect(f"/admin/users/{created.id}")
+    return redirect_to(request, "admin.users:get", user_id=created.id)
 
 
 async def _user_ctx(session: AsyncSession, user: User, **extra: Any) -> dict[str, Any]:
@@ -137,7 +137,7 @@ async def _user_ctx(session: AsyncSession, user: User, **extra: Any) -> dict[str
     }
 
 
-@router.get("/users/{user_id}")
+@router.get("/users/{user_id}", name="admin.users:get")
 @allow(Action.USER_MANAGE)
 async def user_get(request: Request, session: DbSession, target: TargetUser) -> HTMLResponse:
     return page(request, "admin/users/get.html", await _user_ctx(session, target))
@@ -160,7 +160,7 @@ async def user_roles(
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/get.html", ctx, exc) from exc
-    return redirect(f"/admin/users/{target.id}")
+    return redirect_to(request, "admin.users:get", user_id=target.id)
 
 
 @router.post("/users/{user_id}/active")
@@ -179,31 +179,37 @@ async def user_active(
         )
     except CommsError as exc:
         raise form_error(request, "admin/users/get.html", ctx, exc) from exc
-    return redirect(f"/admin/users/{target.id}")
+    return redirect_to(request, "admin.users:get", user_id=target.id)
 
 
 @router.post("/users/{user_id}/reset-2fa")
 @allow(Action.USER_MANAGE)
-async def user_reset_2fa(session: DbSession, actor: CurrentUser, target: TargetUser) -> Response:
+async def user_reset_2fa(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+) -> Response:
     await totp.reset(session, user=target, actor=actor)
-    return redirect(f"/admin/users/{target.id}")
+    return redirect_to(request, "admin.users:get", user_id=target.id)
 
 
 @router.post("/users/{user_id}/unlock")
 @allow(Action.USER_MANAGE)
-async def user_unlock(session: DbSession, actor: CurrentUser, target: TargetUser) -> Response:
+async def user_unlock(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+) -> Response:
     if await throttle.unlock(session, account=throttle.account_key(target.username)):
         await audit.record(
             session, actor=actor.username, action="auth.unlock", target=f"user:{target.username}"
         )
-    return redirect(f"/admin/users/{target.id}")
+    return redirect_to(request, "admin.users:get", user_id=target.id)
 
 
 @router.post("/users/{user_id}/end-sessions")
 @allow(Action.USER_MANAGE)
-async def user_end_sessions(session: DbSession, actor: CurrentUser, target: TargetUser) -> Response:
+async def user_end_sessions(
+    request: Request, session: DbSession, actor: CurrentUser, target: TargetUser
+) -> Response:
     await sessions.end_all(session, user=target, reason="ended by an admin", actor=actor.username)
-    return redirect(f"/admin/users/{target.id}")
+    return redirect_to(request, "admin.users:get", user_id=target.id)
 
 
 # --------------------------------------------------------------------------- destinations
@@ -221,7 +227,7 @@ async def _dest_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/destinations")
+@router.get("/destinations", name="admin.destinations:list")
 @allow(Action.DESTINATION_MANAGE)
 async def destination_list(request: Request, session: DbSession) -> HTMLResponse:
     return page(request, "admin/destinations/list.html", await _dest_ctx(session))
@@ -255,7 +261,7 @@ async def destination_create(request: Request, session: DbSession, actor: Curren
         )
     except CommsError as exc:
         raise form_error(request, "admin/destinations/list.html", ctx, exc) from exc
-    return redirect("/admin/destinations")
+    return redirect_to(request, "admin.destinations:list")
 
 
 @router.post("/destinations/{destination_id}/update")
@@ -280,7 +286,7 @@ async def destination_update(
         )
     except CommsError as exc:
         raise form_error(request, "admin/destinations/list.html", ctx, exc) from exc
-    return redirect("/admin/destinations")
+    return redirect_to(request, "admin.destinations:list")
 
 
 @router.post("/destinations/{destination_id}/compromised")
@@ -301,7 +307,7 @@ async def destination_compromised(
         )
     except CommsError as exc:
         raise form_error(request, "admin/destinations/list.html", ctx, exc) from exc
-    return redirect("/admin/destinations")
+    return redirect_to(request, "admin.destinations:list")
 
 
 # --------------------------------------------------------------------------------- tokens
@@ -317,7 +323,7 @@ async def _token_ctx(session: AsyncSession, **extra: Any) -> dict[str, Any]:
     }
 
 
-@router.get("/tokens")
+@router.get("/tokens", name="admin.tokens:list")
 @allow(Action.TOKEN_MANAGE)
 async def token_list(request: Request, session: DbSession) -> HTMLResponse:
     return page(request, "admin/tokens/list.html", await _token_ctx(session))
@@ -356,4 +362,4 @@ async def token_revoke(
     request: Request, session: DbSession, actor: CurrentUser, token_id: RowId
 ) -> Response:
     await tokens.revoke(session, token=await tokens.get(session, token_id=token_id), actor=actor)
-    return redirect("/admin/tokens")
+    return redirect_to(request, "admin.tokens:list")

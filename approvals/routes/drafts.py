@@ -1,4 +1,6 @@
-"""Drafts in the panel: the editor with a live preview, the approval view, deliveries.
+"""Drafts in the panel: the editor with a live preview, and the review page where they are
+approved, rejected, submitted or withdrawn. A draft's deliveries are in ``deliveries``; what the
+forms post is declared in ``approvals.forms``, what the review page shows in ``approvals.review``.
 
 The approve form carries the content hash of the version on screen; the service refuses if the
 draft changed since (409 with a clear message), so nobody approves bytes they did not see.
@@ -8,46 +10,48 @@ asks for the password or an authenticator code when it is older.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
-from markupsafe import Markup
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from approvals import preview, review
+from approvals import review
 from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel
+from approvals.forms import (
+    ApproveForm,
+    EditDraftForm,
+    EditorForm,
+    NewDraftForm,
+    PreviewForm,
+    RejectForm,
+    Submitted,
+    WithdrawForm,
+    posted_options,
+    stored_options,
+)
+from approvals.review import review_context
 from approvals.rules import allow
 from approvals.state import PanelState
 from approvals.stepup import is_fresh, step_up
-from approvals.web import OptionalRowQuery, RowId, form_error, page, problems_of, redirect
-from comms.db import ROW_ID_MAX
+from approvals.web import OptionalRowQuery, RowId, form_error, page, problems_of, redirect_to
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
-from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
 from comms.drafts.payload import DraftOptions, build_plan
-from comms.drafts.plan import AnnouncementPlan, PlannedDelivery
-from comms.enums import Role
-from comms.errors import CommsError, FieldProblem, InvalidInput
+from comms.errors import CommsError
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
-from comms.outbox import service as outbox
-from comms.outbox.links import message_links
 from comms.permissions import Action
 from comms.rendering import TemplateSpec, check_values, validate_values
-from comms.users.models import User
 
 router = APIRouter(include_in_schema=False)
-FORM_LIMITS = {"max_files": 0, "max_fields": 400, "max_part_size": 200_000}
 
 
 async def current_draft(session: DbSession, draft_id: RowId) -> Draft:
+    """The draft named in the path, or a 404 naming it (the deliveries pages use it too)."""
     return await drafts.require_draft(session, draft_id=draft_id)
 
 
@@ -59,71 +63,21 @@ CurrentDraft = Annotated[Draft, Depends(current_draft)]
 PathIncident = Annotated[Incident, Depends(path_incident)]
 
 
-# ------------------------------------------------------------------------- form handling
-
-
-def _text(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
-
-
-def _tri(value: str, field: str) -> bool | None:
-    if value in ("", "default"):
-        return None
-    if value in ("yes", "no"):
-        return value == "yes"
-    raise InvalidInput(FieldProblem(field, "choose default, yes or no"))
-
-
-def parse_when(value: str, field: str) -> datetime | None:
-    text = value.strip()
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" UTC", ""))
-    except ValueError:
-        raise InvalidInput(FieldProblem(field, "use YYYY-MM-DD HH:MM (UTC)")) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    if moment.utcoffset() != UTC.utcoffset(None):
-        raise InvalidInput(FieldProblem(field, "must be UTC"))
-    return moment
-
-
-def parse_options(form: FormData) -> DraftOptions:
-    problems: list[FieldProblem] = []
-    values: dict[str, Any] = {}
-    for name in ("pin", "silent"):
-        try:
-            values[name] = _tri(_text(form, f"options.{name}"), f"options.{name}")
-        except InvalidInput as exc:
-            problems += exc.problems
-    try:
-        values["publish_at"] = parse_when(_text(form, "options.publish_at"), "options.publish_at")
-    except InvalidInput as exc:
-        problems += exc.problems
-    if problems:
-        raise InvalidInput(problems)
-    return DraftOptions(
-        pin=values["pin"],
-        silent=values["silent"],
-        link_previews=_text(form, "options.link_previews") == "on",
-        publish_at=values["publish_at"],
-    )
-
-
-def form_values(form: FormData) -> dict[str, str]:
-    return {k[4:]: v for k, v in form.multi_items() if k.startswith("var.") and isinstance(v, str)}
-
-
-async def chosen_destinations(session: AsyncSession, form: FormData) -> list[Destination]:
-    names = [v for v in form.getlist("destinations") if isinstance(v, str)]
+async def chosen_destinations(session: AsyncSession, names: list[str]) -> list[Destination]:
+    """The ticked destinations; an unknown name is a 404 naming the field."""
     found = []
     for name in names[:50]:
         found.append(
             await destinations.require_destination(session, name=name, field="destinations")
         )
     return found
+
+
+async def corrected_draft(session: AsyncSession, draft_id: int | None) -> Draft | None:
+    """The announcement a new draft corrects (the editor's hidden ``correction_of``), if any."""
+    if draft_id is None:
+        return None
+    return await drafts.require_draft(session, draft_id=draft_id, field="correction_of")
 
 
 # ------------------------------------------------------------------------------- preview
@@ -207,27 +161,31 @@ async def _editor_ctx(
     }
 
 
-def _option_strings(form: FormData | None, draft: Draft | None = None) -> dict[str, str]:
-    if form is not None:
-        return {
-            k: _text(form, f"options.{k}") for k in ("pin", "silent", "publish_at", "link_previews")
-        }
-    if draft is not None:
-        opts = draft.options
+async def _posted_editor_ctx(
+    session: AsyncSession,
+    state: PanelState,
+    submitted: Submitted[EditorForm],
+    *,
+    incident: Incident,
+    spec: TemplateSpec | None,
+    draft: Draft | None = None,
+    correction_of: str = "",
+) -> dict[str, Any]:
+    """The editor as it was posted, to show again with a preview or the form's errors."""
+    return await _editor_ctx(
+        session,
+        state,
+        incident=incident,
+        spec=spec,
+        raw=submitted.raw(EditorForm.variables),
+        chosen=submitted.raw(EditorForm.destinations),
+        options=posted_options(submitted),
+        draft=draft,
+        correction_of=correction_of,
+    )
 
-        def tri(v: Any) -> str:
-            return "" if v is None else ("yes" if v else "no")
 
-        return {
-            "pin": tri(opts.get("pin")),
-            "silent": tri(opts.get("silent")),
-            "publish_at": (opts.get("publish_at") or "").replace("+00:00", ""),
-            "link_previews": "on" if opts.get("link_previews") else "",
-        }
-    return {"pin": "", "silent": "", "publish_at": "", "link_previews": ""}
-
-
-@router.get("/incidents/{key}/drafts/new")
+@router.get("/incidents/{key}/drafts/new", name="drafts:new")
 @allow(Action.DRAFT_WRITE)
 async def draft_new(
     request: Request,
@@ -259,55 +217,41 @@ async def draft_new(
             spec=spec,
             raw={},
             chosen=defaults,
-            options=_option_strings(None),
+            options=stored_options(None),
             correction_of=str(correction_of or ""),
         ),
     )
 
 
-async def corrected_draft(session: AsyncSession, form: FormData) -> Draft | None:
-    """The announcement a new draft corrects (the editor's hidden ``correction_of``), if any."""
-    value = _text(form, "correction_of").strip()
-    if not value:
-        return None
-    if not value.isdigit() or not 1 <= int(value) <= ROW_ID_MAX:
-        raise InvalidInput(FieldProblem("correction_of", "must be a draft id"))
-    return await drafts.require_draft(session, draft_id=int(value), field="correction_of")
-
-
-@router.post("/incidents/{key}/drafts")
+@router.post("/incidents/{key}/drafts", name="drafts:create")
 @allow(Action.DRAFT_WRITE)
 async def draft_create(
     request: Request, session: DbSession, state: Panel, user: CurrentUser, incident: PathIncident
 ) -> Response:
-    form = await request.form(**FORM_LIMITS)
-    name = _text(form, "template")[:64]
-    raw = form_values(form)
-    chosen_names = [v for v in form.getlist("destinations") if isinstance(v, str)]
+    submitted = await NewDraftForm.read(request)
+    name = submitted.raw(NewDraftForm.template)
     spec = drafts.registry_for(state.settings).get(name)
-    ctx = await _editor_ctx(
+    ctx = await _posted_editor_ctx(
         session,
         state,
+        submitted,
         incident=incident,
         spec=spec,
-        raw=raw,
-        chosen=chosen_names,
-        options=_option_strings(form),
-        correction_of=_text(form, "correction_of")[:12],
+        correction_of=submitted.raw(NewDraftForm.correction_of)[:12],
     )
     try:
-        options = parse_options(form)
-        chosen = await chosen_destinations(session, form)
-        original = await corrected_draft(session, form)
-        if _text(form, "action") == "preview":
+        form = submitted.valid()
+        chosen = await chosen_destinations(session, form.destinations)
+        original = await corrected_draft(session, form.correction_of)
+        if form.action == "preview":
             ctx["preview"] = await build_preview(
                 session,
                 state,
                 spec=spec,
                 incident=incident,
-                raw=raw,
+                raw=form.variables,
                 chosen=chosen,
-                options=options,
+                options=form.options,
                 correction_of=original.id if original else None,
             )
             return page(request, "drafts/edit.html", ctx)
@@ -315,30 +259,30 @@ async def draft_create(
             session,
             incident=incident,
             template=name,
-            variables=raw,
+            variables=form.variables,
             destinations=chosen,
             actor=user,
             settings=state.settings,
-            options=options,
+            options=form.options,
             correction_of=original,
         )
-        if _text(form, "action") == "submit":
+        if form.action == "submit":
             await drafts.submit(session, draft=created, actor=user, settings=state.settings)
     except CommsError as exc:
         raise form_error(request, "drafts/edit.html", ctx, exc) from exc
-    return redirect(f"/drafts/{created.id}")
+    return redirect_to(request, "drafts:get", draft_id=created.id)
 
 
-@router.post("/drafts/preview")
+@router.post("/drafts/preview", name="drafts:preview")
 @allow(Action.DRAFT_WRITE)
 async def draft_preview(request: Request, session: DbSession, state: Panel) -> HTMLResponse:
     """The live preview fragment (the editor's script posts the form here). Saves nothing."""
-    form = await request.form(**FORM_LIMITS)
-    incident = await incidents.require_incident(session, key=_text(form, "incident")[:32])
-    spec = drafts.registry_for(state.settings).get(_text(form, "template")[:64])
+    submitted = await PreviewForm.read(request)
+    incident = await incidents.require_incident(session, key=submitted.raw(PreviewForm.incident))
+    spec = drafts.registry_for(state.settings).get(submitted.raw(PreviewForm.template))
     try:
-        options = parse_options(form)
-        chosen = await chosen_destinations(session, form)
+        form = submitted.valid()
+        chosen = await chosen_destinations(session, form.destinations)
     except CommsError as exc:
         return page(
             request,
@@ -350,14 +294,14 @@ async def draft_preview(request: Request, session: DbSession, state: Panel) -> H
         state,
         spec=spec,
         incident=incident,
-        raw=form_values(form),
+        raw=form.variables,
         chosen=chosen,
-        options=options,
+        options=form.options,
     )
     return page(request, "drafts/_preview.html", {"preview": result})
 
 
-@router.get("/drafts/{draft_id}/edit")
+@router.get("/drafts/{draft_id}/edit", name="drafts:edit_form")
 @allow(Action.DRAFT_WRITE)
 async def draft_edit_form(
     request: Request, session: DbSession, state: Panel, draft: CurrentDraft
@@ -373,139 +317,59 @@ async def draft_edit_form(
             spec=spec,
             raw=dict(draft.variables),
             chosen=[d.name for d in draft.destinations],
-            options=_option_strings(None, draft),
+            options=stored_options(draft),
             draft=draft,
         ),
     )
 
 
-@router.post("/drafts/{draft_id}/edit")
+@router.post("/drafts/{draft_id}/edit", name="drafts:edit")
 @allow(Action.DRAFT_WRITE)
 async def draft_edit(
     request: Request, session: DbSession, state: Panel, user: CurrentUser, draft: CurrentDraft
 ) -> Response:
-    form = await request.form(**FORM_LIMITS)
+    submitted = await EditDraftForm.read(request)
     spec = drafts.registry_for(state.settings).get(draft.template)
-    raw = form_values(form)
-    chosen_names = [v for v in form.getlist("destinations") if isinstance(v, str)]
-    ctx = await _editor_ctx(
-        session,
-        state,
-        incident=draft.incident,
-        spec=spec,
-        raw=raw,
-        chosen=chosen_names,
-        options=_option_strings(form),
-        draft=draft,
+    ctx = await _posted_editor_ctx(
+        session, state, submitted, incident=draft.incident, spec=spec, draft=draft
     )
     try:
-        options = parse_options(form)
-        chosen = await chosen_destinations(session, form)
-        if _text(form, "action") == "preview":
+        form = submitted.valid()
+        chosen = await chosen_destinations(session, form.destinations)
+        if form.action == "preview":
             ctx["preview"] = await build_preview(
                 session,
                 state,
                 spec=spec,
                 incident=draft.incident,
-                raw=raw,
+                raw=form.variables,
                 chosen=chosen,
-                options=options,
+                options=form.options,
             )
             return page(request, "drafts/edit.html", ctx)
-        try:
-            expected = int(_text(form, "expected_version"))
-        except ValueError:
-            raise InvalidInput(FieldProblem("version", "missing; reload the page")) from None
+        assert form.expected_version is not None  # EditDraftForm.check refuses a save without
         edited = await drafts.edit(
             session,
             draft=draft,
             actor=user,
             settings=state.settings,
-            variables=raw,
+            variables=form.variables,
             replace_variables=True,
             destinations=chosen,
-            options=options,
-            expected_version=expected,
+            options=form.options,
+            expected_version=form.expected_version,
         )
-        if _text(form, "action") == "submit" and edited.status == DraftStatus.DRAFT.value:
+        if form.action == "submit" and edited.status == DraftStatus.DRAFT.value:
             await drafts.submit(session, draft=edited, actor=user, settings=state.settings)
     except CommsError as exc:
         raise form_error(request, "drafts/edit.html", ctx, exc) from exc
-    return redirect(f"/drafts/{draft.id}")
+    return redirect_to(request, "drafts:get", draft_id=draft.id)
 
 
 # ---------------------------------------------------------------------------- review page
 
 
-async def review_ctx(
-    session: AsyncSession,
-    state: PanelState,
-    draft: Draft,
-    *,
-    user: User,
-    stepup_fresh: bool,
-    **extra: Any,
-) -> dict[str, Any]:
-    previous = (
-        await drafts.get_version(session, draft_id=draft.id, version=draft.version - 1)
-        if draft.version > 1
-        else None
-    )
-    quorum = drafts.quorum(draft, settings=state.settings)
-    standing = {s.approval.id: s for s in quorum.standings}
-    plan = draft.plan
-    deliveries = _previews(plan)
-    refusal = gate.may_approve(
-        draft, user, settings=state.settings, versions=await drafts.versions(session, draft=draft)
-    )
-    original = (
-        await drafts.require_draft(session, draft_id=draft.correction_of_id)
-        if draft.correction_of_id
-        else None
-    )
-    return {
-        "original": original,
-        "original_deliveries": _previews(original.plan) if original else [],
-        "draft": draft,
-        "quorum": quorum,
-        "standing": standing,
-        "deliveries": deliveries,
-        "plan": plan,
-        "links": review.links_in(plan, state.settings.official_domains),
-        "diff": review.diff(previous.plan if previous else None, plan),
-        "previous": previous,
-        "can_decide": refusal is None,
-        # Why a Decision Maker sees no approve button (e.g. they edited a version).
-        "refusal": refusal if user.has_role(Role.DECISION_MAKER) else None,
-        "stepup_fresh": stepup_fresh,
-        "stepup_minutes": state.settings.stepup_minutes,
-        **extra,
-    }
-
-
-@dataclass(frozen=True)
-class Previewed:
-    """A planned delivery with its messages as the clients show them (for the templates)."""
-
-    item: PlannedDelivery
-    html: list[Markup]
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.item, name)
-
-
-def _previews(plan: AnnouncementPlan) -> list[Previewed]:
-    return [
-        Previewed(item, [preview.render(item.platform.value, m) for m in item.messages])
-        for item in plan.deliveries
-    ]
-
-
-def _fresh(state: PanelState, row: Any) -> bool:
-    return is_fresh(state, row)
-
-
-@router.get("/drafts")
+@router.get("/drafts", name="drafts:list")
 @allow(Action.READ)
 async def draft_list(request: Request, session: DbSession, status: str = "") -> HTMLResponse:
     statuses = {DraftStatus(status)} if status in {s.value for s in DraftStatus} else None
@@ -520,7 +384,7 @@ async def draft_list(request: Request, session: DbSession, status: str = "") -> 
     )
 
 
-@router.get("/drafts/{draft_id}")
+@router.get("/drafts/{draft_id}", name="drafts:get")
 @allow(Action.READ)
 async def draft_get(
     request: Request,
@@ -533,11 +397,13 @@ async def draft_get(
     return page(
         request,
         "drafts/get.html",
-        await review_ctx(session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)),
+        await review_context(
+            session, state, draft, user=user, stepup_fresh=is_fresh(state, session_row)
+        ),
     )
 
 
-@router.post("/drafts/{draft_id}/approve")
+@router.post("/drafts/{draft_id}/approve", name="drafts:approve")
 @allow(Action.DRAFT_APPROVE)
 async def draft_approve(
     request: Request,
@@ -547,44 +413,46 @@ async def draft_approve(
     session_row: CurrentSession,
     draft: CurrentDraft,
 ) -> Response:
-    form = await request.form(**FORM_LIMITS)
-    expected = _text(form, "expected_hash")
+    submitted = await ApproveForm.read(request)
     stepped = await step_up(
         request,
         session,
         state,
         user=user,
         row=session_row,
-        credential=_text(form, "credential"),
+        credential=submitted.raw(ApproveForm.credential),
         what="approve",
     )
     if not stepped.ok:
         # Returned, not raised: the failure's records (throttle, audit) commit.
-        ctx = await review_ctx(
+        ctx = await review_context(
             session, state, draft, user=user, stepup_fresh=False, stepup_error=stepped.message
         )
         return page(request, "drafts/get.html", ctx, status=stepped.status)
     response: Response
     try:
-        if not expected:
-            raise InvalidInput(FieldProblem("content_hash", "missing; reload the page"))
+        form = submitted.valid()  # after the step-up: its records stand whatever the form says
         # A savepoint: a refused approval rolls back alone, and the step-up just made (the
         # code it used up, the rotated session) is still committed with the request.
         async with session.begin_nested():
             await drafts.approve(
-                session, draft=draft, actor=user, settings=state.settings, expected_hash=expected
+                session,
+                draft=draft,
+                actor=user,
+                settings=state.settings,
+                expected_hash=form.expected_hash,
             )
     except CommsError as exc:
         current = await drafts.require_draft(session, draft_id=draft.id)
-        ctx = await review_ctx(session, state, current, user=user, stepup_fresh=True)
+        ctx = await review_context(session, state, current, user=user, stepup_fresh=True)
         refused = form_error(request, "drafts/get.html", ctx, exc)
         response = HTMLResponse(refused.body, status_code=refused.status)
     else:
-        response = redirect(f"/drafts/{draft.id}")
+        response = redirect_to(request, "drafts:get", draft_id=draft.id)
     return stepped.apply(request, response, state)
 
 
-@router.post("/drafts/{draft_id}/reject")
+@router.post("/drafts/{draft_id}/reject", name="drafts:reject")
 @allow(Action.DRAFT_APPROVE)
 async def draft_reject(
     request: Request,
@@ -594,30 +462,30 @@ async def draft_reject(
     session_row: CurrentSession,
     draft: CurrentDraft,
 ) -> Response:
-    form = await request.form(**FORM_LIMITS)
+    form = (await RejectForm.read(request)).valid()
     try:
         await drafts.reject(
             session,
             draft=draft,
             actor=user,
-            reason=_text(form, "reason"),
-            expected_hash=_text(form, "expected_hash") or None,
+            reason=form.reason,
+            expected_hash=form.expected_hash or None,
         )
     except CommsError as exc:
         current = await drafts.require_draft(session, draft_id=draft.id)
-        ctx = await review_ctx(
+        ctx = await review_context(
             session,
             state,
             current,
             user=user,
-            stepup_fresh=_fresh(state, session_row),
-            reject_reason=_text(form, "reason"),
+            stepup_fresh=is_fresh(state, session_row),
+            reject_reason=form.reason,
         )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
-    return redirect(f"/drafts/{draft.id}")
+    return redirect_to(request, "drafts:get", draft_id=draft.id)
 
 
-@router.post("/drafts/{draft_id}/submit")
+@router.post("/drafts/{draft_id}/submit", name="drafts:submit")
 @allow(Action.DRAFT_WRITE)
 async def draft_submit(
     request: Request,
@@ -630,14 +498,14 @@ async def draft_submit(
     try:
         await drafts.submit(session, draft=draft, actor=user, settings=state.settings)
     except CommsError as exc:
-        ctx = await review_ctx(
-            session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)
+        ctx = await review_context(
+            session, state, draft, user=user, stepup_fresh=is_fresh(state, session_row)
         )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
-    return redirect(f"/drafts/{draft.id}")
+    return redirect_to(request, "drafts:get", draft_id=draft.id)
 
 
-@router.post("/drafts/{draft_id}/withdraw")
+@router.post("/drafts/{draft_id}/withdraw", name="drafts:withdraw")
 @allow(Action.DRAFT_WRITE)
 async def draft_withdraw(
     request: Request,
@@ -647,130 +515,12 @@ async def draft_withdraw(
     session_row: CurrentSession,
     draft: CurrentDraft,
 ) -> Response:
-    form = await request.form(**FORM_LIMITS)
+    form = (await WithdrawForm.read(request)).valid()
     try:
-        await drafts.withdraw(session, draft=draft, actor=user, reason=_text(form, "reason"))
+        await drafts.withdraw(session, draft=draft, actor=user, reason=form.reason)
     except CommsError as exc:
-        ctx = await review_ctx(
-            session, state, draft, user=user, stepup_fresh=_fresh(state, session_row)
+        ctx = await review_context(
+            session, state, draft, user=user, stepup_fresh=is_fresh(state, session_row)
         )
         raise form_error(request, "drafts/get.html", ctx, exc) from exc
-    return redirect(f"/drafts/{draft.id}")
-
-
-DeliveryId = RowId
-
-
-async def _delivery_rows(
-    session: AsyncSession, state: PanelState, draft: Draft
-) -> list[dict[str, Any]]:
-    rows = []
-    for delivery in await outbox.for_draft(session, draft_id=draft.id):
-        rows.append(
-            {
-                "d": delivery,
-                "links": message_links(delivery, delivery.destination, state.settings),
-            }
-        )
-    return rows
-
-
-@router.get("/drafts/{draft_id}/deliveries")
-@allow(Action.READ)
-async def draft_deliveries(
-    request: Request, session: DbSession, state: Panel, draft: CurrentDraft
-) -> HTMLResponse:
-    """Each destination's state, live (the rows poll), with links and the actions a person has."""
-    return page(
-        request,
-        "deliveries/list.html",
-        {
-            "draft": draft,
-            "rows": await _delivery_rows(session, state, draft),
-            "poll_seconds": min(state.settings.panel_poll_seconds, 3),
-        },
-    )
-
-
-@router.get("/drafts/{draft_id}/deliveries/rows")
-@allow(Action.READ)
-async def draft_delivery_rows(
-    request: Request, session: DbSession, state: Panel, draft: CurrentDraft
-) -> HTMLResponse:
-    """The rows alone; the deliveries page polls this to show progress without reloading."""
-    return page(
-        request,
-        "deliveries/_rows.html",
-        {"draft": draft, "rows": await _delivery_rows(session, state, draft)},
-    )
-
-
-async def _delivery_action(
-    request: Request,
-    session: AsyncSession,
-    state: PanelState,
-    user: User,
-    delivery_id: int,
-    action: str,
-) -> Response:
-    delivery = await outbox.require_delivery(session, delivery_id=delivery_id)
-    form = await request.form(**FORM_LIMITS)
-    try:
-        if action == "retry":
-            await outbox.retry(session, delivery=delivery, actor=user)
-        else:
-            await outbox.resolve_uncertain(
-                session,
-                delivery=delivery,
-                actor=user,
-                resend=action == "resend",
-                note=_text(form, "note"),
-            )
-    except CommsError as exc:
-        draft = await drafts.require_draft(session, draft_id=delivery.draft_id)
-        ctx = {
-            "draft": draft,
-            "rows": await _delivery_rows(session, state, draft),
-            "poll_seconds": min(state.settings.panel_poll_seconds, 3),
-        }
-        raise form_error(request, "deliveries/list.html", ctx, exc) from exc
-    return redirect(f"/drafts/{delivery.draft_id}/deliveries")
-
-
-@router.post("/deliveries/{delivery_id}/retry")
-@allow(Action.DELIVERY_MANAGE)
-async def delivery_retry(
-    request: Request,
-    session: DbSession,
-    state: Panel,
-    user: CurrentUser,
-    delivery_id: DeliveryId,
-) -> Response:
-    """Send a failed delivery again: the same approved bytes, no new approval, audited."""
-    return await _delivery_action(request, session, state, user, delivery_id, "retry")
-
-
-@router.post("/deliveries/{delivery_id}/resend")
-@allow(Action.DELIVERY_MANAGE)
-async def delivery_resend(
-    request: Request,
-    session: DbSession,
-    state: Panel,
-    user: CurrentUser,
-    delivery_id: DeliveryId,
-) -> Response:
-    """Resend an uncertain delivery after checking the chat (it may already be there)."""
-    return await _delivery_action(request, session, state, user, delivery_id, "resend")
-
-
-@router.post("/deliveries/{delivery_id}/dismiss")
-@allow(Action.DELIVERY_MANAGE)
-async def delivery_dismiss(
-    request: Request,
-    session: DbSession,
-    state: Panel,
-    user: CurrentUser,
-    delivery_id: DeliveryId,
-) -> Response:
-    """Dismiss a failed, uncertain or held delivery (it arrived, or it is no longer wanted)."""
-    return await _delivery_action(request, session, state, user, delivery_id, "dismiss")
+    return redirect_to(request, "drafts:get", draft_id=draft.id)

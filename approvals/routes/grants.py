@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from approvals.deps import CurrentSession, CurrentUser, DbSession, Panel
-from approvals.routes.drafts import FORM_LIMITS
+from approvals.forms import FORM_LIMITS
 from approvals.rules import allow
 from approvals.state import PanelState
 from approvals.stepup import is_fresh, step_up
-from approvals.web import RowId, form_error, page, redirect
+from approvals.web import RowId, form_error, page, redirect_to
 from comms.drafts import gate
 from comms.errors import CommsError
 from comms.permissions import Action
@@ -55,7 +55,7 @@ async def _ctx(
     }
 
 
-@router.get("/role-grants")
+@router.get("/role-grants", name="grants:list")
 @allow(Action.READ)
 async def grant_list(
     request: Request,
@@ -102,7 +102,7 @@ async def grant_approve(
         )
         response = HTMLResponse(refused.body, status_code=refused.status)
     else:
-        response = redirect("/role-grants")
+        response = redirect_to(request, "grants:list")
     return stepped.apply(request, response, state)
 
 
@@ -130,7 +130,7 @@ async def grant_reject(
     except CommsError as exc:
         ctx = await _ctx(session, state, user, fresh=is_fresh(state, session_row))
         raise form_error(request, "grants/list.html", ctx, exc) from exc
-    return redirect("/role-grants")
+    return redirect_to(request, "grants:list")
 
 
 @router.post("/role-grants/{grant_id}/cancel")
@@ -156,4 +156,4 @@ async def grant_cancel(
     except CommsError as exc:
         ctx = await _ctx(session, state, user, fresh=is_fresh(state, session_row))
         raise form_error(request, "grants/list.html", ctx, exc) from exc
-    return redirect(f"/admin/users/{grant.user_id}")
+    return redirect_to(request, "admin.users:get", user_id=grant.user_id)

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from approvals.deps import CurrentUser, DbSession, Panel
 from approvals.rules import allow
-from approvals.web import form_error, page, redirect
+from approvals.web import form_error, page, redirect_to
 from comms import flows
 from comms.drafts import service as drafts
 from comms.enums import Role, Severity
@@ -79,7 +79,7 @@ async def incident_create(
         )
     except CommsError as exc:
         raise form_error(request, "incidents/new.html", _new_ctx(form=form), exc) from exc
-    return redirect(f"/incidents/{created.key}")
+    return redirect_to(request, "incidents:get", key=created.key)
 
 
 async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -> dict[str, Any]:
@@ -105,7 +105,7 @@ async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -
     }
 
 
-@router.get("/incidents/{key}")
+@router.get("/incidents/{key}", name="incidents:get")
 @allow(Action.READ)
 async def incident_get(
     request: Request, session: DbSession, incident: CurrentIncident
@@ -136,7 +136,7 @@ async def incident_severity(
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
-    return redirect(f"/incidents/{incident.key}")
+    return redirect_to(request, "incidents:get", key=incident.key)
 
 
 @router.post("/incidents/{key}/status")
@@ -160,7 +160,7 @@ async def incident_status(
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
-    return redirect(f"/incidents/{incident.key}")
+    return redirect_to(request, "incidents:get", key=incident.key)
 
 
 @router.post("/incidents/{key}/assign")
@@ -185,7 +185,7 @@ async def incident_assign(
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
-    return redirect(f"/incidents/{incident.key}")
+    return redirect_to(request, "incidents:get", key=incident.key)
 
 
 @router.post("/incidents/{key}/ack")
@@ -194,7 +194,7 @@ async def incident_ack(
     request: Request, session: DbSession, user: CurrentUser, incident: CurrentIncident
 ) -> Response:
     await incidents.acknowledge_leadership(session, incident=incident, actor=user)
-    return redirect(f"/incidents/{incident.key}")
+    return redirect_to(request, "incidents:get", key=incident.key)
 
 
 @router.post("/incidents/{key}/log")
@@ -235,7 +235,7 @@ async def incident_log(
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
-    return redirect(f"/incidents/{incident.key}#log")
+    return redirect_to(request, "incidents:get", key=incident.key, fragment="log")
 
 
 @router.get("/incidents/{key}/export.md")
