@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import platform as platform_module
+import re
 import secrets
 import sqlite3
 import statistics
@@ -43,7 +44,7 @@ from typing import Any
 import httpx
 from discord import http as discord_http
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from bots.publishers import build_publishers
@@ -55,7 +56,7 @@ from comms.drafts.payload import content_hash
 from comms.enums import Platform, Role, Severity
 from comms.incidents import service as incidents
 from comms.migrate import upgrade_async
-from comms.outbox.models import Delivery, DeliveryState
+from comms.outbox.models import DONE, NEEDS_PERSON, Delivery, DeliveryState, PlatformSender
 from comms.outbox.worker import Worker, WorkerConfig
 from comms.settings import Settings, TelegramUncertainPolicy, load_settings
 from comms.users import service as users
@@ -303,7 +304,9 @@ async def _make_targets(
     return [str(c) for c in channels], [int(c) for c in chats]
 
 
-def bench_settings(database_url: str, info: dict[str, Any], platform_timeout: float) -> Settings:
+def bench_settings(
+    database_url: str, info: dict[str, Any], platform_timeout: float, lease_seconds: float = 30.0
+) -> Settings:
     """The worker's settings as the recorded figures were measured (the production defaults then;
     since then the defaults retry up to 16 times with a 15-minute cap, which changes nothing
     before a delivery's 7th consecutive failure); every value that shapes the result set explicitly,
@@ -319,7 +322,7 @@ def bench_settings(database_url: str, info: dict[str, Any], platform_timeout: fl
         telegram_token=SecretStr(info["telegram_token"]),
         telegram_uncertain=TelegramUncertainPolicy.HOLD,
         platform_timeout_seconds=platform_timeout,
-        worker_lease_seconds=30.0,
+        worker_lease_seconds=lease_seconds,
         worker_poll_seconds=0.2,
         worker_max_attempts=10,
         worker_backoff_cap_seconds=60.0,
@@ -419,6 +422,12 @@ async def _audit_outcome(db: Database, control: Control, draft_id: int) -> dict[
             )
             for d in deliveries
         ]
+        # Why the deliveries that did not end sent ended where they did (first words).
+        why = Counter(
+            f"{d.state}: {re.sub(r'[0-9]+', 'N', d.last_error)[:90]}"
+            for d in deliveries
+            if d.state != DeliveryState.SENT.value
+        )
     lost: list[dict[str, Any]] = []
     duplicates: Counter[str] = Counter()
     uncertain: dict[str, Counter[str]] = {p.value: Counter() for p in Platform}
@@ -458,6 +467,7 @@ async def _audit_outcome(db: Database, control: Control, draft_id: int) -> dict[
             for p, c in uncertain.items()
         },
         "states": dict(states),
+        "not_sent_why": dict(why.most_common(10)),
         "attempts": attempts,
         "expected_messages": expected,
     }
@@ -474,13 +484,17 @@ async def run_once(
     settle_within: float = 600.0,
     request_log: Path | None = None,
     sandbox_mode: str = "process",
+    workers: int = 0,
+    kill_one: bool = False,
+    lease_seconds: float = 30.0,
 ) -> dict[str, Any]:
     """One fan-out on a fresh sandbox; ``database_url`` must name an empty database.
 
-    ``faults`` is a plan's name in ``FAULT_PLANS`` or the shares themselves.
+    ``faults`` is a plan's name in ``FAULT_PLANS`` or the shares themselves. ``workers`` 0 runs
+    the Worker in this process; N > 0 starts N ``comms worker`` processes (the real command),
+    and ``kill_one`` SIGKILLs one of them once half of the deliveries are sent.
     """
     plan = FAULT_PLANS[faults] if isinstance(faults, str) else tuple(faults)
-    discord_base = discord_http.Route.BASE  # the publisher repoints it; put it back after
     await upgrade_async(database_url)
     db = Database(database_url)
     try:
@@ -490,39 +504,13 @@ async def run_once(
         ):
             control = Control(client, info["control_url"])
             channels, chats = await _make_targets(control, info, discord=discord, telegram=telegram)
-            settings = bench_settings(database_url, info, platform_timeout)
+            settings = bench_settings(database_url, info, platform_timeout, lease_seconds)
             draft_id, approver_id = await _seed(db, settings, channels, chats)
-            publishers = build_publishers(settings)
-            for publisher in publishers.values():
-                await publisher.start()
-            try:
-                # Logging in used part of Discord's global bucket: let it refill so the bound's
-                # "every bucket full at t = 0" holds.
-                await asyncio.sleep(1.0 + 0.1)
-                for spec in fault_specs(plan, hang_seconds=platform_timeout + 5.0):
-                    await control.call("POST", "/faults", spec)
-                before = await control.call("GET", "/stats")
-                worker = Worker(
-                    database=db,
-                    settings=settings,
-                    publishers=publishers,
-                    config=WorkerConfig.from_settings(settings),
-                )
-                load_before = os.getloadavg()[0]  # other work on the machine skews a run
-                yardstick = calibration_ms()
-                started, cpu_started = time.perf_counter(), time.process_time()
-                await _approve(db, settings, draft_id, approver_id)
-                await worker.run_until_settled(within=settle_within)
-                wall = time.perf_counter() - started
-                cpu = time.process_time() - cpu_started
-                after = await control.call("GET", "/stats")
-                # A hung request is logged only when it ends, after the run: count faults from
-                # the rules themselves.
-                applied = _faults_applied(await control.call("GET", "/faults"))
-            finally:
-                for publisher in publishers.values():
-                    await publisher.close()
-                discord_http.Route.BASE = discord_base
+            run = Timed(db, settings, control, plan, draft_id, approver_id, settle_within)
+            if workers == 0:
+                measured = await run.in_process()
+            else:
+                measured = await run.in_processes(info, workers=workers, kill_one=kill_one)
             outcome = await _audit_outcome(db, control, draft_id)
     finally:
         await db.dispose()
@@ -532,7 +520,9 @@ async def run_once(
         discord=[expected[(Platform.DISCORD.value, c)] for c in channels],
         telegram=[(c, expected[(Platform.TELEGRAM.value, str(c))]) for c in chats],
     )
+    before, after = measured.stats_before, measured.stats_after
     d_stats, t_stats = _delta(before, after, "discord"), _delta(before, after, "telegram")
+    wall, cpu = measured.wall_seconds, measured.cpu_seconds
     return {
         "faults": faults if isinstance(faults, str) else "custom",
         "fault_plan": [dataclasses.asdict(share) for share in plan],
@@ -541,15 +531,18 @@ async def run_once(
             "discord": sum(expected[(Platform.DISCORD.value, c)] for c in channels),
             "telegram": sum(expected[(Platform.TELEGRAM.value, str(c))] for c in chats),
         },
+        "workers": measured.workers,
         "wall_seconds": round(wall, 3),
-        # CPU time of this process (worker, publishers, SQLite threads; the sandbox too with
-        # --sandbox loop) over the same span: close to wall_seconds means the run is bound by
-        # our own CPU.
+        # CPU time of the worker(s) (publishers and SQLite threads included; the sandbox too
+        # with --sandbox loop) over the same span: close to wall_seconds × processes means the
+        # run is bound by our own CPU.
         "cpu_seconds": round(cpu, 3),
         "cpu_ms_per_delivery": round(1000 * cpu / (discord + telegram), 2),
+        "cpu_seconds_per_1000_deliveries": round(1000 * cpu / (discord + telegram), 3),
         "sandbox": sandbox_mode,
-        "load_average_1m_before": round(load_before, 2),
-        "calibration_ms": yardstick,
+        "lease_seconds": lease_seconds,
+        "load_average_1m_before": round(measured.load_before, 2),
+        "calibration_ms": measured.calibration_ms,
         "bound_seconds": round(bound["overall"], 3),
         "bound_by_platform": {k: round(v, 3) for k, v in bound.items() if k != "overall"},
         "ratio": round(wall / bound["overall"], 3) if bound["overall"] > 0 else None,
@@ -564,10 +557,266 @@ async def run_once(
         "duplicates_by_platform": outcome["duplicates_by_platform"],
         "lost_detail": outcome["lost_detail"],
         "delivery_states": outcome["states"],
+        "not_sent_why": outcome["not_sent_why"],
         "delivery_attempts": outcome["attempts"],
-        "faults_applied": applied,
+        "faults_applied": measured.applied,
         "requests": {"discord": d_stats, "telegram": t_stats},
     }
+
+
+@dataclass
+class Measured:
+    """What one timed fan-out measured, however the workers ran."""
+
+    wall_seconds: float
+    cpu_seconds: float
+    stats_before: dict[str, Any]
+    stats_after: dict[str, Any]
+    applied: dict[str, dict[str, int]]
+    load_before: float
+    calibration_ms: float
+    workers: dict[str, Any]
+
+
+@dataclass
+class Timed:
+    """The timed part of a run: approve, then wait for the outbox to settle."""
+
+    db: Database
+    settings: Settings
+    control: Control
+    plan: Sequence[FaultShare]
+    draft_id: int
+    approver_id: int
+    settle_within: float
+
+    async def _arm(self) -> dict[str, Any]:
+        """Let the buckets refill, inject the faults, read the platforms' counters."""
+        # Logging in used part of Discord's global bucket: let it refill so the bound's
+        # "every bucket full at t = 0" holds.
+        await asyncio.sleep(1.0 + 0.1)
+        hang = self.settings.platform_timeout_seconds + 5.0
+        for spec in fault_specs(self.plan, hang_seconds=hang):
+            await self.control.call("POST", "/faults", spec)
+        before: dict[str, Any] = await self.control.call("GET", "/stats")
+        return before
+
+    async def _finish(self) -> tuple[dict[str, Any], dict[str, dict[str, int]]]:
+        after = await self.control.call("GET", "/stats")
+        # A hung request is logged only when it ends, after the run: count faults from the
+        # rules themselves.
+        return after, _faults_applied(await self.control.call("GET", "/faults"))
+
+    async def in_process(self) -> Measured:
+        """The Worker in this process, with its publishers: CPU is this process's."""
+        discord_base = discord_http.Route.BASE  # the publisher repoints it; put it back after
+        publishers = build_publishers(self.settings)
+        for publisher in publishers.values():
+            await publisher.start()
+        try:
+            before = await self._arm()
+            worker = Worker(
+                database=self.db,
+                settings=self.settings,
+                publishers=publishers,
+                config=WorkerConfig.from_settings(self.settings),
+            )
+            load_before = os.getloadavg()[0]  # other work on the machine skews a run
+            yardstick = calibration_ms()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            await _approve(self.db, self.settings, self.draft_id, self.approver_id)
+            await worker.run_until_settled(within=self.settle_within)
+            wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
+            after, applied = await self._finish()
+        finally:
+            for publisher in publishers.values():
+                await publisher.close()
+            discord_http.Route.BASE = discord_base
+        return Measured(wall, cpu, before, after, applied, load_before, yardstick, {"processes": 0})
+
+    async def in_processes(self, info: dict[str, Any], *, workers: int, kill_one: bool) -> Measured:
+        """``workers`` ``comms worker`` processes; CPU is theirs, read from /proc."""
+        env = worker_environment(self.settings, info)
+        fleet = [await WorkerProcess.start(env, index) for index in range(workers)]
+        killed: dict[str, Any] | None = None
+        try:
+            await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in fleet)), timeout=120)
+            before = await self._arm()
+            load_before = os.getloadavg()[0]
+            yardstick = calibration_ms()
+            for w in fleet:
+                w.mark()
+            started = time.perf_counter()
+            await _approve(self.db, self.settings, self.draft_id, self.approver_id)
+            total = await self._count("all")
+            deadline = started + self.settle_within
+            while True:
+                sent = await self._count("sent")
+                if kill_one and killed is None and sent * 2 >= total:
+                    # The worker sending for Telegram (the longer bound), not a standby.
+                    pid = await self._sender_pid(Platform.TELEGRAM)
+                    victim = next((w for w in fleet if w.process.pid == pid), fleet[0])
+                    victim.kill()
+                    killed = {
+                        "worker": victim.index,
+                        "was_sending_for": await self._roles_of(pid),
+                        "at_seconds": round(time.perf_counter() - started, 3),
+                        "sent_before_kill": sent,
+                    }
+                if await self._count("open") == 0:
+                    break
+                if time.perf_counter() > deadline:
+                    raise TimeoutError("the outbox did not settle in time")
+                await asyncio.sleep(0.05)
+            wall = time.perf_counter() - started
+            cpu_each = [w.cpu_since_mark() for w in fleet]
+            after, applied = await self._finish()
+        finally:
+            for w in fleet:
+                await w.stop()
+        return Measured(
+            wall,
+            sum(cpu_each),
+            before,
+            after,
+            applied,
+            load_before,
+            yardstick,
+            {
+                "processes": workers,
+                "cpu_seconds_each": [round(c, 3) for c in cpu_each],
+                "killed": killed,
+            },
+        )
+
+    async def _sender_pid(self, platform: Platform) -> int | None:
+        """The process id of the worker sending for ``platform`` (worker ids are
+        ``host:pid:random``)."""
+        async with self.db.transaction() as session:
+            holder = await session.scalar(
+                select(PlatformSender.worker_id).where(PlatformSender.platform == platform.value)
+            )
+        parts = (holder or "").split(":")
+        return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
+
+    async def _roles_of(self, pid: int | None) -> list[str]:
+        async with self.db.transaction() as session:
+            rows = (
+                await session.execute(select(PlatformSender.platform, PlatformSender.worker_id))
+            ).all()
+        return sorted(p for p, holder in rows if pid is not None and f":{pid}:" in holder)
+
+    async def _count(self, which: str) -> int:
+        """Deliveries of the draft: ``all``, ``sent``, or ``open`` (not yet in a final state, or
+        sent but not yet written to the Incident Log)."""
+        final = [s.value for s in DONE | NEEDS_PERSON]
+        query = select(func.count()).select_from(Delivery).where(Delivery.draft_id == self.draft_id)
+        if which == "sent":
+            query = query.where(Delivery.state == DeliveryState.SENT.value)
+        elif which == "open":
+            query = query.where(
+                (Delivery.state.not_in(final))
+                | ((Delivery.state == DeliveryState.SENT.value) & Delivery.recorded_at.is_(None))
+            )
+        async with self.db.transaction() as session:
+            return int(await session.scalar(query) or 0)
+
+
+def worker_environment(settings: Settings, info: dict[str, Any]) -> dict[str, str]:
+    """The environment of a ``comms worker`` process with ``settings``' values (no COMMS_*
+    variable of the shell leaks in)."""
+    quorum = ",".join(f"{s.value}={n}" for s, n in settings.approval_quorum.items())
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COMMS_")},
+        "COMMS_DATABASE_URL": settings.database_url,
+        "COMMS_PROTOCOL_NAME": settings.protocol_name,
+        "COMMS_OFFICIAL_DOMAINS": ",".join(settings.official_domains),
+        "COMMS_APPROVAL_QUORUM": quorum,
+        "COMMS_DISCORD_API_BASE": info["discord_api_base"],
+        "COMMS_DISCORD_TOKEN": info["discord_token"],
+        "COMMS_TELEGRAM_API_BASE": info["telegram_api_base"],
+        "COMMS_TELEGRAM_TOKEN": info["telegram_token"],
+        "COMMS_TELEGRAM_UNCERTAIN": settings.telegram_uncertain.value,
+        "COMMS_PLATFORM_TIMEOUT_SECONDS": str(settings.platform_timeout_seconds),
+        "COMMS_WORKER_LEASE_SECONDS": str(settings.worker_lease_seconds),
+        "COMMS_WORKER_POLL_SECONDS": str(settings.worker_poll_seconds),
+        "COMMS_WORKER_MAX_ATTEMPTS": str(settings.worker_max_attempts),
+        "COMMS_WORKER_BACKOFF_CAP_SECONDS": str(settings.worker_backoff_cap_seconds),
+        "COMMS_LOG_LEVEL": "INFO",  # the runner's "starting" line says the worker is ready
+    }
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class WorkerProcess:
+    """One ``comms worker`` process, ready once its runner logs that it is starting."""
+
+    index: int
+    process: asyncio.subprocess.Process
+    ready: asyncio.Event
+    reader: asyncio.Task[None] | None = None
+    cpu_at_mark: float = 0.0
+    cpu_at_end: float | None = None
+    log: list[str] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    async def start(cls, env: dict[str, str], index: int) -> WorkerProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "comms",
+            "worker",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        worker = cls(index, process, asyncio.Event())
+        worker.reader = asyncio.create_task(worker._read())
+        return worker
+
+    async def _read(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            self.log.append(line.decode(errors="replace").rstrip())
+            if b"starting" in line:
+                self.ready.set()
+
+    def cpu(self) -> float:
+        """User + system CPU seconds of the process so far (/proc/<pid>/stat)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except FileNotFoundError:
+            tail = "\n".join(self.log[-40:])
+            raise RuntimeError(f"worker {self.index} ended on its own; its log:\n{tail}") from None
+        fields = stat.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def mark(self) -> None:
+        self.cpu_at_mark = self.cpu()
+
+    def cpu_since_mark(self) -> float:
+        end = self.cpu_at_end if self.cpu_at_end is not None else self.cpu()
+        return end - self.cpu_at_mark
+
+    def kill(self) -> None:
+        self.cpu_at_end = self.cpu()
+        self.process.kill()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=20)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        if self.reader is not None:
+            await self.reader
 
 
 # ---------------------------------------------------------------------------------- the baseline
@@ -865,6 +1114,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     seed=args.seed + index,
                     platform_timeout=args.platform_timeout,
                     sandbox_mode=args.sandbox,
+                    workers=args.workers,
+                    kill_one=args.kill_one,
+                    lease_seconds=args.lease_seconds,
                 )
             result["run"] = index + 1
             runs.append(result)
@@ -872,7 +1124,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 f"[fanout] {label}: wall {result['wall_seconds']:.3f} s, bound "
                 f"{result['bound_seconds']:.3f} s, ratio {result['ratio']}, lost "
                 f"{result['lost']}, duplicates {result['duplicates']}, uncertain "
-                f"{result['uncertain']}",
+                f"{result['uncertain']}, cpu {result['cpu_seconds']:.3f} s, workers "
+                f"{result['workers']}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -958,6 +1211,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also run the hand-written loop (same libraries, no database) on a fresh sandbox, "
         "and print both side by side (default: on)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="0 (the default): the Worker in this process; N: N `comms worker` processes, "
+        "their CPU read from /proc",
+    )
+    parser.add_argument(
+        "--kill-one",
+        action="store_true",
+        help="with --workers: SIGKILL one worker process once half of the deliveries are sent",
+    )
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="COMMS_WORKER_LEASE_SECONDS: how soon a dead worker's claims are taken over (30)",
+    )
     parser.add_argument("--serve-sandbox", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--request-log", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -965,6 +1236,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("need at least one destination")
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    if args.kill_one and args.workers < 2:
+        parser.error("--kill-one needs --workers 2 or more (someone must take over)")
     return args
 
 

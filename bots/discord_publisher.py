@@ -18,7 +18,14 @@ import discord
 from aiolimiter import AsyncLimiter
 
 from comms.enums import Platform
-from comms.outbox.ports import Outcome, ProgressCallback, PublishError, SendJob, SendResult
+from comms.outbox.ports import (
+    Outcome,
+    ProgressCallback,
+    PublishError,
+    SendJob,
+    SendResult,
+    WireCallback,
+)
 
 log = logging.getLogger("comms.discord")
 T = TypeVar("T")
@@ -182,7 +189,11 @@ class DiscordPublisher:
             )
         return discord.AllowedMentions.none()
 
-    async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
+    async def send(
+        self, job: SendJob, progress: ProgressCallback, on_wire: WireCallback | None = None
+    ) -> SendResult:
+        """``on_wire`` is not needed: every create carries its nonce, so a retry of a message
+        that did go out returns it instead of posting it again."""
         if not self._started:
             await self.start()
         if job.edit_ids:

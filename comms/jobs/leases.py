@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, update
+from sqlalchemy import ColumnElement, Select, and_, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 _FENCED: dict[tuple[Any, tuple[str, ...]], Any] = {}  # prepared fenced UPDATEs
@@ -176,6 +176,28 @@ class LeasedTable:
             model.state == self.held,
             model.lease_until < now,
             ~and_(model.claimed_by == worker_id, model.id.in_(list(alive))),
+        )
+
+    def lock_expired(self, *, now: datetime, worker_id: str, alive: Iterable[int]) -> Select[Any]:
+        """The expired rows, locked for recovery, skipping any another transaction has locked
+        (PostgreSQL; SQLite ignores the clause): a plain FOR UPDATE let two recovering workers
+        wait on each other's rows until PostgreSQL broke the deadlock by failing one. A row
+        skipped now is looked at again on the next recovery."""
+        model = self.model
+        return (
+            select(model)
+            .where(self.expired(now=now, worker_id=worker_id, alive=alive))
+            .order_by(model.id)
+            .with_for_update(skip_locked=True, of=model)
+        )
+
+    def expired_ids(self, *, now: datetime, worker_id: str, alive: Iterable[int]) -> Select[Any]:
+        """``lock_expired``'s ids, for an ``UPDATE ... WHERE id IN (...)``."""
+        model = self.model
+        return (
+            select(model.id)
+            .where(self.expired(now=now, worker_id=worker_id, alive=alive))
+            .with_for_update(skip_locked=True)
         )
 
 

@@ -89,7 +89,17 @@ class Queue(Protocol):
 
     async def recover(self, work: Work) -> int: ...
 
-    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+    async def keep(self, work: Work, session: AsyncSession) -> None:
+        """Renew whatever else the queue holds under a lease (with the rows' leases)."""
+        ...
+
+    async def release(self, work: Work) -> None:
+        """The worker is stopping: give up what ``keep`` renews."""
+        ...
+
+    async def next_due(
+        self, work: Work, session: AsyncSession, *, now: datetime
+    ) -> datetime | None:
         """When the earliest row this worker could claim is due (for ``run_until_settled``)."""
         ...
 
@@ -123,28 +133,48 @@ class Runner:
         """Work until ``stop`` is set, then let the tasks in flight finish."""
         log.info("worker %s starting", self.worker_id)
         renewer = asyncio.create_task(self._renew_leases(stop))
+        failures = 0
         try:
             while not stop.is_set():
-                await self._recover_now_and_then()
-                busy = await self.dispatch()
+                try:
+                    await self._recover_now_and_then()
+                    busy = await self.dispatch()
+                except Exception:
+                    # A deadlock, a dropped connection, a database restarting: the rows stay
+                    # where they were (the transaction rolled back), so the next turn simply
+                    # tries again. Ending the process instead would strand its leases.
+                    failures += 1
+                    log.exception(
+                        "worker %s: a turn failed (%d in a row)", self.worker_id, failures
+                    )
+                    await self._idle(stop, min(self.config.poll_interval * 2**failures, 5.0))
+                    continue
+                failures = 0
                 if not busy:
                     await self._idle(stop)
         finally:
             renewer.cancel()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.config.lease_seconds)
+            for queue in self.queues:
+                try:
+                    await queue.release(self.work)
+                except Exception:  # what it held lapses with its lease instead
+                    log.exception("%s: could not release on stop", queue.name)
             log.info("worker %s stopped", self.worker_id)
 
     def wake(self) -> None:
         """Look for work now instead of at the next poll (e.g. right after an approval)."""
         self._wake.set()
 
-    async def _idle(self, stop: asyncio.Event) -> None:
+    async def _idle(self, stop: asyncio.Event, seconds: float | None = None) -> None:
         self._wake.clear()
         waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
         try:
             await asyncio.wait(
-                waiters, timeout=self.config.poll_interval, return_when=asyncio.FIRST_COMPLETED
+                waiters,
+                timeout=self.config.poll_interval if seconds is None else seconds,
+                return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             for waiter in waiters:
@@ -241,7 +271,7 @@ class Runner:
     async def _seconds_until_next_due(self) -> float | None:
         now = utcnow()
         async with self.work.db.transaction() as session:
-            dues = [await q.next_due(session, now=now) for q in self.queues]
+            dues = [await q.next_due(self.work, session, now=now) for q in self.queues]
         found = [t for t in dues if t is not None]
         if not found:
             return None
@@ -252,11 +282,10 @@ class Runner:
         while not stop.is_set():
             await asyncio.sleep(interval)
             held = {q.name: list(self.work.alive(q.name).values()) for q in self.queues}
-            if not any(held.values()):
-                continue
             try:
                 async with self.work.db.transaction() as session:
                     for queue in self.queues:
+                        await queue.keep(self.work, session)
                         await queue.table.renew(
                             session,
                             leases=held[queue.name],

@@ -153,7 +153,13 @@ class JobQueue:
         async with work.db.transaction() as session:
             result = await session.execute(
                 update(Job)
-                .where(JOBS.expired(now=now, worker_id=work.worker_id, alive=work.alive(self.name)))
+                .where(
+                    Job.id.in_(
+                        JOBS.expired_ids(
+                            now=now, worker_id=work.worker_id, alive=work.alive(self.name)
+                        )
+                    )
+                )
                 .values(
                     state=JobState.PENDING.value,
                     claimed_by="",
@@ -166,7 +172,15 @@ class JobQueue:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+    async def keep(self, work: Work, session: AsyncSession) -> None:
+        return None  # nothing beyond the rows' leases
+
+    async def release(self, work: Work) -> None:
+        return None
+
+    async def next_due(
+        self, work: Work, session: AsyncSession, *, now: datetime
+    ) -> datetime | None:
         """Jobs due now, or running elsewhere. A job due later (a reminder tomorrow, the next
         check of a paused platform) does not keep the queues from being settled."""
         if not self.handlers:

@@ -6,10 +6,13 @@ Crash safety comes from the order of writes:
 1. claim: ``pending|retrying`` → ``sending`` with a lease and ``attempts + 1`` (committed);
 2. pre-send check, under a share lock on the draft: the frozen version still hashes to the
    approved hash, the draft still holds that hash, the quorum still counts
-   (``comms.drafts.gate.may_send``); ``inflight_index`` marks the message about to go out
-   (committed);
+   (``comms.drafts.gate.may_send``); on Discord ``inflight_index`` marks the message about
+   to go out (committed); on Telegram it is marked just before the request leaves, once the
+   rate limits have let it go (``Publisher.send``'s ``on_wire``), so the deliveries waiting
+   their turn are never in doubt;
 3. each accepted message's id is committed at once (``inflight_index`` moves on);
-4. done: ``sent`` with the ids, an Incident Log entry and an audit event (committed).
+4. done: ``sent`` with the ids (committed); the Incident Log entry and the audit event follow
+   in batches (``record_sent``).
 
 Every write after the claim is fenced by the lease (``comms.jobs.leases``): a worker whose
 lease ran out writes nothing, and stops sending. A worker killed anywhere leaves ``sending``
@@ -40,7 +43,9 @@ from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, select, update
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, joinedload, raiseload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -61,7 +66,7 @@ from comms.jobs.runner import Work
 from comms.jobs.scheduled import JobRun, RetryLater, schedule
 from comms.outbox import notify
 from comms.outbox import service as outbox
-from comms.outbox.models import Delivery, DeliveryState, PlatformPause
+from comms.outbox.models import Delivery, DeliveryState, PlatformPause, PlatformSender
 from comms.outbox.ports import Outcome, Publisher, PublishError, SendJob, SendResult
 from comms.settings import Settings, TelegramUncertainPolicy
 from comms.users.models import User
@@ -151,6 +156,9 @@ class DeliveryQueue:
         # first announcement already sent to that destination.
         self._claimed: dict[int, Delivery] = {}
         self._earlier: dict[int, _Earlier] = {}
+        # The platforms this worker sends for, and until when (``hold_senders``).
+        self._sending: dict[str, datetime] = {}
+        self._rows_exist = False
 
     # ------------------------------------------------------------------ claiming
 
@@ -164,6 +172,7 @@ class DeliveryQueue:
         """
         await self.record_sent(work, session)
         now = utcnow()
+        senders = await self.hold_senders(work, session, now=now)
         paused = await paused_platforms(session)
         query = (
             select(Delivery.id)
@@ -181,7 +190,7 @@ class DeliveryQueue:
         queues = [
             list((await session.scalars(query.where(Destination.platform == p.value))).all())
             for p in Platform
-            if p.value not in paused
+            if p.value in senders and p.value not in paused
         ]
         ids = [i for turn in zip_longest(*queues) for i in turn if i is not None][:limit]
         leases = await DELIVERIES.take(
@@ -215,6 +224,104 @@ class DeliveryQueue:
                 )
             await self._read_claimed(session, [lease.id for lease in leases])
         return leases
+
+    async def hold_senders(self, work: Work, session: AsyncSession, *, now: datetime) -> set[str]:
+        """Renew or take the sender role of each platform this worker has a publisher for; the
+        platforms it sends for now (with those nobody can send for, ``_orphans``).
+
+        A role is renewed once a third of its lease has gone, and taken when free (never held,
+        given up on stopping) or when its holder's lease ran out: a standby worker takes over a
+        dead sender's platforms within one lease. On PostgreSQL the conditional update waits
+        only on a row its holder is renewing, which then no longer matches.
+        """
+        lease = timedelta(seconds=work.config.lease_seconds)
+        fresh = {p for p, held in self._sending.items() if held - now > lease * 2 / 3}
+        wanted = [p.value for p in self.publishers if p.value not in fresh]
+        if wanted:
+            until = now + lease
+            claim = (
+                update(PlatformSender)
+                .where(
+                    PlatformSender.platform.in_(wanted),
+                    or_(
+                        PlatformSender.worker_id == work.worker_id,
+                        PlatformSender.lease_until.is_(None),
+                        PlatformSender.lease_until <= now,
+                    ),
+                )
+                .values(worker_id=work.worker_id, lease_until=until)
+                .returning(PlatformSender.platform)
+                .execution_options(synchronize_session=False)
+            )
+            taken = set((await session.scalars(claim)).all())
+            if len(taken) < len(wanted) and not self._rows_exist:
+                # A platform nobody has sent for yet has no row: add it, free, and try again.
+                insert = pg_insert if work.postgres else sqlite_insert
+                await session.execute(
+                    insert(PlatformSender)
+                    .values([{"platform": p, "worker_id": "", "lease_until": None} for p in wanted])
+                    .on_conflict_do_nothing(index_elements=["platform"])
+                )
+                self._rows_exist = True
+                taken = set((await session.scalars(claim)).all())
+            for platform in wanted:
+                if platform in taken:
+                    self._sending[platform] = until
+                else:  # another worker sends for it (or took it over while we were away)
+                    self._sending.pop(platform, None)
+        held = {p for p, until in self._sending.items() if until > now}
+        return held | await self._orphans(session, now=now)
+
+    async def _orphans(self, session: AsyncSession, *, now: datetime) -> set[str]:
+        """Platforms this worker has no publisher for and no live worker sends for: their
+        deliveries are claimed here to fail with a clear "no publisher is configured" rather
+        than wait unseen."""
+        missing = [p.value for p in Platform if p not in self.publishers]
+        if not missing:
+            return set()
+        live = set(
+            (
+                await session.scalars(
+                    select(PlatformSender.platform).where(
+                        PlatformSender.platform.in_(missing),
+                        PlatformSender.worker_id != "",
+                        PlatformSender.lease_until > now,
+                    )
+                )
+            ).all()
+        )
+        return set(missing) - live
+
+    async def _may_send(self, work: Work, session: AsyncSession, *, now: datetime) -> set[str]:
+        """The platforms whose deliveries this worker could claim now (read only)."""
+        elsewhere = set(
+            (
+                await session.scalars(
+                    select(PlatformSender.platform).where(
+                        PlatformSender.worker_id.notin_(["", work.worker_id]),
+                        PlatformSender.lease_until > now,
+                    )
+                )
+            ).all()
+        )
+        return {p.value for p in Platform} - elsewhere
+
+    async def keep(self, work: Work, session: AsyncSession) -> None:
+        """Renew the sender roles while this worker is too busy to claim."""
+        await self.hold_senders(work, session, now=utcnow())
+
+    async def release(self, work: Work) -> None:
+        """Stopping: hand the sender roles over now rather than when their lease runs out."""
+        if not self._sending:
+            return
+        async with work.db.transaction() as session:
+            await session.execute(
+                update(PlatformSender)
+                .where(PlatformSender.worker_id == work.worker_id)
+                .values(worker_id="", lease_until=utcnow())  # free from now
+                .execution_options(synchronize_session=False)
+            )
+        self._sending.clear()
 
     async def _read_claimed(self, session: AsyncSession, ids: list[int]) -> None:
         """Read the claimed rows with their destinations, and each one's earlier announcement
@@ -277,7 +384,9 @@ class DeliveryQueue:
                     message_ids=tuple(first[3] or ()), thread_id=first[4] or ""
                 )
 
-    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+    async def next_due(
+        self, work: Work, session: AsyncSession, *, now: datetime
+    ) -> datetime | None:
         if await session.scalar(
             select(Delivery.id)
             .where(Delivery.state == DeliveryState.SENT.value, Delivery.recorded_at.is_(None))
@@ -285,13 +394,15 @@ class DeliveryQueue:
         ):
             return now  # sent, still to be recorded
         paused = await paused_platforms(session)
+        # A platform another live worker sends for is that worker's business.
+        platforms = await self._may_send(work, session, now=now) - paused
         waiting = await session.scalar(
             select(func.min(Delivery.next_attempt_at))
             .join(Destination, Destination.id == Delivery.destination_id)
             .where(
                 Delivery.state.in_(CLAIMABLE),
                 ~held_back(now),
-                Destination.platform.notin_(paused),
+                Destination.platform.in_(platforms),
             )
         )
         sending = await session.scalar(
@@ -309,13 +420,9 @@ class DeliveryQueue:
             stale = list(
                 (
                     await session.scalars(
-                        select(Delivery)
-                        .where(
-                            DELIVERIES.expired(
-                                now=now, worker_id=work.worker_id, alive=work.alive(self.name)
-                            )
+                        DELIVERIES.lock_expired(
+                            now=now, worker_id=work.worker_id, alive=work.alive(self.name)
                         )
-                        .with_for_update()
                     )
                 ).all()
             )
@@ -410,10 +517,13 @@ class DeliveryQueue:
 
         async def progress(message_ids: list[str], *, last: bool = False) -> None:
             if not last:  # the last ids are recorded with the result, in one write
-                await self._record_progress(work, lease, message_ids, len(job.messages))
+                await self._record_progress(work, lease, job, message_ids)
+
+        async def on_wire(index: int) -> None:
+            await self._mark_inflight(work, lease, index)
 
         try:
-            result = await publisher.send(job, progress)
+            result = await publisher.send(job, progress, on_wire)
         except LeaseLost:
             log.warning("delivery %s: lease lost mid-send; stopped", lease.id)
             return
@@ -486,6 +596,8 @@ class DeliveryQueue:
                     [],
                 )
                 return None
+            if job.platform not in IDEMPOTENT:
+                return job  # marked in flight when the request leaves (``_mark_inflight``)
             marked = await DELIVERIES.write(
                 session,
                 lease,
@@ -627,16 +739,34 @@ class DeliveryQueue:
         await _settle(session, draft_id=delivery.draft_id)
 
     async def _record_progress(
-        self, work: Work, lease: Lease, message_ids: list[str], total: int
+        self, work: Work, lease: Lease, job: SendJob, message_ids: list[str]
     ) -> None:
+        more = len(message_ids) < len(job.messages)
+        # Discord: the next message is on its way (its nonce makes a retry safe either way);
+        # Telegram: nothing is in flight until ``_mark_inflight`` says the next one leaves.
+        inflight = len(message_ids) if more and job.platform in IDEMPOTENT else None
+
         async def unit(session: AsyncSession) -> bool:
             return await DELIVERIES.write(
                 session,
                 lease,
                 work.worker_id,
                 platform_message_ids=list(message_ids),
-                inflight_index=len(message_ids) if len(message_ids) < total else None,
+                inflight_index=inflight,
                 updated_at=utcnow(),
+            )
+
+        if not await work.commits.run(unit, urgent=True):
+            raise LeaseLost(f"delivery {lease.id}")
+
+    async def _mark_inflight(self, work: Work, lease: Lease, index: int) -> None:
+        """Message ``index`` is leaving now (the platform's limits have let it go): from here
+        until its id is recorded, a crash leaves it in doubt. Fenced, so a worker that lost the
+        lease while it waited its turn sends nothing."""
+
+        async def unit(session: AsyncSession) -> bool:
+            return await DELIVERIES.write(
+                session, lease, work.worker_id, inflight_index=index, updated_at=utcnow()
             )
 
         if not await work.commits.run(unit, urgent=True):

@@ -120,3 +120,19 @@ class PlatformPause(Base):
     platform: Mapped[str] = mapped_column(String(16), primary_key=True)
     since: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class PlatformSender(Base):
+    """The worker that sends for a platform's bot, under a lease like a delivery's.
+
+    The platforms' rate limits are per bot, and each worker process paces itself: two processes
+    sending for one bot each believed they had the whole budget, and a fan-out with three
+    workers drew thousands of 429s and ran 2-2.6 times its bound. One process sends per platform;
+    the others stand by (and do every other kind of work) and one takes over within a lease when
+    the sender stops or dies."""
+
+    __tablename__ = "platform_senders"
+
+    platform: Mapped[str] = mapped_column(String(16), primary_key=True)
+    worker_id: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -113,8 +113,10 @@ class NotificationQueue:
             result = await session.execute(
                 update(Notification)
                 .where(
-                    NOTIFICATIONS.expired(
-                        now=now, worker_id=work.worker_id, alive=work.alive(self.name)
+                    Notification.id.in_(
+                        NOTIFICATIONS.expired_ids(
+                            now=now, worker_id=work.worker_id, alive=work.alive(self.name)
+                        )
                     )
                 )
                 .values(
@@ -128,7 +130,15 @@ class NotificationQueue:
             )
         return int(getattr(result, "rowcount", 0) or 0)
 
-    async def next_due(self, session: AsyncSession, *, now: datetime) -> datetime | None:
+    async def keep(self, work: Work, session: AsyncSession) -> None:
+        return None  # nothing beyond the rows' leases
+
+    async def release(self, work: Work) -> None:
+        return None
+
+    async def next_due(
+        self, work: Work, session: AsyncSession, *, now: datetime
+    ) -> datetime | None:
         pending = await session.scalar(
             select(func.min(Notification.next_attempt_at)).where(
                 Notification.state == NotificationState.PENDING.value

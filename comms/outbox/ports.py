@@ -83,6 +83,13 @@ class ProgressCallback(Protocol):
     async def __call__(self, message_ids: list[str], *, last: bool = False) -> None: ...
 
 
+class WireCallback(Protocol):
+    """Called just before the request that creates message ``index`` leaves, after every wait
+    on the platform's rate limits; raising stops the send (nothing went out)."""
+
+    async def __call__(self, index: int) -> None: ...
+
+
 class Publisher(Protocol):
     """Sends to one platform. Implementations live in ``bots/``."""
 
@@ -96,8 +103,16 @@ class Publisher(Protocol):
         """Raise PublishError unless the platform accepts the bot token now (a cheap call)."""
         ...
 
-    async def send(self, job: SendJob, progress: ProgressCallback) -> SendResult:
-        """Post (or edit) the series; call ``progress`` after each message is accepted."""
+    async def send(
+        self, job: SendJob, progress: ProgressCallback, on_wire: WireCallback | None = None
+    ) -> SendResult:
+        """Post (or edit) the series; call ``progress`` after each message is accepted.
+
+        A platform that cannot deduplicate a retried create (Telegram) calls ``on_wire`` before
+        each create request leaves: the outbox records the message as possibly sent only then,
+        so a crash while a delivery waits its turn under the rate limits leaves it safe to retry
+        rather than in doubt.
+        """
         ...
 
     async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:

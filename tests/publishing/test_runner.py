@@ -10,15 +10,24 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bots.publishers import build_publishers
+from bots.telegram_publisher import TelegramPublisher
 from comms.clock import FrozenClock, utcnow
 from comms.db import Database
+from comms.destinations import service as destinations
 from comms.drafts.payload import DraftOptions
+from comms.enums import Platform
+from comms.jobs.leases import Lease
 from comms.jobs.models import Job
+from comms.jobs.runner import Runner, RunnerConfig, Work
 from comms.jobs.scheduled import JobRun, RetryLater, schedule
 from comms.outbox import service as outbox
+from comms.outbox.deliver import DELIVERIES
 from comms.outbox.models import Delivery, Notification, PlatformPause
 from comms.outbox.worker import Worker, WorkerConfig
 from comms.settings import Settings
@@ -56,8 +65,12 @@ async def test_a_worker_whose_lease_ran_out_writes_nothing(
         config=WorkerConfig(worker_id="b", **FAST),
     )
     try:
-        first = asyncio.create_task(a.run_until_settled(within=20))
-        while True:  # until A's lease (never renewed by run_until_settled) has run out
+        # A claims and sends, and nothing renews its leases (its loop is stuck, or cut off from
+        # the database): its lease on the delivery, and on sending for Telegram, run out.
+        queue = a.queue("deliveries")
+        (lease,) = await a.claim_from(queue, limit=10)
+        first = asyncio.create_task(queue.process(a.work, lease))
+        while True:  # until A's lease has run out
             rows = await _deliveries(db, draft.id)
             if rows[0].lease_until is not None and rows[0].lease_until < utcnow():
                 break
@@ -230,3 +243,167 @@ async def test_scheduled_jobs_run_when_due_retry_and_survive_their_worker(
     clock.advance(seconds=6)
     await jobs.run_until_settled(within=10)
     assert ("x", 2) in runs
+
+
+async def test_recovery_skips_rows_another_worker_has_locked(
+    db: Database, pub_settings: Settings, world: World, worker: Worker, clock: FrozenClock
+) -> None:
+    """Found with three workers on PostgreSQL: recovery locked expired rows with a plain
+    FOR UPDATE, so two workers recovering (or one recovering while another wrote) waited on each
+    other's rows and PostgreSQL killed one with "deadlock detected", which ended that worker.
+    Recovery now skips the rows someone else has locked, as claiming does."""
+    if not worker.work.postgres:
+        pytest.skip("row locks: SQLite's transactions are exclusive, nothing to skip")
+    draft = await approved_draft(db, world, pub_settings, to=("dc_news", "tg_news"))
+    dead = Worker(
+        database=db,
+        settings=pub_settings,
+        publishers={},
+        config=WorkerConfig(worker_id="dead", **{**FAST, "lease_seconds": 1.0}),
+    )
+    assert len(await dead.claim(limit=10)) == 2  # then it is killed
+    clock.advance(seconds=5)
+    locked = (await _deliveries(db, draft.id))[0].id
+    async with db.transaction() as other:  # another worker, busy with that row
+        await other.scalar(select(Delivery.id).where(Delivery.id == locked).with_for_update())
+        assert await asyncio.wait_for(worker.recover(), timeout=20) == 1
+    assert await worker.recover() == 1  # the row the other held, once it let go
+    assert {d.state for d in await _deliveries(db, draft.id)} == {"retrying"}
+
+
+async def test_a_failed_turn_does_not_end_the_worker(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database error in one turn (a deadlock, a dropped connection) used to propagate out of
+    ``Runner.run`` and end the worker process; now the turn is logged and the loop goes on."""
+    turns: list[int] = []
+    stop = asyncio.Event()
+
+    class Flaky:
+        name = "flaky"
+        table = DELIVERIES
+        batch = 1
+
+        async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
+            turns.append(len(turns))
+            if len(turns) == 1:
+                raise DBAPIError("SELECT 1", {}, Exception("deadlock detected"))
+            if len(turns) >= 3:
+                stop.set()
+            return []
+
+        async def process(self, work: Work, lease: Lease) -> None:
+            raise AssertionError("nothing was claimed")
+
+        async def recover(self, work: Work) -> int:
+            return 0
+
+        async def next_due(self, work: Work, session: AsyncSession, *, now: Any) -> None:
+            return None
+
+        async def keep(self, work: Work, session: AsyncSession) -> None:
+            return None
+
+        async def release(self, work: Work) -> None:
+            return None
+
+    runner = Runner(database=db, queues=[Flaky()], config=RunnerConfig(poll_interval=0.01))
+    await asyncio.wait_for(runner.run(stop), timeout=30)
+    assert len(turns) >= 3
+    assert "deadlock detected" in caplog.text
+
+
+async def test_a_telegram_delivery_waiting_its_turn_is_not_in_doubt_after_a_crash(
+    db: Database, pub_settings: Settings, world: World, control: Control, worker: Worker
+) -> None:
+    """Found with three workers and one SIGKILLed: every Telegram delivery a worker held was
+    marked in flight before it waited its turn under the rate limit, so the kill left 177 of
+    them uncertain, each waiting for a person. A delivery now counts as in flight only once its
+    request leaves; one still waiting is resumed, and the worker that lost it sends nothing."""
+    slow = TelegramPublisher(
+        token=world.info["telegram_token"],
+        api_base=world.info["telegram_api_base"],
+        overall_rate=1 / 3,  # one message every 3 s: the second chat waits its turn
+    )
+    await slow.start()
+    a = Worker(
+        database=db,
+        settings=pub_settings,
+        publishers={Platform.TELEGRAM: slow},
+        config=WorkerConfig(worker_id="a", **{**FAST, "lease_seconds": 1.0}),
+    )
+    b = Worker(
+        database=db,
+        settings=pub_settings,
+        publishers=worker.publishers,
+        config=WorkerConfig(worker_id="b", **FAST),
+    )
+    chats = []
+    async with db.transaction() as session:  # two plain channels (a pin is one more request)
+        for name in ("one", "two"):
+            chat = await control.post(
+                "/telegram/chats", {"type": "channel", "title": name, "bot_admin": True}
+            )
+            chats.append(chat["id"])
+            world.dest[name] = await destinations.create(
+                session,
+                name=f"tg-{name}",
+                platform=Platform.TELEGRAM,
+                target=str(chat["id"]),
+                actor=None,
+            )
+    draft = await approved_draft(db, world, pub_settings, to=("one", "two"))
+    try:
+        first = asyncio.create_task(a.run_until_settled(within=30))
+        while True:  # A has sent one; the other waits in its limiter, A's lease runs out
+            rows = await _deliveries(db, draft.id)
+            states = sorted(d.state for d in rows)
+            expired = all(d.lease_until and d.lease_until < utcnow() for d in rows if d.lease_until)
+            if states == ["sending", "sent"] and expired:
+                break
+            assert not first.done(), states
+            await asyncio.sleep(0.05)
+        assert await b.recover() == 1
+        rows = await _deliveries(db, draft.id)  # resumed (A may already have claimed it anew)
+        assert "uncertain" not in {d.state for d in rows}
+        assert [d.uncertain_count for d in rows] == [0, 0]
+        await b.run_until_settled(within=20)
+        await first  # when A's old attempt got its turn, its on-wire write was fenced
+    finally:
+        await slow.close()
+    rows = await _deliveries(db, draft.id)
+    assert [(d.state, d.uncertain_count) for d in rows] == [("sent", 0), ("sent", 0)]
+    for chat in chats:
+        assert len(await control.telegram_messages(chat)) == 1
+
+
+async def test_one_worker_sends_for_each_platform_and_another_takes_over(
+    db: Database, pub_settings: Settings, world: World, worker: Worker, clock: FrozenClock
+) -> None:
+    """The platforms' rate limits are per bot: found with three workers, each pacing itself
+    to the whole budget, a fan-out drew thousands of 429s and took twice its bound. One worker
+    sends per platform; another takes over when it stops, or when its lease runs out."""
+    first = await approved_draft(db, world, pub_settings, to=("dc_general", "tg_community"))
+    config = {**FAST, "lease_seconds": 5.0}
+    a, b = (
+        Worker(
+            database=db,
+            settings=pub_settings,
+            publishers=worker.publishers,
+            config=WorkerConfig(worker_id=name, **config),
+        )
+        for name in ("a", "b")
+    )
+    deliveries = a.queue("deliveries")
+    (lease,) = await a.claim_from(deliveries, limit=1)  # A now sends for both platforms
+    assert await b.claim(limit=10) == []  # the other delivery is due, but A sends for it
+    await deliveries.process(a.work, lease)
+    await deliveries.release(a.work)  # A stops
+    assert len(await b.claim(limit=10)) == 1
+    second = await approved_draft(db, world, pub_settings, to=("dc_general", "tg_community"))
+    assert await a.claim(limit=10) == []  # B sends now (and the draft waits behind the first)
+    clock.advance(seconds=6)  # B dies: its lease runs out
+    await a.recover()
+    await a.run_until_settled(within=20)
+    for draft in (first, second):
+        assert {d.state for d in await _deliveries(db, draft.id)} == {"sent"}
