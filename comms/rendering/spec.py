@@ -63,17 +63,22 @@ _TOP_KEYS = {
     "needs_incident",
     "locks_thread",
     "is_correction",
-    "pin",
-    "thread_reply",
     "variables",
+}
+# Keys earlier releases declared but never acted on; a header that still sets one is refused
+# with where that behaviour lives, rather than as an unknown key.
+_REMOVED_KEYS = {
+    "pin": "pinning is the destination's `pin` setting, or the draft's pin option",
+    "thread_reply": (
+        "follow-ups thread after the incident's first announcement wherever the destination "
+        "has `thread_updates`"
+    ),
 }
 _FLAG_DEFAULTS: dict[str, bool] = {
     "mentions_everyone": False,
     "needs_next_update": False,
     "locks_thread": False,
     "is_correction": False,
-    "pin": False,
-    "thread_reply": False,
 }
 _VARIABLE_KEYS = {"name", "type", "required", "help", "label", "choices", "max_length", "default"}
 
@@ -132,8 +137,6 @@ class TemplateSpec:
     needs_incident: bool = True
     locks_thread: bool = False
     is_correction: bool = False
-    pin: bool = False
-    thread_reply: bool = False
     digest: str = ""
     source: str = field(default="", repr=False)
     compiled: Mapping[Platform, jinja2.Template] = field(
@@ -243,6 +246,10 @@ def parse_template(name: str, source: str) -> TemplateSpec:
         data = tomllib.loads(match.group("toml"))
     except tomllib.TOMLDecodeError as exc:
         raise _fail(name, f"header is not valid TOML: {exc}") from None
+    removed = sorted(set(data) & set(_REMOVED_KEYS))
+    if removed:
+        why = "; ".join(f"{key}: {_REMOVED_KEYS[key]}" for key in removed)
+        raise _fail(name, f"header keys no longer exist (they were never acted on): {why}")
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise _fail(name, f"header has unknown keys: {', '.join(sorted(unknown))}")

@@ -461,6 +461,14 @@ _HEAD = '{#---\ntitle = "t"\ndescription = "d"\naudience = "public"\n'
     [
         ("x", "Hello\n", "must start with"),
         ("x", _HEAD + "colour = 1\n---#}\nhi\n", "unknown keys: colour"),
+        # Keys of earlier releases that nothing acted on: refused, saying where that lives now.
+        ("x", _HEAD + "pin = true\n---#}\nhi\n", "no longer exist (they were never acted on)"),
+        ("x", _HEAD + "pin = false\n---#}\nhi\n", "pin: pinning is the destination's `pin`"),
+        (
+            "x",
+            _HEAD + "thread_reply = true\n---#}\nhi\n",
+            "thread_reply: follow-ups thread after the incident's first announcement",
+        ),
         ("x", _HEAD + "title2 = \n---#}\nhi\n", "not valid TOML"),
         ("Bad_Name", _HEAD + "---#}\nhi\n", "file name"),
         ("x", _HEAD + "---#}\n{{ message }}\n", "undeclared variables: message"),
