@@ -6,7 +6,10 @@ module-level state, so tests and the demo can run several apps side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +36,49 @@ from approvals.state import PanelState
 from approvals.web import make_templates
 from comms import __version__
 from comms.auth.crypto import Keys
+from comms.auth.touches import purge_expired
+from comms.clock import utcnow
 from comms.db import Database
 from comms.settings import ConfigError, Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("comms.panel")
+
+
+TOUCH_FLUSH_SECONDS = 5.0
+PURGE_EVERY = 12  # flushes: expired sessions are deleted about once a minute
+
+
+async def _write_touches(state: PanelState) -> None:
+    """Write the visits noted by page views every few seconds; delete expired sessions now
+    and then (page views no longer do either)."""
+    turn = 0
+    while True:
+        await asyncio.sleep(TOUCH_FLUSH_SECONDS)
+        turn += 1
+        try:
+            if state.touches.pending or turn % PURGE_EVERY == 0:
+                async with state.database.transaction() as session:
+                    await state.touches.flush(session)
+                    if turn % PURGE_EVERY == 0:
+                        await purge_expired(session, timeouts=state.timeouts, now=utcnow())
+        except Exception:  # the next turn tries again; a lost visit only shortens idle time
+            log.exception("could not write session visits")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: PanelState = app.state.panel
+    writer = asyncio.create_task(_write_touches(state))
+    try:
+        yield
+    finally:
+        writer.cancel()
+        with suppress(asyncio.CancelledError):
+            await writer
+        if state.touches.pending:
+            async with state.database.transaction() as session:
+                await state.touches.flush(session)
 
 
 def create_app(*, settings: Settings, database: Database) -> FastAPI:
@@ -59,6 +101,7 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         dependencies=[Depends(guard)],
+        lifespan=_lifespan,
     )
     app.state.panel = PanelState(
         settings=settings,

@@ -34,7 +34,6 @@ from approvals.state import PanelState
 from comms.auth import sessions, tokens
 from comms.auth.models import ApiToken, WebSession
 from comms.auth.sessions import Stage
-from comms.db import Database
 from comms.enums import Role
 from comms.errors import AuthenticationRequired, FieldProblem, InvalidInput, PermissionDenied
 from comms.permissions import ALLOWED, Action, require
@@ -82,9 +81,20 @@ def panel(request: Request) -> PanelState:
 
 
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the endpoint returns, rolled back on error."""
-    database: Database = panel(request).database
-    async with database.transaction() as session:
+    """One transaction per request: committed when the endpoint returns, rolled back on error.
+
+    GET and HEAD read in a read-only transaction (``Database.read``): a page view takes no
+    write lock and cannot write. Any other method writes in a transaction of its own, which also
+    carries the visits noted since the last flush (``Touches``).
+    """
+    state = panel(request)
+    if request.method in SAFE_METHODS:
+        async with state.database.read() as session:
+            yield session
+        return
+    async with state.database.transaction() as session:
+        if state.touches.pending:
+            await state.touches.flush(session)
         yield session
 
 
@@ -144,7 +154,7 @@ async def _guard_api(request: Request, session: AsyncSession, rule: Rule) -> Non
     scheme, _, raw = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         raise AuthenticationRequired("send an API token: Authorization: Bearer <token>")
-    token = await tokens.authenticate(session, raw=raw.strip())
+    token = await tokens.authenticate(session, raw=raw.strip(), touches=panel(request).touches)
     if token is None:
         raise AuthenticationRequired(
             "the API token is not valid (unknown, revoked or expired, or its user is disabled)"
@@ -163,7 +173,11 @@ async def _guard_api(request: Request, session: AsyncSession, rule: Rule) -> Non
 async def _guard_panel(request: Request, session: AsyncSession, rule: Rule) -> None:
     state = panel(request)
     raw = read_cookie(request, state.settings, SESSION_COOKIE)
-    row = await sessions.load(session, raw=raw, timeouts=state.timeouts) if raw else None
+    row = (
+        await sessions.load(session, raw=raw, timeouts=state.timeouts, touches=state.touches)
+        if raw
+        else None
+    )
     request.state.web_session = row
     pre = read_cookie(request, state.settings, PRE_COOKIE)
     request.state.csrf = csrf_token(

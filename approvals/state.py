@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from fastapi.templating import Jinja2Templates
 
 from comms.auth.crypto import Keys
 from comms.auth.sessions import Timeouts
+from comms.auth.touches import Touches
 from comms.db import Database
 from comms.settings import Settings
 
@@ -19,6 +20,8 @@ class PanelState:
     database: Database
     keys: Keys
     templates: Jinja2Templates
+    # Sessions and tokens seen by this process, written in batches (page views write nothing).
+    touches: Touches = field(default_factory=Touches)
 
     @property
     def timeouts(self) -> Timeouts:

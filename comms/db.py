@@ -65,8 +65,14 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine with the pragmas and transaction mode this service relies on."""
+def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncEngine:
+    """An async engine with the pragmas and transaction mode this service relies on.
+
+    ``read_only``: for ``Database.read``. On SQLite its transactions begin deferred (a plain
+    ``BEGIN``: in WAL mode a reader neither waits for the writer nor holds it up) on connections
+    set ``query_only``; on PostgreSQL every transaction is ``READ ONLY``. Either way a write
+    attempted through it fails at once instead of taking a lock.
+    """
     if is_sqlite(url):
         engine = create_async_engine(
             url,
@@ -83,13 +89,22 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            if read_only:
+                cursor.execute("PRAGMA query_only=ON")
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front, so two of them never deadlock upgrading a
+            # read lock; readers need no lock at all.
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
+    if read_only:
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        server_settings = dict(connect_args.get("server_settings", {}))
+        server_settings["default_transaction_read_only"] = "on"
+        kwargs["connect_args"] = {**connect_args, "server_settings": server_settings}
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -104,6 +119,9 @@ class Database:
         self.url = url
         self.engine = create_engine(url, **engine_kwargs)
         self.sessions = session_factory(self.engine)
+        self._engine_kwargs = engine_kwargs
+        self._reader: AsyncEngine | None = None
+        self._read_sessions: async_sessionmaker[AsyncSession] | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -111,5 +129,17 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (page views, API reads): it takes no write lock and cannot
+        write (``create_engine``'s ``read_only``). Its own pool, made on first use."""
+        if self._read_sessions is None:
+            self._reader = create_engine(self.url, read_only=True, **self._engine_kwargs)
+            self._read_sessions = session_factory(self._reader)
+        async with self._read_sessions() as session, session.begin():
+            yield session
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._reader is not None:
+            await self._reader.dispose()

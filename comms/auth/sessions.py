@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,9 @@ from comms.auth.crypto import sha256_hex
 from comms.auth.models import WebSession
 from comms.clock import utcnow
 from comms.users.models import User
+
+if TYPE_CHECKING:
+    from comms.auth.touches import Touches
 
 # Only refresh ``last_seen_at`` this often: every page view need not be a write.
 TOUCH_EVERY = timedelta(seconds=30)
@@ -73,9 +77,12 @@ async def create(
     return raw, row
 
 
-def expired(row: WebSession, *, timeouts: Timeouts, now: datetime) -> str | None:
-    """Why the session is no longer valid, or None."""
-    if now - row.last_seen_at >= timeouts.idle:
+def expired(
+    row: WebSession, *, timeouts: Timeouts, now: datetime, last_seen: datetime | None = None
+) -> str | None:
+    """Why the session is no longer valid, or None (``last_seen``: if known better than the
+    row's, from ``Touches``)."""
+    if now - (last_seen or row.last_seen_at) >= timeouts.idle:
         return "idle timeout"
     if now - row.created_at >= timeouts.absolute:
         return "absolute timeout"
@@ -85,20 +92,34 @@ def expired(row: WebSession, *, timeouts: Timeouts, now: datetime) -> str | None
 
 
 async def load(
-    session: AsyncSession, *, raw: str, timeouts: Timeouts, now: datetime | None = None
+    session: AsyncSession,
+    *,
+    raw: str,
+    timeouts: Timeouts,
+    now: datetime | None = None,
+    touches: Touches | None = None,
 ) -> WebSession | None:
-    """The live session for a cookie value; expired ones are deleted on sight."""
+    """The live session for a cookie value.
+
+    With ``touches`` (the panel) nothing is written: the visit is noted there and an expired
+    session is only refused (``touches.purge_expired`` deletes it later). Without, expired
+    sessions are deleted on sight and the visit is written at once.
+    """
     if not raw or len(raw) > 128:
         return None
     row = await session.get(WebSession, hash_id(raw))
     if row is None:
         return None
     moment = now or utcnow()
-    if expired(row, timeouts=timeouts, now=moment) is not None:
-        await session.delete(row)
-        await session.flush()
+    last_seen = touches.last_seen(row) if touches is not None else None
+    if expired(row, timeouts=timeouts, now=moment, last_seen=last_seen) is not None:
+        if touches is None:
+            await session.delete(row)
+            await session.flush()
         return None
-    if moment - row.last_seen_at >= TOUCH_EVERY:
+    if touches is not None:
+        touches.session_seen(row, moment)
+    elif moment - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = moment
         await session.flush()
     return row

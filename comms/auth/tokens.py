@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +23,9 @@ from comms.clock import utcnow
 from comms.errors import FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.permissions import Action, require
 from comms.users.models import User
+
+if TYPE_CHECKING:
+    from comms.auth.touches import Touches
 
 TOKEN_PREFIX = "cmt_"  # noqa: S105 - a public marker, not a secret
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:-]{0,63}$")
@@ -136,9 +140,11 @@ async def create(
 
 
 async def authenticate(
-    session: AsyncSession, *, raw: str, now: datetime | None = None
+    session: AsyncSession, *, raw: str, now: datetime | None = None, touches: Touches | None = None
 ) -> ApiToken | None:
-    """The live token for a bearer value (revoked, expired or disabled-owner tokens: None)."""
+    """The live token for a bearer value (revoked, expired or disabled-owner tokens: None).
+
+    With ``touches`` the use is noted there instead of written on the request path."""
     if not raw.startswith(TOKEN_PREFIX) or len(raw) > 100:
         return None
     token = await session.scalar(select(ApiToken).where(ApiToken.token_hash == sha256_hex(raw)))
@@ -147,7 +153,9 @@ async def authenticate(
         return None
     if token.expires_at is not None and moment >= token.expires_at:
         return None
-    if token.last_used_at is None or (moment - token.last_used_at).total_seconds() >= 60:
+    if touches is not None:
+        touches.token_used(token, moment)
+    elif token.last_used_at is None or (moment - token.last_used_at).total_seconds() >= 60:
         token.last_used_at = moment
         await session.flush()
     return token

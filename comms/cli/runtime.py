@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -121,16 +123,58 @@ async def _serve_panel_and_worker(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-worker", is_flag=True, help="Serve the panel only (run `comms worker` apart).")
+@click.option(
+    "--workers",
+    "processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Panel processes. With more than one, the outbox worker runs in a process of its own.",
+)
 @pass_app
-def serve(app: AppContext, host: str, port: int, no_worker: bool) -> None:
+def serve(app: AppContext, host: str, port: int, no_worker: bool, processes: int) -> None:
     """Apply migrations, then serve the panel and JSON API, with the outbox worker."""
     configure_logging(app.settings.log_level)
     try:
-        asyncio.run(
-            _serve_panel_and_worker(app.settings, host, port, demo=False, with_worker=not no_worker)
-        )
+        if processes == 1:
+            asyncio.run(
+                _serve_panel_and_worker(
+                    app.settings, host, port, demo=False, with_worker=not no_worker
+                )
+            )
+        else:
+            _serve_panel_processes(app.settings, host, port, processes, with_worker=not no_worker)
     except ConfigError as error:
         fail(str(error), EXIT_USAGE)
+
+
+def _serve_panel_processes(
+    settings: Settings, host: str, port: int, processes: int, *, with_worker: bool
+) -> None:
+    """``processes`` panel processes (uvicorn's supervisor) and, beside them, ``comms worker``."""
+    from approvals.server import serve_processes
+
+    async def record() -> None:
+        database = Database(settings.database_url)
+        try:
+            await _record_gate(settings, database, "comms serve")
+        finally:
+            await database.dispose()
+
+    from comms.migrate import upgrade
+
+    upgrade(settings.database_url)  # once, before any process starts
+    worker = subprocess.Popen([sys.executable, "-m", "comms", "worker"]) if with_worker else None
+    try:
+        asyncio.run(record())
+        serve_processes(settings, host, port, processes=processes)
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
 
 
 @cli.command("demo")
