@@ -127,7 +127,7 @@ def may_approve(
         return Refusal(
             "permission.draft.approve", f"{user.username} is not an active Decision Maker"
         )
-    if draft.status != DraftStatus.IN_REVIEW.value:
+    if draft.status != DraftStatus.IN_REVIEW:
         return Refusal(
             "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
         )
@@ -151,7 +151,7 @@ def may_approve(
     if any(
         a.approver_id == user.id
         and a.content_hash == draft.content_hash
-        and a.decision == Decision.APPROVE.value
+        and a.decision == Decision.APPROVE
         and a.void is None
         for a in draft.approvals
     ):
@@ -249,7 +249,7 @@ def may_approve_grant(grant: RoleGrant, user: User) -> Refusal | None:
         return Refusal(
             "permission.role_grant.approve", f"{user.username} is not an active Decision Maker"
         )
-    if grant.status != GrantStatus.PENDING.value:
+    if grant.status != GrantStatus.PENDING:
         return Refusal("role_grant.not_pending", f"this grant is {grant.status}")
     if user.id == grant.user_id:
         return Refusal("role_grant.self", "nobody approves a role for themselves")
@@ -268,7 +268,7 @@ def _standing(
     def no(reason: str) -> ApprovalStanding:
         return ApprovalStanding(approval, False, reason)
 
-    if approval.decision != Decision.APPROVE.value:
+    if approval.decision != Decision.APPROVE:
         return no(f"rejected: {approval.reason}")
     if approval.content_hash != draft.content_hash or approval.version != draft.version:
         return no(f"given for version {approval.version}; the content has changed since")
@@ -363,7 +363,7 @@ def may_send(
             f"the draft changed after approval (now version {draft.version}, "
             f"hash {draft.content_hash[:12]})"
         )
-    if draft.status_enum not in PUBLISHABLE:
+    if draft.status not in PUBLISHABLE:
         return f"the draft is {draft.status}"
     quorum = evaluate(
         draft,

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
+from comms.dbtypes import str_enum
 from comms.destinations.models import Destination
 from comms.drafts.plan import AnnouncementPlan
 from comms.incidents.models import Incident
@@ -46,7 +47,9 @@ class Draft(Base):
     incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
     template: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
-    status: Mapped[str] = mapped_column(String(20), default=DraftStatus.DRAFT.value, index=True)
+    status: Mapped[DraftStatus] = mapped_column(
+        str_enum(DraftStatus, length=20), default=DraftStatus.DRAFT, index=True
+    )
     author_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     last_editor_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     # Everyone who created or edited any version: none of them may approve (four eyes).
@@ -74,10 +77,6 @@ class Draft(Base):
     approvals: Mapped[list[Approval]] = relationship(
         back_populates="draft", lazy="selectin", order_by="Approval.id"
     )
-
-    @property
-    def status_enum(self) -> DraftStatus:
-        return DraftStatus(self.status)
 
     @property
     def plan(self) -> AnnouncementPlan:
@@ -128,7 +127,7 @@ class Approval(Base):
     version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
     approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
-    decision: Mapped[str] = mapped_column(String(8))
+    decision: Mapped[Decision] = mapped_column(str_enum(Decision, length=8))
     reason: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

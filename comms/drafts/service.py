@@ -228,8 +228,8 @@ async def create(
         if correction_of.incident_id != incident.id:
             raise InvalidInput(FieldProblem("correction_of", "must belong to the same incident"))
         if correction_of.status not in (
-            DraftStatus.PUBLISHED.value,
-            DraftStatus.PARTIALLY_FAILED.value,
+            DraftStatus.PUBLISHED,
+            DraftStatus.PARTIALLY_FAILED,
         ):
             raise InvalidInput(
                 FieldProblem("correction_of", f"draft #{correction_of.id} has not been published")
@@ -245,7 +245,7 @@ async def create(
         incident_id=incident.id,
         template=spec.name,
         version=1,
-        status=DraftStatus.DRAFT.value,
+        status=DraftStatus.DRAFT,
         author_id=actor.id,
         last_editor_id=actor.id,
         contributor_ids=[],
@@ -334,7 +334,7 @@ async def _revise(
     expected_version: int | None = None,
 ) -> Draft:
     draft = await _lock(session, draft_id)
-    status = draft.status_enum
+    status = draft.status
     if expected_version is not None and expected_version != draft.version:
         raise Conflict(
             f"draft #{draft.id} is at version {draft.version}, not {expected_version}; "
@@ -372,14 +372,12 @@ async def _revise(
         reason=reason,
     )
     if status is DraftStatus.REJECTED:
-        draft.status = DraftStatus.DRAFT.value
+        draft.status = DraftStatus.DRAFT
     elif status is DraftStatus.APPROVED:
-        draft.status = DraftStatus.IN_REVIEW.value
+        draft.status = DraftStatus.IN_REVIEW
         draft.approved_at = None
     voided = [
-        a
-        for a in draft.approvals
-        if a.content_hash == old_hash and a.decision == Decision.APPROVE.value
+        a for a in draft.approvals if a.content_hash == old_hash and a.decision == Decision.APPROVE
     ]
     await incidents.log(
         session,
@@ -412,7 +410,7 @@ async def submit(session: AsyncSession, *, draft: Draft, actor: User, settings: 
     """Put the draft in review and queue the approval request to the Decision Makers."""
     require(actor, Action.DRAFT_WRITE)
     draft = await _lock(session, draft.id)
-    status = draft.status_enum
+    status = draft.status
     if status is DraftStatus.REJECTED:
         raise RuleViolation(
             "draft.resubmit_unchanged",
@@ -422,7 +420,7 @@ async def submit(session: AsyncSession, *, draft: Draft, actor: User, settings: 
         raise RuleViolation("draft.not_submittable", f"draft #{draft.id} is {status.value}")
     if not draft.incident.is_open:
         raise RuleViolation("incident.closed", f"{draft.incident.key} is closed")
-    draft.status = DraftStatus.IN_REVIEW.value
+    draft.status = DraftStatus.IN_REVIEW
     draft.submitted_at = utcnow()
     await incidents.log(
         session,
@@ -477,7 +475,7 @@ async def approve(
         version=draft.version,
         content_hash=draft.content_hash,
         approver_id=actor.id,
-        decision=Decision.APPROVE.value,
+        decision=Decision.APPROVE,
         at=now,
     )
     session.add(approval)
@@ -508,7 +506,7 @@ async def approve(
 async def _mark_approved(
     session: AsyncSession, *, draft: Draft, state: Quorum, now: datetime
 ) -> None:
-    draft.status = DraftStatus.APPROVED.value
+    draft.status = DraftStatus.APPROVED
     draft.approved_at = now
     created = await outbox.enqueue(session, draft=draft, now=now)
     await incidents.log(
@@ -553,7 +551,7 @@ async def reject(
         raise InvalidInput(FieldProblem("reason", "a rejection needs a reason"))
     draft = await _lock(session, draft.id)
     _check_expected(draft, expected_hash)
-    if draft.status_enum is not DraftStatus.IN_REVIEW:
+    if draft.status != DraftStatus.IN_REVIEW:
         raise RuleViolation(
             "approval.not_in_review", f"draft #{draft.id} is {draft.status}, not in review"
         )
@@ -562,12 +560,12 @@ async def reject(
         version=draft.version,
         content_hash=draft.content_hash,
         approver_id=actor.id,
-        decision=Decision.REJECT.value,
+        decision=Decision.REJECT,
         reason=why,
         at=utcnow(),
     )
     session.add(rejection)
-    draft.status = DraftStatus.REJECTED.value
+    draft.status = DraftStatus.REJECTED
     draft.rejection_reason = why
     await session.flush()
     await session.refresh(rejection, ["approver", "void"])
@@ -596,11 +594,11 @@ async def withdraw(session: AsyncSession, *, draft: Draft, actor: User, reason: 
     if not why:
         raise InvalidInput(FieldProblem("reason", "say why the draft is withdrawn"))
     draft = await _lock(session, draft.id)
-    if draft.status_enum not in EDITABLE:
+    if draft.status not in EDITABLE:
         raise RuleViolation("draft.not_withdrawable", f"draft #{draft.id} is {draft.status}")
-    if draft.status_enum is DraftStatus.APPROVED:
+    if draft.status == DraftStatus.APPROVED:
         await outbox.cancel_unsent(session, draft=draft, reason="draft withdrawn")
-    draft.status = DraftStatus.WITHDRAWN.value
+    draft.status = DraftStatus.WITHDRAWN
     await incidents.log(
         session,
         incident=draft.incident,
@@ -629,7 +627,7 @@ async def rerender_open_drafts(
     """
     touched = []
     for draft in await list_drafts(session, incident=incident, statuses=set(EDITABLE)):
-        if draft.status_enum is DraftStatus.APPROVED and not await outbox.all_unsent(
+        if draft.status == DraftStatus.APPROVED and not await outbox.all_unsent(
             session, draft=draft
         ):
             continue  # already going out; the change applies to the next announcement
@@ -660,9 +658,9 @@ async def void_approvals_of(
     """
     now = utcnow()
     open_statuses = [
-        DraftStatus.IN_REVIEW.value,
-        DraftStatus.APPROVED.value,
-        DraftStatus.PUBLISHING.value,
+        DraftStatus.IN_REVIEW,
+        DraftStatus.APPROVED,
+        DraftStatus.PUBLISHING,
     ]
     approvals = (
         await session.scalars(
@@ -670,7 +668,7 @@ async def void_approvals_of(
             .join(Draft, Draft.id == Approval.draft_id)
             .where(
                 Approval.approver_id == user.id,
-                Approval.decision == Decision.APPROVE.value,
+                Approval.decision == Decision.APPROVE,
                 ~Approval.void.has(),
                 Draft.status.in_(open_statuses),
             )
@@ -695,17 +693,14 @@ async def void_approvals_of(
             target=f"draft:{draft.id}",
             details={"approver": user.username, "reason": reason, "version": draft.version},
         )
-        if (
-            draft.status_enum is not DraftStatus.APPROVED
-            or quorum(draft, settings=settings, now=now).met
-        ):
+        if draft.status != DraftStatus.APPROVED or quorum(draft, settings=settings, now=now).met:
             continue
         if not await outbox.all_unsent(session, draft=draft):
             continue  # already going out: the worker refuses what is left, delivery by delivery
         cancelled = await outbox.cancel_unsent(
             session, draft=draft, reason=f"quorum no longer met: {user.username} {reason}"
         )
-        draft.status = DraftStatus.IN_REVIEW.value
+        draft.status = DraftStatus.IN_REVIEW
         draft.approved_at = None
         await incidents.log(
             session,
@@ -731,22 +726,22 @@ async def hold_for_new_approval(
     is already out (the held delivery then waits for a person).
     """
     draft = await _lock(session, draft_id)
-    if draft.status_enum not in (DraftStatus.APPROVED, DraftStatus.PUBLISHING):
+    if draft.status not in (DraftStatus.APPROVED, DraftStatus.PUBLISHING):
         return None
     current = [
         d
         for d in await outbox.for_draft(session, draft_id=draft.id)
         if d.draft_version == draft.version
     ]
-    gone = (DeliveryState.SENT.value, DeliveryState.SENDING.value, DeliveryState.UNCERTAIN.value)
+    gone = (DeliveryState.SENT, DeliveryState.SENDING, DeliveryState.UNCERTAIN)
     if any(d.state in gone or d.platform_message_ids for d in current):
         return None
     await outbox.cancel_unsent(session, draft=draft, reason=f"held: {reason}")
     for delivery in current:
-        if delivery.state == DeliveryState.HELD.value:  # settled by the new version
-            delivery.state = DeliveryState.CANCELLED.value
+        if delivery.state == DeliveryState.HELD:  # settled by the new version
+            delivery.state = DeliveryState.CANCELLED
             delivery.last_error += f"; the draft went back to review as version {draft.version + 1}"
-    draft.status = DraftStatus.IN_REVIEW.value
+    draft.status = DraftStatus.IN_REVIEW
     draft.approved_at = None
     await session.flush()
     revised = await _revise(
@@ -772,7 +767,7 @@ async def hold_delivery(
     """A destination became stricter than what was approved for it: send nothing there, say
     why, and send the draft back to review when nothing of it has gone out yet (returned)."""
     reason = f"{name}: {'; '.join(conflicts)} since approval"
-    delivery.state = DeliveryState.HELD.value
+    delivery.state = DeliveryState.HELD
     delivery.last_error = f"held: {reason}; the announcement needs a new approval"
     delivery.updated_at = utcnow()
     await audit.record(

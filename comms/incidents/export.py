@@ -14,7 +14,6 @@ from comms.incidents.models import (
     Incident,
     IncidentLogEntry,
     IncidentRole,
-    IncidentStatus,
     LogKind,
 )
 
@@ -38,7 +37,7 @@ def filename(incident: Incident) -> str:
 
 
 def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
-    status = IncidentStatus(incident.status)
+    status = incident.status
     lines: list[str] = [f"# {incident.key}: {md(incident.title)}", ""]
     lines += [
         "## Summary",

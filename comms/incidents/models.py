@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
+from comms.dbtypes import str_enum
 from comms.users.models import User
 
 
@@ -79,7 +80,9 @@ class Incident(Base):
     title: Mapped[str] = mapped_column(String(200))
     summary: Mapped[str] = mapped_column(Text, default="")
     severity: Mapped[str] = mapped_column(String(2))
-    status: Mapped[str] = mapped_column(String(16), default=IncidentStatus.DETECTED.value)
+    status: Mapped[IncidentStatus] = mapped_column(
+        str_enum(IncidentStatus, length=16), default=IncidentStatus.DETECTED
+    )
     affected_services: Mapped[str] = mapped_column(Text, default="")
     call_link: Mapped[str] = mapped_column(String(500), default="")
     chat_channel: Mapped[str] = mapped_column(String(200), default="")
@@ -97,7 +100,7 @@ class Incident(Base):
 
     @property
     def is_open(self) -> bool:
-        return self.status != IncidentStatus.CLOSED.value
+        return self.status != IncidentStatus.CLOSED
 
     def holders(self, role: IncidentRole) -> list[IncidentAssignment]:
         """Current (not ended) assignments for ``role``; a leader counts only once acknowledged."""

@@ -108,7 +108,7 @@ async def get(session: AsyncSession, *, incident_id: int) -> Incident | None:
 async def list_incidents(session: AsyncSession, *, open_only: bool = False) -> list[Incident]:
     query = select(Incident).order_by(Incident.opened_at.desc(), Incident.id.desc())
     if open_only:
-        query = query.where(Incident.status != S.CLOSED.value)
+        query = query.where(Incident.status != S.CLOSED)
     return list((await session.scalars(query)).all())
 
 
@@ -200,7 +200,7 @@ async def open_incident(
                     title=clean_title,
                     summary=clean_summary,
                     severity=severity.value,
-                    status=S.DETECTED.value,
+                    status=S.DETECTED,
                     opened_by_id=actor.id,
                     opened_at=now,
                     updated_at=now,
@@ -250,7 +250,7 @@ async def change_status(
     rationale: str = "",
 ) -> Incident:
     require(actor, Action.INCIDENT_MANAGE)
-    current = IncidentStatus(incident.status)
+    current = incident.status
     why = _check_text("rationale", rationale, required=False, limit=TEXT_MAX)
     if status == current:
         raise RuleViolation("incident.transition", f"{incident.key} is already {status.value}")
@@ -263,7 +263,7 @@ async def change_status(
             field="status",
         )
     backwards = ORDER.index(status) < ORDER.index(current)
-    early_close = status is S.CLOSED and current is not S.POST_INCIDENT
+    early_close = status is S.CLOSED and current != S.POST_INCIDENT
     if (backwards or early_close) and not why:
         raise InvalidInput(
             FieldProblem(
@@ -272,7 +272,7 @@ async def change_status(
         )
     if (
         early_close
-        and current is S.MONITORING
+        and current == S.MONITORING
         and Severity(incident.severity) in POST_MORTEM_REQUIRED
     ):
         raise RuleViolation(
@@ -282,7 +282,7 @@ async def change_status(
             field="status",
         )
     now = utcnow()
-    incident.status = status.value
+    incident.status = status
     incident.updated_at = utcnow()
     if status is S.MITIGATED and incident.mitigated_at is None:
         incident.mitigated_at = now

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
+from comms.dbtypes import str_enum
 
 
 class JobState(StrEnum):
@@ -31,7 +32,7 @@ class Job(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # At most one job per key (a second schedule() with the same key changes nothing).
     dedup_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
-    state: Mapped[str] = mapped_column(String(12), default=JobState.PENDING.value)
+    state: Mapped[JobState] = mapped_column(str_enum(JobState, length=12), default=JobState.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     claimed_by: Mapped[str] = mapped_column(String(64), default="")

@@ -26,7 +26,7 @@ from comms.jobs.runner import Work
 
 log = logging.getLogger("comms.jobs")
 
-JOBS = LeasedTable(Job, claimable=(JobState.PENDING.value,), held=JobState.RUNNING.value)
+JOBS = LeasedTable(Job, claimable=(JobState.PENDING,), held=JobState.RUNNING)
 
 
 class RetryLater(Exception):
@@ -70,7 +70,7 @@ async def schedule(
         kind=kind,
         payload=payload or {},
         dedup_key=dedup_key,
-        state=JobState.PENDING.value,
+        state=JobState.PENDING,
         next_attempt_at=due_at,
         created_at=now,
         updated_at=now,
@@ -97,7 +97,7 @@ class JobQueue:
         candidates = (
             select(Job.id)
             .where(
-                Job.state == JobState.PENDING.value,
+                Job.state == JobState.PENDING,
                 Job.next_attempt_at <= now,
                 Job.kind.in_(list(self.handlers)),
             )
@@ -123,7 +123,7 @@ class JobQueue:
         try:
             await self.handlers[run.kind](run)
         except RetryLater as again:
-            values = {"state": JobState.PENDING.value, "next_attempt_at": again.at}
+            values = {"state": JobState.PENDING, "next_attempt_at": again.at}
             values["last_error"] = again.reason
         except Exception as error:
             log.exception("job #%s (%s) failed", run.id, run.kind)
@@ -131,14 +131,14 @@ class JobQueue:
             if lease.attempt < work.config.max_attempts:
                 delay = timedelta(seconds=work.backoff(lease.attempt))
                 values = {
-                    "state": JobState.PENDING.value,
+                    "state": JobState.PENDING,
                     "next_attempt_at": utcnow() + delay,
                     "last_error": message,
                 }
             else:
-                values = {"state": JobState.FAILED.value, "last_error": message}
+                values = {"state": JobState.FAILED, "last_error": message}
         else:
-            values = {"state": JobState.DONE.value, "done_at": utcnow(), "last_error": ""}
+            values = {"state": JobState.DONE, "done_at": utcnow(), "last_error": ""}
         async with work.db.transaction() as session:
             await session.execute(
                 update(Job)
@@ -161,7 +161,7 @@ class JobQueue:
                     )
                 )
                 .values(
-                    state=JobState.PENDING.value,
+                    state=JobState.PENDING,
                     claimed_by="",
                     lease_until=None,
                     next_attempt_at=now,
@@ -187,14 +187,14 @@ class JobQueue:
             return None
         pending = await session.scalar(
             select(func.min(Job.next_attempt_at)).where(
-                Job.state == JobState.PENDING.value,
+                Job.state == JobState.PENDING,
                 Job.kind.in_(list(self.handlers)),
                 Job.next_attempt_at <= now,
             )
         )
         abandoned = await session.scalar(  # held by a worker whose lease ran out
             select(func.min(Job.lease_until)).where(
-                Job.state == JobState.RUNNING.value,
+                Job.state == JobState.RUNNING,
                 Job.kind.in_(list(self.handlers)),
                 Job.lease_until <= now,
             )

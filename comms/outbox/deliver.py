@@ -73,17 +73,17 @@ from comms.users.models import User
 
 log = logging.getLogger("comms.worker")
 
-CLAIMABLE = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
-ACTIVE = (*CLAIMABLE, DeliveryState.SENDING.value)
-DELIVERIES = LeasedTable(Delivery, claimable=CLAIMABLE, held=DeliveryState.SENDING.value)
+CLAIMABLE = (DeliveryState.PENDING, DeliveryState.RETRYING)
+ACTIVE = (*CLAIMABLE, DeliveryState.SENDING)
+DELIVERIES = LeasedTable(Delivery, claimable=CLAIMABLE, held=DeliveryState.SENDING)
 # An older delivery in one of these states holds back newer ones to the same destination.
 HOLDS_BACK = (
-    DeliveryState.PENDING.value,
-    DeliveryState.RETRYING.value,
-    DeliveryState.SENDING.value,
-    DeliveryState.FAILED.value,
-    DeliveryState.UNCERTAIN.value,
-    DeliveryState.HELD.value,
+    DeliveryState.PENDING,
+    DeliveryState.RETRYING,
+    DeliveryState.SENDING,
+    DeliveryState.FAILED,
+    DeliveryState.UNCERTAIN,
+    DeliveryState.HELD,
 )
 PLATFORM_CHECK = "platform.check"
 # What the worker reads of a draft: status, version, hash, payload, approvals and the
@@ -210,7 +210,7 @@ class DeliveryQueue:
                 Draft.id.in_(
                     select(Delivery.draft_id).where(Delivery.id.in_([lease.id for lease in leases]))
                 ),
-                Draft.status == DraftStatus.APPROVED.value,
+                Draft.status == DraftStatus.APPROVED,
             )
             if work.postgres:
                 started = started.with_for_update(skip_locked=True)
@@ -218,8 +218,8 @@ class DeliveryQueue:
             if draft_ids:
                 await session.execute(
                     update(Draft)
-                    .where(Draft.id.in_(draft_ids), Draft.status == DraftStatus.APPROVED.value)
-                    .values(status=DraftStatus.PUBLISHING.value)
+                    .where(Draft.id.in_(draft_ids), Draft.status == DraftStatus.APPROVED)
+                    .values(status=DraftStatus.PUBLISHING)
                     .execution_options(synchronize_session=False)
                 )
             await self._read_claimed(session, [lease.id for lease in leases])
@@ -363,7 +363,7 @@ class DeliveryQueue:
                 .where(
                     Draft.incident_id.in_(set(incident_of.values())),
                     Delivery.destination_id.in_({row.destination_id for row in rows}),
-                    Delivery.state == DeliveryState.SENT.value,
+                    Delivery.state == DeliveryState.SENT,
                 )
                 .order_by(Delivery.id)
             )
@@ -389,7 +389,7 @@ class DeliveryQueue:
     ) -> datetime | None:
         if await session.scalar(
             select(Delivery.id)
-            .where(Delivery.state == DeliveryState.SENT.value, Delivery.recorded_at.is_(None))
+            .where(Delivery.state == DeliveryState.SENT, Delivery.recorded_at.is_(None))
             .limit(1)
         ):
             return now  # sent, still to be recorded
@@ -406,9 +406,7 @@ class DeliveryQueue:
             )
         )
         sending = await session.scalar(
-            select(func.min(Delivery.lease_until)).where(
-                Delivery.state == DeliveryState.SENDING.value
-            )
+            select(func.min(Delivery.lease_until)).where(Delivery.state == DeliveryState.SENDING)
         )
         found = [t for t in (waiting, sending) if t is not None]
         return min(found) if found else None
@@ -434,7 +432,7 @@ class DeliveryQueue:
                 delivery.lease_until = None
                 delivery.updated_at = now
                 if not maybe_sent:
-                    delivery.state = DeliveryState.RETRYING.value
+                    delivery.state = DeliveryState.RETRYING
                     delivery.next_attempt_at = now
                     delivery.inflight_index = None
                     delivery.last_error = f"worker {previous} stopped mid-delivery; resumed" + (
@@ -446,9 +444,7 @@ class DeliveryQueue:
                 else:
                     delivery.uncertain_count += 1
                     resend = self.settings.telegram_uncertain == TelegramUncertainPolicy.RESEND
-                    delivery.state = (
-                        DeliveryState.RETRYING if resend else DeliveryState.UNCERTAIN
-                    ).value
+                    delivery.state = DeliveryState.RETRYING if resend else DeliveryState.UNCERTAIN
                     delivery.next_attempt_at = now
                     delivery.last_error = (
                         f"worker {previous} stopped while message "
@@ -473,7 +469,7 @@ class DeliveryQueue:
                     target=f"delivery:{delivery.id}",
                     details={"worker": previous, "error": delivery.last_error},
                 )
-                if delivery.state_enum is DeliveryState.UNCERTAIN:
+                if delivery.state == DeliveryState.UNCERTAIN:
                     await _settle(session, draft_id=delivery.draft_id)
         return len(stale)
 
@@ -641,7 +637,7 @@ class DeliveryQueue:
             await self._refuse(session, delivery, problem)
         elif destination.compromised:
             reason = "destination marked compromised: " + destination.compromised_reason
-            delivery.state = DeliveryState.SKIPPED.value
+            delivery.state = DeliveryState.SKIPPED
             delivery.last_error = reason
             delivery.claimed_by = ""
             await audit.record(
@@ -719,7 +715,7 @@ class DeliveryQueue:
         return memo[key]  # type: ignore[no-any-return]
 
     async def _refuse(self, session: AsyncSession, delivery: Delivery, problem: str) -> None:
-        delivery.state = DeliveryState.FAILED.value
+        delivery.state = DeliveryState.FAILED
         delivery.last_error = f"refused by the approval gate: {problem}"
         delivery.claimed_by = ""
         delivery.inflight_index = None
@@ -782,7 +778,7 @@ class DeliveryQueue:
                 session,
                 lease,
                 work.worker_id,
-                state=DeliveryState.SENT.value,
+                state=DeliveryState.SENT,
                 sent_at=now,
                 platform_message_ids=list(result.message_ids),
                 # The thread this delivery opened, or the one its follow-ups went into.
@@ -810,7 +806,7 @@ class DeliveryQueue:
         """
         pending = (
             select(Delivery.id)
-            .where(Delivery.state == DeliveryState.SENT.value, Delivery.recorded_at.is_(None))
+            .where(Delivery.state == DeliveryState.SENT, Delivery.recorded_at.is_(None))
             .order_by(Delivery.id)
             .limit(limit)
         )
@@ -945,7 +941,7 @@ class DeliveryQueue:
             if error.status == 401:
                 # The token was refused: the request was not applied. Wait with every other
                 # delivery to this platform until the token works again, not fail each in turn.
-                delivery.state = DeliveryState.RETRYING.value
+                delivery.state = DeliveryState.RETRYING
                 delivery.inflight_index = None
                 delivery.next_attempt_at = now
                 delivery.last_error = (
@@ -956,7 +952,7 @@ class DeliveryQueue:
                 return
             notify_person = False
             if outcome is Outcome.TRANSIENT and delivery.attempts < work.config.max_attempts:
-                delivery.state = DeliveryState.RETRYING.value
+                delivery.state = DeliveryState.RETRYING
                 delivery.inflight_index = None
                 delivery.next_attempt_at = now + timedelta(
                     seconds=work.backoff(delivery.attempts, error.retry_after)
@@ -972,20 +968,20 @@ class DeliveryQueue:
             elif outcome is Outcome.AMBIGUOUS:
                 delivery.uncertain_count += 1
                 if self.settings.telegram_uncertain == TelegramUncertainPolicy.RESEND:
-                    delivery.state = DeliveryState.RETRYING.value
+                    delivery.state = DeliveryState.RETRYING
                     delivery.inflight_index = None
                     delivery.next_attempt_at = now + timedelta(
                         seconds=work.backoff(delivery.attempts, error.retry_after)
                     )
                 else:
-                    delivery.state = DeliveryState.UNCERTAIN.value
+                    delivery.state = DeliveryState.UNCERTAIN
                     delivery.last_error = (
                         f"{error.message} — the message may or may not have "
                         "been posted; check the chat, then resend or dismiss"
                     )
                 notify_person = True
             else:
-                delivery.state = DeliveryState.FAILED.value
+                delivery.state = DeliveryState.FAILED
                 delivery.inflight_index = None
                 if outcome is Outcome.TRANSIENT:
                     delivery.last_error = (
@@ -1236,7 +1232,7 @@ async def _original_of(
         .where(
             Delivery.draft_id == plan.correction_of,
             Delivery.destination_id == delivery.destination_id,
-            Delivery.state == DeliveryState.SENT.value,
+            Delivery.state == DeliveryState.SENT,
         )
         .order_by(Delivery.id.desc())
         .limit(1)

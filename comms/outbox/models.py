@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
+from comms.dbtypes import str_enum
 from comms.destinations.models import Destination
 
 
@@ -41,7 +42,9 @@ class Delivery(Base):
     draft_version: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
-    state: Mapped[str] = mapped_column(String(12), default=DeliveryState.PENDING.value)
+    state: Mapped[DeliveryState] = mapped_column(
+        str_enum(DeliveryState, length=12), default=DeliveryState.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     idempotency_key: Mapped[str] = mapped_column(String(25))
@@ -65,10 +68,6 @@ class Delivery(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     destination: Mapped[Destination] = relationship(lazy="selectin")
-
-    @property
-    def state_enum(self) -> DeliveryState:
-        return DeliveryState(self.state)
 
     def __repr__(self) -> str:
         return f"<Delivery #{self.id} draft {self.draft_id} v{self.draft_version} {self.state}>"
@@ -97,7 +96,9 @@ class Notification(Base):
     destination_id: Mapped[int] = mapped_column(ForeignKey("destinations.id"), index=True)
     text: Mapped[str] = mapped_column(Text)
     ping_role: Mapped[str] = mapped_column(String(32), default="")
-    state: Mapped[str] = mapped_column(String(12), default=NotificationState.PENDING.value)
+    state: Mapped[NotificationState] = mapped_column(
+        str_enum(NotificationState, length=12), default=NotificationState.PENDING
+    )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     platform_message_id: Mapped[str] = mapped_column(String(32), default="")

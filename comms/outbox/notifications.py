@@ -25,7 +25,7 @@ from comms.outbox.ports import Outcome, Publisher, PublishError
 log = logging.getLogger("comms.worker")
 
 NOTIFICATIONS = LeasedTable(
-    Notification, claimable=(NotificationState.PENDING.value,), held=NotificationState.SENDING.value
+    Notification, claimable=(NotificationState.PENDING,), held=NotificationState.SENDING
 )
 
 
@@ -42,7 +42,7 @@ class NotificationQueue:
         candidates = (
             select(Notification.id)
             .where(
-                Notification.state == NotificationState.PENDING.value,
+                Notification.state == NotificationState.PENDING,
                 Notification.next_attempt_at <= now,
             )
             .order_by(Notification.id)
@@ -86,19 +86,19 @@ class NotificationQueue:
         now = utcnow()
         if error is None:
             values = {
-                "state": NotificationState.SENT.value,
+                "state": NotificationState.SENT,
                 "sent_at": now,
                 "platform_message_id": message_id,
                 "last_error": "",
             }
         elif retry and lease.attempt < work.config.max_attempts:
             values = {
-                "state": NotificationState.PENDING.value,
+                "state": NotificationState.PENDING,
                 "next_attempt_at": now + timedelta(seconds=work.backoff(lease.attempt)),
                 "last_error": error,
             }
         else:
-            values = {"state": NotificationState.FAILED.value, "last_error": error}
+            values = {"state": NotificationState.FAILED, "last_error": error}
         async with work.db.transaction() as session:
             await session.execute(
                 update(Notification)
@@ -120,7 +120,7 @@ class NotificationQueue:
                     )
                 )
                 .values(
-                    state=NotificationState.PENDING.value,
+                    state=NotificationState.PENDING,
                     claimed_by="",
                     lease_until=None,
                     next_attempt_at=now,
@@ -141,12 +141,12 @@ class NotificationQueue:
     ) -> datetime | None:
         pending = await session.scalar(
             select(func.min(Notification.next_attempt_at)).where(
-                Notification.state == NotificationState.PENDING.value
+                Notification.state == NotificationState.PENDING
             )
         )
         sending = await session.scalar(
             select(func.min(Notification.lease_until)).where(
-                Notification.state == NotificationState.SENDING.value
+                Notification.state == NotificationState.SENDING
             )
         )
         found = [t for t in (pending, sending) if t is not None]

@@ -19,7 +19,7 @@ from comms.permissions import Action, require
 from comms.text import clean_text
 from comms.users.models import User
 
-UNSENT = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+UNSENT = (DeliveryState.PENDING, DeliveryState.RETRYING)
 
 
 def _skip_reason(destination: Destination | None) -> str | None:
@@ -49,7 +49,7 @@ async def enqueue(session: AsyncSession, *, draft: Draft, now: datetime) -> list
             draft_version=draft.version,
             content_hash=draft.content_hash,
             destination_id=destination_id,
-            state=DeliveryState.SKIPPED.value if reason else DeliveryState.PENDING.value,
+            state=DeliveryState.SKIPPED if reason else DeliveryState.PENDING,
             next_attempt_at=due,
             idempotency_key=idempotency_key(draft.content_hash, destination_id),
             last_error=reason or "",
@@ -60,7 +60,7 @@ async def enqueue(session: AsyncSession, *, draft: Draft, now: datetime) -> list
         created.append(delivery)
     await session.flush()
     for delivery in created:
-        if delivery.state == DeliveryState.SKIPPED.value:
+        if delivery.state == DeliveryState.SKIPPED:
             await audit.record(
                 session,
                 actor=audit.SYSTEM_ACTOR,
@@ -84,8 +84,7 @@ async def all_unsent(session: AsyncSession, *, draft: Draft) -> bool:
     """True if no delivery of the draft has started (so an edit can still replace it)."""
     deliveries = await for_draft(session, draft_id=draft.id)
     return all(
-        d.state in (*UNSENT, DeliveryState.SKIPPED.value, DeliveryState.CANCELLED.value)
-        and d.attempts == 0
+        d.state in (*UNSENT, DeliveryState.SKIPPED, DeliveryState.CANCELLED) and d.attempts == 0
         for d in deliveries
     )
 
@@ -95,7 +94,7 @@ async def cancel_unsent(session: AsyncSession, *, draft: Draft, reason: str) -> 
     now = utcnow()
     for delivery in await for_draft(session, draft_id=draft.id):
         if delivery.state in UNSENT:
-            delivery.state = DeliveryState.CANCELLED.value
+            delivery.state = DeliveryState.CANCELLED
             delivery.last_error = reason
             delivery.updated_at = now
             count += 1
@@ -128,7 +127,7 @@ async def retry(session: AsyncSession, *, delivery: Delivery, actor: User) -> De
     """
     require(actor, Action.DELIVERY_MANAGE)
     await session.refresh(delivery, with_for_update=True)
-    if delivery.state != DeliveryState.FAILED.value:
+    if delivery.state != DeliveryState.FAILED:
         raise RuleViolation(
             "delivery.retry",
             f"delivery #{delivery.id} is {delivery.state}, only failed deliveries can be retried",
@@ -148,7 +147,7 @@ async def resolve_uncertain(
     """
     require(actor, Action.DELIVERY_MANAGE)
     await session.refresh(delivery, with_for_update=True)
-    state = delivery.state_enum
+    state = delivery.state
     if resend and state is not DeliveryState.UNCERTAIN:
         raise RuleViolation(
             "delivery.uncertain",
@@ -168,7 +167,7 @@ async def resolve_uncertain(
     if resend:
         return await _requeue(session, delivery=delivery, actor=actor, action="delivery.resend")
     why = clean_text("note", note, limit=2000) or "dismissed"
-    delivery.state = DeliveryState.SKIPPED.value
+    delivery.state = DeliveryState.SKIPPED
     delivery.last_error = f"dismissed by {actor.username}: {why}"
     delivery.inflight_index = None
     delivery.updated_at = utcnow()
@@ -189,15 +188,15 @@ async def _requeue(
 ) -> Delivery:
     now = utcnow()
     previous = delivery.last_error
-    delivery.state = DeliveryState.RETRYING.value
+    delivery.state = DeliveryState.RETRYING
     delivery.next_attempt_at = now
     delivery.inflight_index = None
     delivery.attempts = 0
     delivery.last_error = f"{action.split('.')[1]} requested by {actor.username}"
     delivery.updated_at = now
     draft = await session.get(Draft, delivery.draft_id)
-    if draft is not None and draft.status == DraftStatus.PARTIALLY_FAILED.value:
-        draft.status = DraftStatus.PUBLISHING.value
+    if draft is not None and draft.status == DraftStatus.PARTIALLY_FAILED:
+        draft.status = DraftStatus.PUBLISHING
     await session.flush()
     await audit.record(
         session,
@@ -219,17 +218,14 @@ async def settle(session: AsyncSession, *, draft_id: int) -> None:
     draft = await session.get(Draft, draft_id, populate_existing=True)
     if draft is None:
         return
-    states = [
-        DeliveryState(s)
-        for s in (
-            await session.scalars(
-                select(Delivery.state).where(
-                    Delivery.draft_id == draft_id, Delivery.draft_version == draft.version
-                )
+    states = (
+        await session.scalars(
+            select(Delivery.state).where(
+                Delivery.draft_id == draft_id, Delivery.draft_version == draft.version
             )
-        ).all()
-    ]
-    if not states or draft.status_enum not in gate.PUBLISHABLE:
+        )
+    ).all()
+    if not states or draft.status not in gate.PUBLISHABLE:
         return
     active = {DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.RETRYING}
     if any(s in active for s in states):
@@ -238,8 +234,8 @@ async def settle(session: AsyncSession, *, draft_id: int) -> None:
         status = DraftStatus.PUBLISHED
     else:
         status = DraftStatus.PARTIALLY_FAILED
-    if draft.status != status.value:
-        draft.status = status.value
+    if draft.status != status:
+        draft.status = status
         if status is DraftStatus.PUBLISHED:
             draft.published_at = utcnow()
         await audit.record(

@@ -39,11 +39,7 @@ async def get(session: AsyncSession, *, grant_id: int) -> RoleGrant:
 
 
 async def pending(session: AsyncSession, *, user: User | None = None) -> list[RoleGrant]:
-    query = (
-        select(RoleGrant)
-        .where(RoleGrant.status == GrantStatus.PENDING.value)
-        .order_by(RoleGrant.id)
-    )
+    query = select(RoleGrant).where(RoleGrant.status == GrantStatus.PENDING).order_by(RoleGrant.id)
     if user is not None:
         query = query.where(RoleGrant.user_id == user.id)
     return list((await session.scalars(query)).all())
@@ -79,7 +75,7 @@ async def request(
         role=role.value,
         requested_by_id=actor.id,
         requested_at=utcnow(),
-        status=GrantStatus.PENDING.value,
+        status=GrantStatus.PENDING,
     )
     session.add(grant)
     await session.flush()
@@ -131,7 +127,7 @@ async def approve(
 
 async def _give(session: AsyncSession, *, grant: RoleGrant, settings: Settings) -> None:
     person = grant.user
-    grant.status = GrantStatus.GRANTED.value
+    grant.status = GrantStatus.GRANTED
     grant.decided_at = utcnow()
     if Role(grant.role) not in person.role_set:
         person.roles.append(UserRole(role=grant.role, granted_at=grant.decided_at))
@@ -167,9 +163,9 @@ async def close(
     grant = await _lock(session, grant.id)
     if actor is not None:
         require(actor, Action.ROLE_GRANT_DECIDE if rejected else Action.USER_MANAGE)
-    if grant.status != GrantStatus.PENDING.value:
+    if grant.status != GrantStatus.PENDING:
         raise RuleViolation("role_grant.not_pending", f"this grant is {grant.status}")
-    grant.status = (GrantStatus.REJECTED if rejected else GrantStatus.CANCELLED).value
+    grant.status = GrantStatus.REJECTED if rejected else GrantStatus.CANCELLED
     grant.decided_at = utcnow()
     grant.reason = why
     await session.flush()

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
 from comms.db import Base, UTCDateTime
+from comms.dbtypes import str_enum
 from comms.enums import Role
 
 
@@ -77,7 +78,9 @@ class RoleGrant(Base):
     role: Mapped[str] = mapped_column(String(32))
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    status: Mapped[str] = mapped_column(String(12), default=GrantStatus.PENDING.value, index=True)
+    status: Mapped[GrantStatus] = mapped_column(
+        str_enum(GrantStatus, length=12), default=GrantStatus.PENDING, index=True
+    )
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
 
@@ -86,10 +89,6 @@ class RoleGrant(Base):
     approvals: Mapped[list[RoleGrantApproval]] = relationship(
         lazy="selectin", order_by="RoleGrantApproval.id", cascade="all, delete-orphan"
     )
-
-    @property
-    def status_enum(self) -> GrantStatus:
-        return GrantStatus(self.status)
 
 
 class RoleGrantApproval(Base):
