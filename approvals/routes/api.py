@@ -48,7 +48,7 @@ from comms.incidents import service as incidents
 from comms.incidents.models import Incident
 from comms.outbox import service as outbox
 from comms.permissions import Action
-from comms.rendering import TemplateSpec
+from comms.rendering import TemplateSpec, registry_for
 from comms.settings import Settings
 
 router = APIRouter(
@@ -373,13 +373,13 @@ def template_out(spec: TemplateSpec) -> dict[str, Any]:
 @router.get("/templates", response_model=list[TemplateOut])
 @allow(Action.READ)
 async def list_templates(state: Panel) -> list[dict[str, Any]]:
-    return [template_out(s) for s in drafts.registry_for(state.settings).list("public")]
+    return [template_out(s) for s in registry_for(state.settings).list("public")]
 
 
 @router.get("/templates/{name}", response_model=TemplateOut)
 @allow(Action.READ)
 async def get_template(state: Panel, name: TemplateName) -> dict[str, Any]:
-    spec = drafts.registry_for(state.settings).get(name)
+    spec = registry_for(state.settings).get(name)
     if spec.audience != "public":
         raise InvalidInput(FieldProblem("name", f"{name} is an internal template"))
     return template_out(spec)

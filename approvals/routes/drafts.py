@@ -45,7 +45,13 @@ from comms.errors import CommsError
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
 from comms.permissions import Action
-from comms.rendering import TemplateSpec, check_values, validate_values
+from comms.rendering import (
+    TemplateSpec,
+    check_values,
+    registry_for,
+    render_context,
+    validate_values,
+)
 
 router = APIRouter(include_in_schema=False)
 
@@ -110,7 +116,7 @@ async def build_preview(
             version=0,
             spec=spec,
             values=values,
-            ctx=drafts._render_context(incident, state.settings),  # the same context as saving
+            ctx=render_context(state.settings, incident),  # the same context as saving
             destinations=fallback,
             options=options,
             correction_of=correction_of,
@@ -146,7 +152,7 @@ async def _editor_ctx(
     show_preview: dict[str, Any] | None = None,
     correction_of: str = "",
 ) -> dict[str, Any]:
-    registry = drafts.registry_for(state.settings)
+    registry = registry_for(state.settings)
     return {
         "incident": incident,
         "spec": spec,
@@ -199,7 +205,7 @@ async def draft_new(
     if correction_of is not None:
         await drafts.require_draft(session, draft_id=correction_of, field="correction_of")
         template = template or "correction"
-    spec = drafts.registry_for(state.settings).get(template[:64]) if template else None
+    spec = registry_for(state.settings).get(template[:64]) if template else None
     if spec is not None and spec.audience != "public":
         spec = None
     defaults = [
@@ -230,7 +236,7 @@ async def draft_create(
 ) -> Response:
     submitted = await NewDraftForm.read(request)
     name = submitted.raw(NewDraftForm.template)
-    spec = drafts.registry_for(state.settings).get(name)
+    spec = registry_for(state.settings).get(name)
     ctx = await _posted_editor_ctx(
         session,
         state,
@@ -279,7 +285,7 @@ async def draft_preview(request: Request, session: DbSession, state: Panel) -> H
     """The live preview fragment (the editor's script posts the form here). Saves nothing."""
     submitted = await PreviewForm.read(request)
     incident = await incidents.require_incident(session, key=submitted.raw(PreviewForm.incident))
-    spec = drafts.registry_for(state.settings).get(submitted.raw(PreviewForm.template))
+    spec = registry_for(state.settings).get(submitted.raw(PreviewForm.template))
     try:
         form = submitted.valid()
         chosen = await chosen_destinations(session, form.destinations)
@@ -306,7 +312,7 @@ async def draft_preview(request: Request, session: DbSession, state: Panel) -> H
 async def draft_edit_form(
     request: Request, session: DbSession, state: Panel, draft: CurrentDraft
 ) -> HTMLResponse:
-    spec = drafts.registry_for(state.settings).get(draft.template)
+    spec = registry_for(state.settings).get(draft.template)
     return page(
         request,
         "drafts/edit.html",
@@ -329,7 +335,7 @@ async def draft_edit(
     request: Request, session: DbSession, state: Panel, user: CurrentUser, draft: CurrentDraft
 ) -> Response:
     submitted = await EditDraftForm.read(request)
-    spec = drafts.registry_for(state.settings).get(draft.template)
+    spec = registry_for(state.settings).get(draft.template)
     ctx = await _posted_editor_ctx(
         session, state, submitted, incident=draft.incident, spec=spec, draft=draft
     )

@@ -11,10 +11,10 @@ from comms.cli.base import (
     pass_app,
     report,
 )
-from comms.drafts import service as drafts
 from comms.errors import (
     NotFound,
 )
+from comms.rendering import registry_for
 
 
 @cli.group()
@@ -28,7 +28,7 @@ def template() -> None:
 @pass_app
 def template_list(app: AppContext, as_json: bool, include_internal: bool) -> None:
     """List the templates and their variables."""
-    registry = drafts.registry_for(app.settings)
+    registry = registry_for(app.settings)
     specs = registry.list(None if include_internal else "public")
     document = [
         {
@@ -59,7 +59,7 @@ def template_list(app: AppContext, as_json: bool, include_internal: bool) -> Non
 def template_show(app: AppContext, name: str) -> None:
     """Show a template's variables and source."""
     try:
-        spec = drafts.registry_for(app.settings).get(name)
+        spec = registry_for(app.settings).get(name)
     except NotFound as error:
         report(error)
     click.echo(f"{spec.name}: {spec.title}\n{spec.description}\n\nvariables:")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -39,11 +37,10 @@ from comms.outbox import service as outbox
 from comms.outbox.models import Delivery, DeliveryState
 from comms.permissions import Action, require
 from comms.rendering import (
-    OfficialLink,
-    RenderContext,
-    TemplateRegistry,
     TemplateSpec,
     check_values,
+    registry_for,
+    render_context,
     validate_values,
 )
 from comms.settings import Settings
@@ -51,15 +48,6 @@ from comms.text import clean_text
 from comms.users.models import User
 
 REASON_MAX = 2000
-
-
-@lru_cache(maxsize=8)
-def _registry(path: Path | None) -> TemplateRegistry:
-    return TemplateRegistry.default(path)
-
-
-def registry_for(settings: Settings) -> TemplateRegistry:
-    return _registry(settings.templates_dir)
 
 
 async def get(session: AsyncSession, *, draft_id: int) -> Draft | None:
@@ -124,20 +112,6 @@ def quorum(draft: Draft, *, settings: Settings, now: datetime | None = None) -> 
     )
 
 
-def _render_context(incident: Incident, settings: Settings) -> RenderContext:
-    return RenderContext(
-        protocol_name=settings.protocol_name,
-        incident_key=incident.key,
-        incident_title=incident.title,
-        severity=Severity(incident.severity),
-        official_links=official_links(settings),
-    )
-
-
-def official_links(settings: Settings) -> tuple[OfficialLink, ...]:
-    return tuple(OfficialLink(label, url) for label, url in settings.official_links.items())
-
-
 def _check_destinations(destinations: list[Destination]) -> None:
     if not destinations:
         raise InvalidInput(FieldProblem("destinations", "choose at least one destination"))
@@ -165,7 +139,7 @@ async def _freeze(
         version=draft.version,
         spec=spec,
         values=values,
-        ctx=_render_context(draft.incident, settings),
+        ctx=render_context(settings, draft.incident),
         destinations=destinations,
         options=options,
         correction_of=draft.correction_of_id,
@@ -777,7 +751,9 @@ async def hold_delivery(
         target=f"delivery:{delivery.id}",
         details={"draft": delivery.draft_id, "version": delivery.draft_version, "reason": reason},
     )
-    await notify.delivery_problem(session, delivery=delivery, settings=settings)
+    draft = await session.get(Draft, delivery.draft_id)
+    if draft is not None:
+        await notify.delivery_problem(session, delivery=delivery, draft=draft, settings=settings)
     await session.flush()
     return await hold_for_new_approval(
         session, draft_id=delivery.draft_id, reason=reason, settings=settings

@@ -459,9 +459,7 @@ class DeliveryQueue:
                     if resend:
                         delivery.inflight_index = None
                     action = "delivery.uncertain"
-                    await notify.delivery_problem(
-                        session, delivery=delivery, settings=self.settings
-                    )
+                    await _delivery_problem(session, delivery, self.settings)
                 await audit.record(
                     session,
                     actor=audit.SYSTEM_ACTOR,
@@ -731,7 +729,7 @@ class DeliveryQueue:
                 "problem": problem,
             },
         )
-        await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+        await _delivery_problem(session, delivery, self.settings)
         await _settle(session, draft_id=delivery.draft_id)
 
     async def _record_progress(
@@ -1002,7 +1000,7 @@ class DeliveryQueue:
                 },
             )
             if notify_person:
-                await notify.delivery_problem(session, delivery=delivery, settings=self.settings)
+                await _delivery_problem(session, delivery, self.settings)
             await _settle(session, draft_id=delivery.draft_id)
 
     async def _pause(self, session: AsyncSession, platform: Platform, error: PublishError) -> None:
@@ -1155,6 +1153,13 @@ async def _settle(session: AsyncSession, *, draft_id: int) -> None:
     )
     if not busy:
         await outbox.settle(session, draft_id=draft_id)
+
+
+async def _delivery_problem(session: AsyncSession, delivery: Delivery, settings: Settings) -> None:
+    """Tell the Communication Manager that ``delivery`` needs a person."""
+    draft = await session.get(Draft, delivery.draft_id)
+    if draft is not None:
+        await notify.delivery_problem(session, delivery=delivery, draft=draft, settings=settings)
 
 
 def _plain(text: str) -> str:

@@ -8,29 +8,53 @@ notify twice about the same event.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination, InternalUse
-from comms.enums import Platform, Severity
+from comms.enums import Platform
 from comms.errors import CommsError
+from comms.incidents.models import Incident
 from comms.outbox.models import Delivery, Notification
-from comms.rendering import RenderContext, TemplateRegistry, render, validate_values
+from comms.rendering import RenderContext, registry_for, render, render_context, validate_values
 from comms.settings import Settings
-
-if TYPE_CHECKING:
-    from comms.drafts.models import Draft
+from comms.users.models import User
 
 log = logging.getLogger("comms.notify")
 
 
-def _registry(settings: Settings) -> TemplateRegistry:
-    from comms.drafts.service import registry_for
+class DraftFacts(Protocol):
+    """What the notices say about a draft. ``comms.drafts.models.Draft`` is one; a protocol
+    because the drafts service imports this module, and this module imports nothing of drafts."""
 
-    return registry_for(settings)
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def template(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def content_hash(self) -> str: ...
+
+    @property
+    def publish_at(self) -> datetime | None: ...
+
+    @property
+    def author(self) -> User: ...
+
+    @property
+    def destinations(self) -> Sequence[Destination]: ...
+
+    @property
+    def incident(self) -> Incident: ...
 
 
 async def _queue(
@@ -48,7 +72,7 @@ async def _queue(
     if not targets:
         log.info("no private destination receives %s notifications (%s)", use.value, dedup_key)
         return []
-    spec = _registry(settings).get(template)
+    spec = registry_for(settings).get(template)
     clean = validate_values(spec, {k: v for k, v in values.items() if v})
     rendered = render(spec, clean, ctx)
     queued = []
@@ -74,19 +98,7 @@ async def _queue(
     return queued
 
 
-def _ctx(settings: Settings, *, key: str, title: str, severity: str) -> RenderContext:
-    from comms.drafts.service import official_links
-
-    return RenderContext(
-        protocol_name=settings.protocol_name,
-        incident_key=key,
-        incident_title=title,
-        severity=Severity(severity),
-        official_links=official_links(settings),
-    )
-
-
-async def approval_request(session: AsyncSession, *, draft: Draft, settings: Settings) -> None:
+async def approval_request(session: AsyncSession, *, draft: DraftFacts, settings: Settings) -> None:
     """Tell the Decision Makers' private destination that a draft waits for them."""
     values = {
         "kind": draft.template,
@@ -105,26 +117,19 @@ async def approval_request(session: AsyncSession, *, draft: Draft, settings: Set
             dedup_key=f"approval:{draft.id}:{draft.content_hash}",
             template="internal-approval-request",
             values=values,
-            ctx=_ctx(
-                settings,
-                key=draft.incident.key,
-                title=draft.incident.title,
-                severity=draft.incident.severity,
-            ),
+            ctx=render_context(settings, draft.incident),
         )
     except CommsError:  # a notification must never block the announcement itself
         log.exception("could not queue the approval request for draft %s", draft.id)
 
 
 async def delivery_problem(
-    session: AsyncSession, *, delivery: Delivery, settings: Settings
+    session: AsyncSession, *, delivery: Delivery, draft: DraftFacts, settings: Settings
 ) -> None:
-    """Tell the Communication Manager's private destination that a delivery needs a person."""
-    from comms.drafts.models import Draft
-
-    draft = await session.get(Draft, delivery.draft_id)
+    """Tell the Communication Manager's private destination that a delivery (of ``draft``)
+    needs a person."""
     destination = await session.get(Destination, delivery.destination_id)
-    if draft is None or destination is None:
+    if destination is None:
         return
     values = {
         "destination": destination.name,
@@ -142,12 +147,7 @@ async def delivery_problem(
             dedup_key=f"delivery:{delivery.id}:{delivery.state}:{delivery.attempts}",
             template="internal-delivery-problem",
             values=values,
-            ctx=_ctx(
-                settings,
-                key=draft.incident.key,
-                title=draft.incident.title,
-                severity=draft.incident.severity,
-            ),
+            ctx=render_context(settings, draft.incident),
         )
     except CommsError:
         log.exception("could not queue the delivery-problem notice for delivery %s", delivery.id)
@@ -196,7 +196,7 @@ async def _gate_change(
             dedup_key=dedup_key,
             template=template,
             values=values,
-            ctx=RenderContext(protocol_name=settings.protocol_name),
+            ctx=render_context(settings),
         )
     except CommsError:
         log.exception("could not queue the gate-change notice %s", dedup_key)
@@ -215,7 +215,7 @@ async def platform_status(
             dedup_key=f"platform:{platform}:{event}:{key}",
             template="internal-platform-status",
             values={"platform": platform, "event": event, "reason": reason[:600]},
-            ctx=RenderContext(protocol_name=settings.protocol_name),
+            ctx=render_context(settings),
         )
     except CommsError:
         log.exception("could not queue the %s notice for %s", event, platform)

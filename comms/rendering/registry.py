@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import comms
 from comms.errors import NotFound
 from comms.rendering.spec import TemplateLoadError, TemplateSpec, parse_template
+
+if TYPE_CHECKING:
+    from comms.settings import Settings
 
 
 def default_templates_dir() -> Path:
@@ -66,3 +70,13 @@ class TemplateRegistry:
 
     def __len__(self) -> int:
         return len(self._specs)
+
+
+def registry_for(settings: Settings) -> TemplateRegistry:
+    """The templates of ``settings.templates_dir``, loaded (and checked) once per directory."""
+    return _loaded(settings.templates_dir)
+
+
+@lru_cache(maxsize=8)
+def _loaded(directory: Path | None) -> TemplateRegistry:
+    return TemplateRegistry.default(directory)
