@@ -30,10 +30,6 @@ def snowflake(timestamp_ms: int, worker: int = 0, sequence: int = 0) -> int:
     return ((timestamp_ms - DISCORD_EPOCH_MS) << 22) | ((worker & 0x3FF) << 12) | (sequence & 0xFFF)
 
 
-def snowflake_time(value: int) -> float:
-    return ((value >> 22) + DISCORD_EPOCH_MS) / 1000.0
-
-
 class SnowflakeFactory:
     """Increasing ids from wall-clock time, never repeating even within one millisecond."""
 

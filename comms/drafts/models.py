@@ -32,7 +32,6 @@ class DraftStatus(StrEnum):
 EDITABLE = frozenset(
     {DraftStatus.DRAFT, DraftStatus.IN_REVIEW, DraftStatus.REJECTED, DraftStatus.APPROVED}
 )
-FINAL = frozenset({DraftStatus.PUBLISHED, DraftStatus.WITHDRAWN})
 
 
 class Decision(StrEnum):

@@ -50,10 +50,6 @@ from comms.users.models import User
 REASON_MAX = 2000
 
 
-async def get(session: AsyncSession, *, draft_id: int) -> Draft | None:
-    return await session.get(Draft, draft_id)
-
-
 async def require_draft(session: AsyncSession, *, draft_id: int, field: str = "draft") -> Draft:
     draft = await session.get(Draft, draft_id)
     if draft is None:

@@ -2,13 +2,14 @@
 
 Each turn it recovers rows whose worker died, claims what is due from each queue in turn (up to
 its free capacity) and starts handling each claimed row in its own task; in between it waits
-for the poll interval or a wake-up. A background task renews the leases of the rows it holds.
+for the poll interval. A background task renews the leases of the rows it holds.
 Stopping lets the tasks in flight finish (within one lease).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -119,7 +120,6 @@ class Runner:
         self.work = Work(database=database, config=self.config, rng=rng or random.Random())
         self.queues = list(queues)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
         self._recovered_at = float("-inf")
 
     @property
@@ -163,22 +163,11 @@ class Runner:
                     log.exception("%s: could not release on stop", queue.name)
             log.info("worker %s stopped", self.worker_id)
 
-    def wake(self) -> None:
-        """Look for work now instead of at the next poll (e.g. right after an approval)."""
-        self._wake.set()
-
     async def _idle(self, stop: asyncio.Event, seconds: float | None = None) -> None:
-        self._wake.clear()
-        waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(self._wake.wait())]
-        try:
-            await asyncio.wait(
-                waiters,
-                timeout=self.config.poll_interval if seconds is None else seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        """Wait for the next poll (or ``seconds``), or until ``stop`` is set."""
+        timeout = self.config.poll_interval if seconds is None else seconds
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout)
 
     async def recover(self) -> int:
         """Take back what workers that died were holding (their leases ran out)."""

@@ -79,9 +79,6 @@ class Rendered:
     telegram: tuple[str, ...]
     mentions_everyone: bool = False
 
-    def for_platform(self, platform: Platform) -> tuple[str, ...]:
-        return self.discord if platform is Platform.DISCORD else self.telegram
-
 
 def telegram_visible_length(message: str) -> int:
     """Length Telegram checks: text after HTML entity parsing, in UTF-16 code units."""

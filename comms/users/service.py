@@ -88,16 +88,6 @@ async def list_users(session: AsyncSession) -> list[User]:
     return list((await session.scalars(select(User).order_by(User.username))).all())
 
 
-async def list_with_role(session: AsyncSession, *, role: Role) -> list[User]:
-    query = (
-        select(User)
-        .join(UserRole)
-        .where(UserRole.role == role.value, User.active.is_(True))
-        .order_by(User.username)
-    )
-    return list((await session.scalars(query)).unique().all())
-
-
 async def create(
     session: AsyncSession,
     *,
