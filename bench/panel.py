@@ -381,6 +381,7 @@ async def run_once(args: argparse.Namespace, database_url: str) -> dict[str, Any
             load = Load(base, world, args.think, loop.time() + args.duration)
             rng = random.Random(args.seed)
             cpu_before, started = cpu_seconds(pids), time.perf_counter()
+            client_before = time.process_time()
             people = [
                 asyncio.create_task(load.person(i, client, random.Random(rng.random())))
                 for i in range(args.users)
@@ -396,6 +397,7 @@ async def run_once(args: argparse.Namespace, database_url: str) -> dict[str, Any
                 await asyncio.wait(set(load.pending))
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(pids) - cpu_before
+            client_cpu = time.process_time() - client_before
     by_page: dict[str, list[float]] = defaultdict(list)
     for sample in load.samples:
         by_page[sample.page].append(sample.seconds)
@@ -414,6 +416,8 @@ async def run_once(args: argparse.Namespace, database_url: str) -> dict[str, Any
         "error_statuses": sorted({s.status for s in errors}),
         "server_cpu_seconds": round(cpu, 2),
         "server_cpu_ms_per_request": round(1000 * cpu / requests, 2) if requests else None,
+        # The load generator shares the machine: its CPU competes with the server's.
+        "client_cpu_seconds": round(client_cpu, 2),
     }
 
 

@@ -30,7 +30,7 @@ class WebSession(Base):
     ip: Mapped[str] = mapped_column(String(64), default="")
     user_agent: Mapped[str] = mapped_column(String(200), default="")
 
-    user: Mapped[User] = relationship(lazy="selectin")
+    user: Mapped[User] = relationship(lazy="joined")
 
     def __repr__(self) -> str:
         return f"<WebSession {self.id_hash[:8]} user={self.user_id} {self.stage}>"
@@ -53,7 +53,7 @@ class ApiToken(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
-    user: Mapped[User] = relationship(lazy="selectin")
+    user: Mapped[User] = relationship(lazy="joined")
 
     def __repr__(self) -> str:
         return f"<ApiToken {self.prefix} {self.name} user={self.user_id} {self.scopes}>"

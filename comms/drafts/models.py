@@ -68,8 +68,8 @@ class Draft(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     incident: Mapped[Incident] = relationship(lazy="selectin")
-    author: Mapped[User] = relationship(foreign_keys=[author_id], lazy="selectin")
-    last_editor: Mapped[User] = relationship(foreign_keys=[last_editor_id], lazy="selectin")
+    author: Mapped[User] = relationship(foreign_keys=[author_id], lazy="joined")
+    last_editor: Mapped[User] = relationship(foreign_keys=[last_editor_id], lazy="joined")
     destinations: Mapped[list[Destination]] = relationship(
         secondary="draft_destinations", lazy="selectin", order_by="Destination.name"
     )
@@ -111,7 +111,7 @@ class DraftVersion(Base):
     reason: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    editor: Mapped[User] = relationship(lazy="selectin")
+    editor: Mapped[User] = relationship(lazy="joined")
 
     @property
     def plan(self) -> AnnouncementPlan:
@@ -131,8 +131,8 @@ class Approval(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     draft: Mapped[Draft] = relationship(back_populates="approvals")
-    approver: Mapped[User] = relationship(lazy="selectin")
-    void: Mapped[ApprovalVoid | None] = relationship(lazy="selectin")
+    approver: Mapped[User] = relationship(lazy="joined")
+    void: Mapped[ApprovalVoid | None] = relationship(lazy="joined")
 
     @property
     def voided(self) -> bool:

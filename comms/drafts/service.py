@@ -59,7 +59,9 @@ async def require_draft(session: AsyncSession, *, draft_id: int, field: str = "d
 
 async def _lock(session: AsyncSession, draft_id: int) -> Draft:
     """Re-read the draft under a row lock (PostgreSQL) with fresh approvals."""
-    draft = await session.get(Draft, draft_id, with_for_update=True, populate_existing=True)
+    draft = await session.get(
+        Draft, draft_id, with_for_update={"of": Draft}, populate_existing=True
+    )
     if draft is None:
         raise NotFound(f"no draft #{draft_id}", field="draft")
     await session.refresh(draft, ["approvals", "destinations", "incident"])

@@ -93,7 +93,7 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
-    opened_by: Mapped[User] = relationship(lazy="selectin")
+    opened_by: Mapped[User] = relationship(lazy="joined")
     assignments: Mapped[list[IncidentAssignment]] = relationship(
         back_populates="incident", lazy="selectin", order_by="IncidentAssignment.id"
     )
@@ -145,8 +145,8 @@ class IncidentAssignment(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     incident: Mapped[Incident] = relationship(back_populates="assignments")
-    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="selectin")
-    assigned_by: Mapped[User] = relationship(foreign_keys=[assigned_by_id], lazy="selectin")
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="joined")
+    assigned_by: Mapped[User] = relationship(foreign_keys=[assigned_by_id], lazy="joined")
 
 
 class IncidentLogEntry(Base):
@@ -165,5 +165,5 @@ class IncidentLogEntry(Base):
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     channel: Mapped[str] = mapped_column(String(200), default="")
 
-    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id], lazy="selectin")
-    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="selectin")
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id], lazy="joined")
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="joined")

@@ -92,7 +92,9 @@ async def request(
 
 
 async def _lock(session: AsyncSession, grant_id: int) -> RoleGrant:
-    grant = await session.get(RoleGrant, grant_id, with_for_update=True, populate_existing=True)
+    grant = await session.get(
+        RoleGrant, grant_id, with_for_update={"of": RoleGrant}, populate_existing=True
+    )
     if grant is None:
         raise NotFound(f"no role grant #{grant_id}", field="grant")
     await session.refresh(grant, ["approvals", "user", "requested_by"])

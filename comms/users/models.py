@@ -84,8 +84,8 @@ class RoleGrant(Base):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
 
-    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="selectin")
-    requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id], lazy="selectin")
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="joined")
+    requested_by: Mapped[User] = relationship(foreign_keys=[requested_by_id], lazy="joined")
     approvals: Mapped[list[RoleGrantApproval]] = relationship(
         lazy="selectin", order_by="RoleGrantApproval.id", cascade="all, delete-orphan"
     )
@@ -102,4 +102,4 @@ class RoleGrantApproval(Base):
     approver_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    approver: Mapped[User] = relationship(lazy="selectin")
+    approver: Mapped[User] = relationship(lazy="joined")

@@ -49,9 +49,10 @@ async def test_a_worker_whose_lease_ran_out_writes_nothing(
     draft = await approved_draft(db, world, settings, to=("tg_news",))
     chat = world.info["telegram_chats"]["announcements"]
     await control.fault(
-        platform="telegram", endpoint="sendMessage", kind="timeout", hang_seconds=3, count=1
+        platform="telegram", endpoint="sendMessage", kind="timeout", hang_seconds=8, count=1
     )
-    slow = build_publishers(settings)  # the platform timeout is 1.5 s: A gives up after that
+    # A gives up after 5 s: B has that long to take over, however busy the machine.
+    slow = build_publishers(settings.model_copy(update={"platform_timeout_seconds": 5.0}))
     a = Worker(
         database=db,
         settings=settings,
