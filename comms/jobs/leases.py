@@ -100,18 +100,27 @@ class LeasedTable:
         now: datetime,
         lease_seconds: float,
     ) -> None:
-        """Extend the leases this worker still holds (a missed renewal only risks recovery)."""
-        held = list(leases)
-        if not held:
+        """Extend the leases this worker still holds (a missed renewal only risks recovery).
+
+        Never waits for a row lock (PostgreSQL; SQLite ignores the clause): a row locked
+        elsewhere is in a transaction of this worker's own (a group commit writing it) or of a
+        worker recovering it, and is skipped until the next round. Waiting let a renewal and a
+        group commit each hold a row the other wanted; PostgreSQL failed the renewal, and the
+        leases of a live worker ran out.
+        """
+        ids = sorted(lease.id for lease in leases)
+        if not ids:
             return
         model = self.model
+        mine = (
+            select(model.id)
+            .where(model.id.in_(ids), model.claimed_by == worker_id, model.state == self.held)
+            .order_by(model.id)
+            .with_for_update(skip_locked=True)
+        )
         await session.execute(
             update(model)
-            .where(
-                model.id.in_([lease.id for lease in held]),
-                model.claimed_by == worker_id,
-                model.state == self.held,
-            )
+            .where(model.id.in_(mine.scalar_subquery()))
             .values(lease_until=now + timedelta(seconds=lease_seconds))
             .execution_options(synchronize_session=False)
         )
