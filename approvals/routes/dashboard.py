@@ -36,13 +36,16 @@ def awaiting(draft: Draft, user: User, settings: Settings) -> bool:
 async def pending_for(
     session: AsyncSession, user: User, settings: Settings
 ) -> list[dict[str, Any]]:
-    rows = await drafts.list_drafts(session, statuses={DraftStatus.IN_REVIEW})
-    result = []
-    for draft in rows:
-        if awaiting(draft, user, settings):
-            state = drafts.quorum(draft, settings=settings)
-            result.append({"draft": draft, "quorum": state})
-    return result
+    rows = [
+        draft
+        for draft in await drafts.list_drafts(session, statuses={DraftStatus.IN_REVIEW})
+        if awaiting(draft, user, settings)
+    ]
+    plans = await drafts.plans_of(session, rows)
+    return [
+        {"draft": draft, "quorum": drafts.quorum(draft, settings=settings, plan=plans[draft.id])}
+        for draft in rows
+    ]
 
 
 @router.get("/")
@@ -52,6 +55,7 @@ async def dashboard(
 ) -> HTMLResponse:
     open_incidents = await incidents.list_incidents(session, open_only=True)
     mine = (await drafts.list_drafts(session, author=user))[:20]
+    plans = await drafts.plans_of(session, mine)
     failed = list(
         (
             await session.scalars(
@@ -69,7 +73,8 @@ async def dashboard(
             "incidents": open_incidents,
             "pending": await pending_for(session, user, state.settings),
             "mine": [
-                {"draft": d, "quorum": drafts.quorum(d, settings=state.settings)} for d in mine
+                {"draft": d, "quorum": drafts.quorum(d, settings=state.settings, plan=plans[d.id])}
+                for d in mine
             ],
             "failed": failed,
             "is_dm": user.has_role(Role.DECISION_MAKER),

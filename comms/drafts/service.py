@@ -7,11 +7,13 @@ and the status change.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
 
 from comms.audit import service as audit
 from comms.clock import utcnow
@@ -28,6 +30,7 @@ from comms.drafts.models import (
     DraftVersion,
 )
 from comms.drafts.payload import DraftOptions, build_plan
+from comms.drafts.plan import AnnouncementPlan
 from comms.enums import Severity
 from comms.errors import Conflict, FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.incidents import service as incidents
@@ -68,6 +71,9 @@ async def _lock(session: AsyncSession, draft_id: int) -> Draft:
     return draft
 
 
+_LIST_DEFERRED = (Draft.payload, Draft.variables, Draft.warnings)
+
+
 async def list_drafts(
     session: AsyncSession,
     *,
@@ -75,7 +81,13 @@ async def list_drafts(
     statuses: set[DraftStatus] | None = None,
     author: User | None = None,
 ) -> list[Draft]:
-    query = select(Draft).order_by(Draft.updated_at.desc(), Draft.id.desc())
+    # Lists show a draft's state, not its words: the rendered texts (every destination's, tens
+    # of kB) and the variables are left in the database, and reading them fails loudly.
+    query = (
+        select(Draft)
+        .options(*(defer(column, raiseload=True) for column in _LIST_DEFERRED))
+        .order_by(Draft.updated_at.desc(), Draft.id.desc())
+    )
     if incident is not None:
         query = query.where(Draft.incident_id == incident.id)
     if statuses:
@@ -100,14 +112,59 @@ async def get_version(session: AsyncSession, *, draft_id: int, version: int) -> 
     )
 
 
-def quorum(draft: Draft, *, settings: Settings, now: datetime | None = None) -> Quorum:
+def quorum(
+    draft: Draft,
+    *,
+    settings: Settings,
+    now: datetime | None = None,
+    plan: AnnouncementPlan | None = None,
+) -> Quorum:
+    """``plan`` is the draft's current plan when the caller has it (``plans_of``); else it is
+    parsed from the draft's payload, which must then be loaded."""
     return evaluate(
         draft,
         severity=Severity(draft.incident.severity),
         settings=settings,
         now=now or utcnow(),
         destinations=draft.destinations,
+        plan=plan,
     )
+
+
+_PLANS: OrderedDict[tuple[int, int, str], AnnouncementPlan] = OrderedDict()
+_PLANS_KEPT = 512
+
+
+async def plans_of(session: AsyncSession, rows: Sequence[Draft]) -> dict[int, AnnouncementPlan]:
+    """The current plan of each listed draft (``list_drafts`` leaves payloads unread).
+
+    A list page evaluates every draft's quorum, which needs its plan; reading and parsing every
+    draft's renderings on every page view cost more than the rest of the dashboard. A plan is
+    kept per (draft, version, content hash): a version's payload never changes, and a draft
+    whose row moved on since the list was read gets the plan its row now holds.
+    """
+    found: dict[int, AnnouncementPlan] = {}
+    missing = []
+    for draft in rows:
+        key = (draft.id, draft.version, draft.content_hash)
+        if key in _PLANS:
+            _PLANS.move_to_end(key)
+            found[draft.id] = _PLANS[key]
+        else:
+            missing.append(draft.id)
+    if missing:
+        fetched = await session.execute(
+            select(Draft.id, Draft.version, Draft.content_hash, Draft.payload).where(
+                Draft.id.in_(missing)
+            )
+        )
+        for draft_id, version, content_hash, payload in fetched:
+            plan = AnnouncementPlan.from_json(payload)
+            found[draft_id] = plan
+            _PLANS[(draft_id, version, content_hash)] = plan
+        while len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+    return found
 
 
 def _check_destinations(destinations: list[Destination]) -> None:

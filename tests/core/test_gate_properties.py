@@ -106,8 +106,7 @@ class GateMachine(RuleBasedStateMachine):
         return sum(
             1
             for name in self.deciders
-            if self.version in self.approved_versions[name]
-            and name not in self.contributors
+            if self.version in self.approved_versions[name] and name not in self.contributors
         )
 
     async def _act(self, username: str, action: str, **kwargs: Any) -> None:
