@@ -204,6 +204,11 @@ _PAIRS = [
 ]
 
 
+# The only characters at which inline markup can start; everything else is copied as text.
+_SPECIAL_CHARS = frozenset("\\`<@[h*_~|")
+_SPECIAL = re.compile(r"[\\`<@\[h*_~|]")
+
+
 def _wrap(kind: str, inner: str) -> str:
     if kind == "strong-em":
         return f"<strong><em>{inner}</em></strong>"
@@ -239,7 +244,10 @@ def _inline(text: str, depth: int = 0) -> str:
 
     while i < n:
         ch = text[i]
-        rest = text[i:]
+        if ch not in _SPECIAL_CHARS:  # plain text: on to the next character that may matter
+            found = _SPECIAL.search(text, i)
+            i = found.start() if found else n
+            continue
         if ch == "\\" and i + 1 < n and not text[i + 1].isalnum() and not text[i + 1].isspace():
             flush(i)
             out.append(esc(text[i + 1]))
@@ -247,7 +255,7 @@ def _inline(text: str, depth: int = 0) -> str:
             plain_start = i
             continue
         if ch == "`":
-            fence = "``" if rest.startswith("``") else "`"
+            fence = "``" if text.startswith("``", i) else "`"
             end = text.find(fence, i + len(fence))
             if end > i + len(fence) - 1 and end != -1:
                 flush(i)
@@ -290,7 +298,7 @@ def _inline(text: str, depth: int = 0) -> str:
                 i = match.end()
                 plain_start = i
                 continue
-        if ch == "h" and (rest.startswith("https://") or rest.startswith("http://")):
+        if ch == "h" and text.startswith(("https://", "http://"), i):
             match = _URL.match(text, i)
             if match:
                 flush(i)
@@ -300,7 +308,7 @@ def _inline(text: str, depth: int = 0) -> str:
                 continue
         matched = False
         for marker, kind in _PAIRS:
-            if rest.startswith(marker):
+            if text.startswith(marker, i):
                 end = text.find(marker, i + len(marker))
                 if end > i + len(marker) and not text[i + len(marker)].isspace():
                     flush(i)
