@@ -129,6 +129,7 @@ async def approve(
 
 async def _give(session: AsyncSession, *, grant: RoleGrant, settings: Settings) -> None:
     person = grant.user
+    await person.awaitable_attrs.roles  # changed below: the collection, not the row's names
     grant.status = GrantStatus.GRANTED
     grant.decided_at = utcnow()
     if Role(grant.role) not in person.role_set:

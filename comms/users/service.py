@@ -189,6 +189,7 @@ async def set_roles(
     requested = set(roles)
     if not requested:
         raise InvalidInput(FieldProblem("roles", "give at least one role"))
+    await user.awaitable_attrs.roles  # changed below: the collection, not the row's names
     old = user.role_set
     asked = (requested - old) & grants.GATED_ROLES if actor is not None else set()
     new = requested - asked
