@@ -39,6 +39,7 @@ from comms.auth.crypto import Keys
 from comms.auth.touches import purge_expired
 from comms.clock import utcnow
 from comms.db import Database
+from comms.heap import freeze_startup_objects
 from comms.settings import ConfigError, Settings
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -69,6 +70,7 @@ async def _write_touches(state: PanelState) -> None:
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: PanelState = app.state.panel
+    freeze_startup_objects()  # full collections walked them: the panel's p99
     writer = asyncio.create_task(_write_touches(state))
     try:
         yield

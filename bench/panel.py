@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import random
@@ -334,6 +335,25 @@ class Load:
             at += rng.expovariate(rate)
 
 
+async def warm_writes(client: httpx.AsyncClient, base: str, world: World, count: int) -> None:
+    """``count`` new versions of the scratch drafts (``world.scratch`` follows them)."""
+    headers = {"Authorization": f"Bearer {world.api_token}"}
+    for n in range(count):
+        index = n % len(world.scratch)
+        draft, version = world.scratch[index]
+        response = await client.patch(
+            f"{base}/api/v1/drafts/{draft}",
+            headers=headers,
+            json={
+                "expected_version": version,
+                "variables": dict(VARIABLES, summary=f"Warm-up finding {n}."),
+            },
+        )
+        if response.status_code != 200:
+            raise RuntimeError(f"PATCH /api/v1/drafts/{draft}: {response.status_code} at warm-up")
+        world.scratch[index] = (draft, int(response.json()["version"]))
+
+
 def percentiles(values: list[float]) -> dict[str, float | int | None]:
     if not values:
         return {"count": 0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "max_ms": None}
@@ -376,7 +396,15 @@ async def run_once(args: argparse.Namespace, database_url: str) -> dict[str, Any
                     )
                     if response.status_code != 200:
                         raise RuntimeError(f"GET {url}: {response.status_code} at warm-up")
+            # And the writing path (its first use compiles templates and statements; a cold
+            # first write held its process for 300-500 ms): a few writes per process.
+            await warm_writes(client, base, world, 4 * args.processes)
             await asyncio.sleep(args.warmup)
+            # The load generator's own full collections (its heap holds the seeded world) paused
+            # it for over 100 ms every few seconds, and every request in flight looked that
+            # much slower: measure the server, not our collector.
+            gc.collect()
+            gc.freeze()
             loop = asyncio.get_running_loop()
             load = Load(base, world, args.think, loop.time() + args.duration)
             rng = random.Random(args.seed)

@@ -26,6 +26,7 @@ from comms.cli.base import (
 )
 from comms.db import Database
 from comms.drafts import gate
+from comms.heap import freeze_startup_objects
 from comms.settings import ConfigError, Settings
 
 
@@ -52,6 +53,7 @@ async def _run_worker(settings: Settings, database: Database, stop: asyncio.Even
             await publisher.start()
         except Exception as error:  # keep running: deliveries retry once the platform answers
             log.error("%s publisher could not start: %s", publisher.platform.value, error)
+    freeze_startup_objects()  # full collections walked them, pausing every delivery in hand
     try:
         await Worker(database=database, settings=settings, publishers=publishers).run(stop)
     finally:
