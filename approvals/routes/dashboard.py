@@ -38,7 +38,9 @@ async def pending_for(
 ) -> list[dict[str, Any]]:
     rows = [
         draft
-        for draft in await drafts.list_drafts(session, statuses={DraftStatus.IN_REVIEW})
+        for draft in await drafts.list_drafts(
+            session, statuses={DraftStatus.IN_REVIEW}, with_quorum=True
+        )
         if awaiting(draft, user, settings)
     ]
     plans = await drafts.plans_of(session, rows)
@@ -54,7 +56,7 @@ async def dashboard(
     request: Request, session: DbSession, state: Panel, user: CurrentUser
 ) -> HTMLResponse:
     open_incidents = await incidents.list_incidents(session, open_only=True)
-    mine = (await drafts.list_drafts(session, author=user))[:20]
+    mine = (await drafts.list_drafts(session, author=user, with_quorum=True))[:20]
     plans = await drafts.plans_of(session, mine)
     failed = list(
         (

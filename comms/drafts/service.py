@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import defer
+from sqlalchemy.orm import defer, raiseload, selectinload
 
 from comms.audit import service as audit
 from comms.clock import utcnow
@@ -80,14 +81,21 @@ async def list_drafts(
     incident: Incident | None = None,
     statuses: set[DraftStatus] | None = None,
     author: User | None = None,
+    with_quorum: bool = False,
 ) -> list[Draft]:
-    # Lists show a draft's state, not its words: the rendered texts (every destination's, tens
-    # of kB) and the variables are left in the database, and reading them fails loudly.
-    query = (
-        select(Draft)
-        .options(*(defer(column, raiseload=True) for column in _LIST_DEFERRED))
-        .order_by(Draft.updated_at.desc(), Draft.id.desc())
-    )
+    """Drafts, most recently changed first. Lists show a draft's state, not its words: the
+    rendered texts (every destination's, tens of kB) and the variables stay in the database.
+    ``with_quorum`` also loads what ``quorum`` reads (approvals, destinations); without it,
+    those and the incident's people are not loaded either. Whatever is left out fails loudly
+    if read."""
+    options: list[Any] = [defer(column, raiseload=True) for column in _LIST_DEFERRED]
+    if not with_quorum:
+        options += [
+            raiseload(Draft.approvals),
+            raiseload(Draft.destinations),
+            selectinload(Draft.incident).raiseload(Incident.assignments),
+        ]
+    query = select(Draft).options(*options).order_by(Draft.updated_at.desc(), Draft.id.desc())
     if incident is not None:
         query = query.where(Draft.incident_id == incident.id)
     if statuses:
