@@ -166,6 +166,41 @@ class LeasedTable:
             written = (await session.execute(statement, params)).scalar()
         return written is not None
 
+    async def let_go(
+        self, session: AsyncSession, lease: Lease, worker_id: str, *, now: datetime, **values: Any
+    ) -> bool:
+        """The attempt's last write (fenced): its outcome ``values``, and the row unleased."""
+        return await self.write(
+            session, lease, worker_id, claimed_by="", lease_until=None, updated_at=now, **values
+        )
+
+    async def requeue_expired(
+        self,
+        session: AsyncSession,
+        *,
+        now: datetime,
+        worker_id: str,
+        alive: Iterable[int],
+        state: str,
+        **values: Any,
+    ) -> int:
+        """Rows whose worker died go back to ``state``, due now; how many."""
+        model = self.model
+        result = await session.execute(
+            update(model)
+            .where(model.id.in_(self.expired_ids(now=now, worker_id=worker_id, alive=alive)))
+            .values(
+                state=state,
+                claimed_by="",
+                lease_until=None,
+                next_attempt_at=now,
+                updated_at=now,
+                **values,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return int(getattr(result, "rowcount", 0) or 0)
+
     def holds(self, row: Any, lease: Lease, worker_id: str) -> bool:
         """The same as ``fence``, for a row already loaded (under a row lock)."""
         return bool(

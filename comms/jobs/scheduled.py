@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.clock import utcnow
@@ -140,37 +140,19 @@ class JobQueue:
         else:
             values = {"state": JobState.DONE, "done_at": utcnow(), "last_error": ""}
         async with work.db.transaction() as session:
-            await session.execute(
-                update(Job)
-                .where(JOBS.fence(lease, work.worker_id))
-                .values(claimed_by="", lease_until=None, updated_at=utcnow(), **values)
-                .execution_options(synchronize_session=False)
-            )
+            await JOBS.let_go(session, lease, work.worker_id, now=utcnow(), **values)
 
     async def recover(self, work: Work) -> int:
         """A job whose worker died runs again (handlers are idempotent)."""
-        now = utcnow()
         async with work.db.transaction() as session:
-            result = await session.execute(
-                update(Job)
-                .where(
-                    Job.id.in_(
-                        JOBS.expired_ids(
-                            now=now, worker_id=work.worker_id, alive=work.alive(self.name)
-                        )
-                    )
-                )
-                .values(
-                    state=JobState.PENDING,
-                    claimed_by="",
-                    lease_until=None,
-                    next_attempt_at=now,
-                    last_error="its worker stopped while running it; run again",
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
+            return await JOBS.requeue_expired(
+                session,
+                now=utcnow(),
+                worker_id=work.worker_id,
+                alive=work.alive(self.name),
+                state=JobState.PENDING,
+                last_error="its worker stopped while running it; run again",
             )
-        return int(getattr(result, "rowcount", 0) or 0)
 
     async def keep(self, work: Work, session: AsyncSession) -> None:
         return None  # nothing beyond the rows' leases

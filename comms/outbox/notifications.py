@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.clock import utcnow
@@ -100,35 +100,17 @@ class NotificationQueue:
         else:
             values = {"state": NotificationState.FAILED, "last_error": error}
         async with work.db.transaction() as session:
-            await session.execute(
-                update(Notification)
-                .where(NOTIFICATIONS.fence(lease, work.worker_id))
-                .values(claimed_by="", lease_until=None, updated_at=now, **values)
-                .execution_options(synchronize_session=False)
-            )
+            await NOTIFICATIONS.let_go(session, lease, work.worker_id, now=now, **values)
 
     async def recover(self, work: Work) -> int:
-        now = utcnow()
         async with work.db.transaction() as session:
-            result = await session.execute(
-                update(Notification)
-                .where(
-                    Notification.id.in_(
-                        NOTIFICATIONS.expired_ids(
-                            now=now, worker_id=work.worker_id, alive=work.alive(self.name)
-                        )
-                    )
-                )
-                .values(
-                    state=NotificationState.PENDING,
-                    claimed_by="",
-                    lease_until=None,
-                    next_attempt_at=now,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
+            return await NOTIFICATIONS.requeue_expired(
+                session,
+                now=utcnow(),
+                worker_id=work.worker_id,
+                alive=work.alive(self.name),
+                state=NotificationState.PENDING,
             )
-        return int(getattr(result, "rowcount", 0) or 0)
 
     async def keep(self, work: Work, session: AsyncSession) -> None:
         return None  # nothing beyond the rows' leases
