@@ -43,9 +43,7 @@ from datetime import datetime, timedelta
 from itertools import zip_longest
 from typing import Any
 
-from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import ColumnElement, Text, and_, cast, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, defer, joinedload, raiseload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -66,8 +64,9 @@ from comms.jobs.runner import Work
 from comms.jobs.scheduled import JobRun, RetryLater, schedule
 from comms.outbox import notify
 from comms.outbox import service as outbox
-from comms.outbox.models import Delivery, DeliveryState, PlatformPause, PlatformSender
+from comms.outbox.models import Delivery, DeliveryState, PlatformPause
 from comms.outbox.ports import Outcome, Publisher, PublishError, SendJob, SendResult
+from comms.outbox.senders import SenderRoles
 from comms.settings import Settings, TelegramUncertainPolicy
 from comms.users.models import User
 
@@ -156,9 +155,7 @@ class DeliveryQueue:
         # first announcement already sent to that destination.
         self._claimed: dict[int, Delivery] = {}
         self._earlier: dict[int, _Earlier] = {}
-        # The platforms this worker sends for, and until when (``hold_senders``).
-        self._sending: dict[str, datetime] = {}
-        self._rows_exist = False
+        self.senders = SenderRoles(self.publishers)
 
     # ------------------------------------------------------------------ claiming
 
@@ -172,7 +169,7 @@ class DeliveryQueue:
         """
         await self.record_sent(work, session)
         now = utcnow()
-        senders = await self.hold_senders(work, session, now=now)
+        senders = await self.senders.hold(work, session, now=now)
         paused = await paused_platforms(session)
         query = (
             select(Delivery.id)
@@ -225,103 +222,13 @@ class DeliveryQueue:
             await self._read_claimed(session, [lease.id for lease in leases])
         return leases
 
-    async def hold_senders(self, work: Work, session: AsyncSession, *, now: datetime) -> set[str]:
-        """Renew or take the sender role of each platform this worker has a publisher for; the
-        platforms it sends for now (with those nobody can send for, ``_orphans``).
-
-        A role is renewed once a third of its lease has gone, and taken when free (never held,
-        given up on stopping) or when its holder's lease ran out: a standby worker takes over a
-        dead sender's platforms within one lease. On PostgreSQL the conditional update waits
-        only on a row its holder is renewing, which then no longer matches.
-        """
-        lease = timedelta(seconds=work.config.lease_seconds)
-        fresh = {p for p, held in self._sending.items() if held - now > lease * 2 / 3}
-        wanted = [p.value for p in self.publishers if p.value not in fresh]
-        if wanted:
-            until = now + lease
-            claim = (
-                update(PlatformSender)
-                .where(
-                    PlatformSender.platform.in_(wanted),
-                    or_(
-                        PlatformSender.worker_id == work.worker_id,
-                        PlatformSender.lease_until.is_(None),
-                        PlatformSender.lease_until <= now,
-                    ),
-                )
-                .values(worker_id=work.worker_id, lease_until=until)
-                .returning(PlatformSender.platform)
-                .execution_options(synchronize_session=False)
-            )
-            taken = set((await session.scalars(claim)).all())
-            if len(taken) < len(wanted) and not self._rows_exist:
-                # A platform nobody has sent for yet has no row: add it, free, and try again.
-                insert = pg_insert if work.postgres else sqlite_insert
-                await session.execute(
-                    insert(PlatformSender)
-                    .values([{"platform": p, "worker_id": "", "lease_until": None} for p in wanted])
-                    .on_conflict_do_nothing(index_elements=["platform"])
-                )
-                self._rows_exist = True
-                taken = set((await session.scalars(claim)).all())
-            for platform in wanted:
-                if platform in taken:
-                    self._sending[platform] = until
-                else:  # another worker sends for it (or took it over while we were away)
-                    self._sending.pop(platform, None)
-        held = {p for p, until in self._sending.items() if until > now}
-        return held | await self._orphans(session, now=now)
-
-    async def _orphans(self, session: AsyncSession, *, now: datetime) -> set[str]:
-        """Platforms this worker has no publisher for and no live worker sends for: their
-        deliveries are claimed here to fail with a clear "no publisher is configured" rather
-        than wait unseen."""
-        missing = [p.value for p in Platform if p not in self.publishers]
-        if not missing:
-            return set()
-        live = set(
-            (
-                await session.scalars(
-                    select(PlatformSender.platform).where(
-                        PlatformSender.platform.in_(missing),
-                        PlatformSender.worker_id != "",
-                        PlatformSender.lease_until > now,
-                    )
-                )
-            ).all()
-        )
-        return set(missing) - live
-
-    async def _may_send(self, work: Work, session: AsyncSession, *, now: datetime) -> set[str]:
-        """The platforms whose deliveries this worker could claim now (read only)."""
-        elsewhere = set(
-            (
-                await session.scalars(
-                    select(PlatformSender.platform).where(
-                        PlatformSender.worker_id.notin_(["", work.worker_id]),
-                        PlatformSender.lease_until > now,
-                    )
-                )
-            ).all()
-        )
-        return {p.value for p in Platform} - elsewhere
-
     async def keep(self, work: Work, session: AsyncSession) -> None:
         """Renew the sender roles while this worker is too busy to claim."""
-        await self.hold_senders(work, session, now=utcnow())
+        await self.senders.hold(work, session, now=utcnow())
 
     async def release(self, work: Work) -> None:
         """Stopping: hand the sender roles over now rather than when their lease runs out."""
-        if not self._sending:
-            return
-        async with work.db.transaction() as session:
-            await session.execute(
-                update(PlatformSender)
-                .where(PlatformSender.worker_id == work.worker_id)
-                .values(worker_id="", lease_until=utcnow())  # free from now
-                .execution_options(synchronize_session=False)
-            )
-        self._sending.clear()
+        await self.senders.release(work)
 
     async def _read_claimed(self, session: AsyncSession, ids: list[int]) -> None:
         """Read the claimed rows with their destinations, and each one's earlier announcement
@@ -395,7 +302,7 @@ class DeliveryQueue:
             return now  # sent, still to be recorded
         paused = await paused_platforms(session)
         # A platform another live worker sends for is that worker's business.
-        platforms = await self._may_send(work, session, now=now) - paused
+        platforms = await self.senders.may_send(work, session, now=now) - paused
         waiting = await session.scalar(
             select(func.min(Delivery.next_attempt_at))
             .join(Destination, Destination.id == Delivery.destination_id)
