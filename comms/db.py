@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
+from comms import sqlite_driver
 from comms.clock import ensure_utc
 
 NAMING = {
@@ -76,6 +77,7 @@ def create_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> AsyncE
     if is_sqlite(url):
         engine = create_async_engine(
             url,
+            module=sqlite_driver.dbapi(),  # aiosqlite, one thread round trip per statement
             connect_args={"timeout": 30},
             **kwargs,
         )

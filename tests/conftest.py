@@ -139,3 +139,42 @@ async def browser() -> AsyncIterator[Any]:
         launched = await launch(playwright)
         yield launched
         await launched.close()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Leave nothing behind that would keep this process from exiting.
+
+    A CI run once printed its summary and then never ended. At exit, multiprocessing joins its
+    daemonic children without a timeout and the interpreter joins every non-daemon thread (an
+    aiosqlite connection that was never closed keeps one): either waits for ever. Children
+    still alive are killed here, and a thread that outlives the run is named with its stack
+    and fails the run instead of hanging it.
+    """
+    import faulthandler
+    import gc
+    import multiprocessing
+    import sys
+    import threading
+    import traceback
+
+    for child in multiprocessing.active_children():
+        print(f"\n[conftest] killing leftover child process {child.name} (pid {child.pid})")
+        child.kill()
+        child.join(timeout=10)
+    gc.collect()  # an unclosed aiosqlite connection stops its thread when collected
+    leftovers = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon
+    ]
+    for thread in leftovers:
+        thread.join(timeout=5)
+    frames = sys._current_frames()
+    stuck = [thread for thread in leftovers if thread.is_alive()]
+    for thread in stuck:
+        stack = "".join(traceback.format_stack(frames[thread.ident])) if thread.ident else ""
+        print(f"\n[conftest] non-daemon thread {thread.name} outlived the tests:\n{stack}")
+    if stuck:
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
+    # Whatever else holds the exit up, do not let it hang CI: name it and end.
+    faulthandler.dump_traceback_later(120, exit=True)

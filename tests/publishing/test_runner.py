@@ -71,9 +71,17 @@ async def test_a_worker_whose_lease_ran_out_writes_nothing(
         queue = a.queue("deliveries")
         (lease,) = await a.claim_from(queue, limit=10)
         first = asyncio.create_task(queue.process(a.work, lease))
-        while True:  # until A's lease has run out
+        # Until A's request hangs in the sandbox (the fault is used up) and its lease has run
+        # out. Waiting for the lease alone let B claim first on a busy machine: A never sent,
+        # B's own send took the fault, and the delivery needed a third attempt.
+        while True:
             rows = await _deliveries(db, draft.id)
-            if rows[0].lease_until is not None and rows[0].lease_until < utcnow():
+            on_the_wire = not await control.get("/faults")
+            if (
+                on_the_wire
+                and rows[0].lease_until is not None
+                and rows[0].lease_until < utcnow()
+            ):
                 break
             await asyncio.sleep(0.05)
         await b.run_until_settled(within=20)
