@@ -24,6 +24,7 @@ from approvals.routes import (
     account,
     admin,
     api,
+    api_detections,
     audit,
     dashboard,
     deliveries,
@@ -118,6 +119,7 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
     for module in (account, dashboard, incidents, drafts, deliveries, grants, audit, admin):
         app.include_router(module.router)
     app.include_router(api.router)
+    app.include_router(api_detections.router)
 
     def openapi() -> dict[str, Any]:
         """Only the JSON API is documented; the panel's HTML routes are for browsers."""

@@ -14,6 +14,8 @@ from comms.text import text_problem
 
 def _typed_text(multiline: bool) -> AfterValidator:
     def check(value: str) -> str:
+        if multiline:  # as the panel's forms: \r\n and a lone \r are line breaks
+            value = value.replace("\r\n", "\n").replace("\r", "\n")
         problem = text_problem(value, multiline=multiline)
         if problem is not None:
             raise ValueError(problem)
@@ -261,3 +263,79 @@ class MeOut(BaseModel):
     roles: list[str]
     scopes: list[str]
     two_factor: bool
+
+
+_HOST = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+
+
+class AddressIn(Strict):
+    type: Literal["address"]
+    value: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$", description="EVM address")
+
+
+class TxIn(Strict):
+    type: Literal["tx"]
+    value: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$", description="Transaction hash")
+
+
+class UrlIn(Strict):
+    type: Literal["url"]
+    value: str = Field(max_length=2000, pattern=rf"^https?://{_HOST}([/?#]\S*)?$")
+
+
+class DomainIn(Strict):
+    type: Literal["domain"]
+    value: str = Field(max_length=253, pattern=rf"^{_HOST}$", description="IDNs as xn--")
+
+
+EntityIn = Annotated[AddressIn | TxIn | UrlIn | DomainIn, Field(discriminator="type")]
+
+
+class EntityOut(BaseModel):
+    type: str
+    value: str
+    flags: list[str]
+
+
+class DetectionIn(Strict):
+    """A monitoring system's alert (POST /api/v1/detections)."""
+
+    id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Your id for this alert: a repeated POST with the same id changes nothing",
+    )
+    title: RequiredLine = Field(min_length=1, max_length=200)
+    text: Text = Field(default="", max_length=4000)
+    severity: Literal["critical", "high", "warning", "info"] = "warning"
+    source: Line = Field(
+        default="", max_length=64, description="The monitoring system's name (e.g. forta)"
+    )
+    url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
+    entities: list[EntityIn] = Field(default_factory=list, max_length=50)
+
+
+class ReporterOut(BaseModel):
+    id: str
+    name: str
+    created_at: datetime | None
+
+
+class DetectionOut(BaseModel):
+    id: int
+    reference: str = Field(description="R- and the id: what a reporter is told to quote")
+    source: str = Field(description="discord, telegram, webhook, alertmanager or panel")
+    origin: str
+    external_id: str | None
+    title: str
+    text: str
+    severity: str | None
+    status: str
+    url: str
+    reporter: ReporterOut
+    location: dict[str, str]
+    message_url: str
+    entities: list[EntityOut]
+    submitted_by: str | None
+    received_at: datetime

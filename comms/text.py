@@ -49,3 +49,17 @@ def clean_text(
 def is_storable_name(value: str) -> bool:
     """False for a lookup key that no stored name can equal (and a driver may choke on)."""
     return value.isprintable()
+
+
+def one_line_inert(value: str, *, limit: int = 80) -> str:
+    """Untrusted text (a community report) for one line of an operator's terminal: control and
+    format characters (escape sequences, bidi overrides, zero-width) shown as ``\\uXXXX``, line
+    breaks as spaces, cut at ``limit`` characters."""
+    shown = []
+    for char in value.replace("\r\n", " ").replace("\n", " "):
+        if unicodedata.category(char) in ("Cc", "Cf", "Cs"):
+            shown.append(f"\\u{ord(char):04x}")
+        else:
+            shown.append(char)
+    line = "".join(shown)
+    return line if len(line) <= limit else line[: limit - 1] + "…"

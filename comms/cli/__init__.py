@@ -11,6 +11,7 @@ from comms.cli import (  # noqa: F401 - each module registers its commands on ``
     database,
     deliveries,
     destinations,
+    detections,
     drafts,
     incidents,
     runtime,

@@ -1,0 +1,73 @@
+"""Detections from monitoring systems, under ``/api/v1`` (scope ``detections:write``).
+
+Monitoring retries on errors and timeouts, so a POST that carries an ``id`` is idempotent: the
+first one creates the detection (201), a repeat returns it unchanged (200).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Security
+from fastapi.responses import JSONResponse
+
+from approvals.deps import CurrentUser, DbSession, Panel, bearer_scheme
+from approvals.rules import allow
+from approvals.schemas import ERRORS, DetectionIn, DetectionOut
+from comms.detections import service as detections
+from comms.detections.models import DetectionSeverity, DetectionSource
+from comms.permissions import Action
+
+router = APIRouter(
+    prefix="/api/v1", tags=["detections"], responses=ERRORS, dependencies=[Security(bearer_scheme)]
+)
+
+
+@router.post(
+    "/detections",
+    response_model=DetectionOut,
+    status_code=201,
+    responses={200: {"model": DetectionOut, "description": "Already received (same id)"}},
+)
+@allow(Action.DETECTION_WRITE)
+async def post_detection(
+    session: DbSession, state: Panel, user: CurrentUser, body: DetectionIn
+) -> Any:
+    settings = state.settings
+    given = [
+        detections.entity_named(
+            item.type, item.value, settings=settings, field_name=f"entities.{index}"
+        )
+        for index, item in enumerate(body.entities)
+    ]
+    detection, created = await detections.record(
+        session,
+        detections.Report(
+            source=DetectionSource.WEBHOOK,
+            external_id=body.id,
+            origin=body.source.strip(),
+            title=body.title.strip(),
+            text=body.text.strip(),
+            severity=DetectionSeverity(body.severity),
+            url=body.url or "",
+            given_entities=given,
+        ),
+        settings=settings,
+        actor=user,
+    )
+    document = detections.detection_document(detection)
+    if created:
+        return document
+    return JSONResponse(DetectionOut.model_validate(document).model_dump(mode="json"))
+
+
+@router.get("/detections", response_model=list[DetectionOut])
+@allow(Action.READ)
+async def list_detections(
+    session: DbSession, limit: int = Query(default=100, ge=1, le=1000)
+) -> list[dict[str, Any]]:
+    """Newest first."""
+    return [
+        detections.detection_document(d)
+        for d in await detections.list_detections(session, limit=limit)
+    ]

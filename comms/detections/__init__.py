@@ -1,0 +1,1 @@
+"""Community reports and monitoring alerts: detections, their entities and clusters."""

@@ -1,0 +1,192 @@
+"""Recording detections: text in, entities out, and a repeated submission changes nothing.
+
+Every source (the bots, the monitoring webhooks, the panel) hands in a ``Report``; ``record``
+extracts the entities and stores one ``Detection``. Monitoring systems retry and resend, so a
+report with an ``external_id`` already stored for its source returns the stored detection
+untouched, also when two copies race (the unique constraint decides, inside a savepoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.clock import utcnow
+from comms.detections.entities import Entity, EntityType, extract
+from comms.detections.models import (
+    Detection,
+    DetectionEntity,
+    DetectionSeverity,
+    DetectionSource,
+)
+from comms.errors import FieldProblem, InvalidInput
+from comms.settings import Settings
+from comms.users.models import User
+
+ENTITY_INDEX_LIMIT = 500  # DetectionEntity.value's length: longer values are cut for lookups
+
+
+@dataclass(frozen=True)
+class Report:
+    """What a source knows about one report, already checked for size and control characters."""
+
+    source: DetectionSource
+    text: str
+    title: str = ""
+    origin: str = ""
+    severity: DetectionSeverity | None = None
+    external_id: str | None = None
+    url: str = ""
+    reporter_id: str = ""
+    reporter_name: str = ""
+    reporter_created_at: datetime | None = None
+    location: Mapping[str, str] = field(default_factory=dict)
+    message_url: str = ""
+    hidden_urls: Sequence[str] = ()  # links the platform carried outside the text
+    given_entities: Sequence[Entity] = ()  # named by a monitoring system
+
+
+def entity_named(kind: str, value: str, *, settings: Settings, field_name: str) -> Entity:
+    """A monitoring system's ``{type, value}``, checked and normalised the way extraction
+    would have found it, or InvalidInput naming ``field_name``."""
+    try:
+        wanted = EntityType(kind)
+    except ValueError:
+        choices = ", ".join(t.value for t in EntityType)
+        raise InvalidInput(
+            FieldProblem(
+                f"{field_name}.type", f"unknown entity type {kind!r} (choose from {choices})"
+            )
+        ) from None
+    hidden = [value] if wanted is EntityType.URL else []
+    for entity in extract(
+        "" if hidden else value,
+        official_domains=settings.official_domains,
+        known_contracts=settings.known_contracts,
+        hidden_urls=hidden,
+    ):
+        if entity.type is wanted:
+            return entity
+    raise InvalidInput(FieldProblem(f"{field_name}.value", f"is not a valid {wanted.value}"))
+
+
+async def record(
+    session: AsyncSession, report: Report, *, settings: Settings, actor: User | None = None
+) -> tuple[Detection, bool]:
+    """Store ``report`` as a detection; ``(detection, created)``. Not created: the source had
+    already sent this ``external_id``, and the stored detection is returned unchanged."""
+    if report.external_id is not None:
+        existing = await _existing(session, report.source, report.external_id)
+        if existing is not None:
+            return existing, False
+    found = extract(
+        "\n".join(part for part in (report.title, report.text, report.url) if part),
+        official_domains=settings.official_domains,
+        known_contracts=settings.known_contracts,
+        hidden_urls=report.hidden_urls,
+    )
+    entities = _merged(found, report.given_entities)
+    now = utcnow()
+    detection = Detection(
+        source=report.source,
+        external_id=report.external_id,
+        origin=report.origin,
+        title=report.title,
+        text=report.text,
+        severity=report.severity,
+        url=report.url,
+        reporter_id=report.reporter_id,
+        reporter_name=report.reporter_name,
+        reporter_created_at=report.reporter_created_at,
+        location=dict(report.location),
+        message_url=report.message_url,
+        entities=[entity.as_json() for entity in entities],
+        submitted_by_id=actor.id if actor is not None else None,
+        received_at=now,
+        updated_at=now,
+    )
+    try:
+        async with session.begin_nested():
+            session.add(detection)
+            await session.flush()
+    except IntegrityError:
+        if report.external_id is None:
+            raise
+        # The same submission, stored by a concurrent request between our read and write.
+        existing = await _existing(session, report.source, report.external_id)
+        if existing is None:
+            raise
+        return existing, False
+    session.add_all(
+        DetectionEntity(
+            detection_id=detection.id,
+            type=entity.type.value,
+            value=entity.value[:ENTITY_INDEX_LIMIT],
+        )
+        for entity in entities
+    )
+    await session.flush()
+    return detection, True
+
+
+def _merged(found: Sequence[Entity], given: Sequence[Entity]) -> list[Entity]:
+    seen = {(entity.type, entity.value) for entity in found}
+    merged = list(found)
+    for entity in given:
+        if (entity.type, entity.value) not in seen:
+            seen.add((entity.type, entity.value))
+            merged.append(entity)
+    return merged
+
+
+async def _existing(
+    session: AsyncSession, source: DetectionSource, external_id: str
+) -> Detection | None:
+    found: Detection | None = await session.scalar(
+        select(Detection).where(Detection.source == source, Detection.external_id == external_id)
+    )
+    return found
+
+
+async def list_detections(
+    session: AsyncSession, *, limit: int = 100, source: DetectionSource | None = None
+) -> list[Detection]:
+    """Newest first."""
+    query = select(Detection).order_by(Detection.id.desc()).limit(limit)
+    if source is not None:
+        query = query.where(Detection.source == source)
+    return list((await session.scalars(query)).all())
+
+
+def detection_document(detection: Detection) -> dict[str, Any]:
+    """The JSON form shared by the API and ``comms detection list --json``."""
+    return {
+        "id": detection.id,
+        "reference": detection.reference,
+        "source": detection.source.value,
+        "origin": detection.origin,
+        "external_id": detection.external_id,
+        "title": detection.title,
+        "text": detection.text,
+        "severity": detection.severity.value if detection.severity else None,
+        "status": detection.status.value,
+        "url": detection.url,
+        "reporter": {
+            "id": detection.reporter_id,
+            "name": detection.reporter_name,
+            "created_at": detection.reporter_created_at.isoformat()
+            if detection.reporter_created_at
+            else None,
+        },
+        "location": detection.location,
+        "message_url": detection.message_url,
+        "entities": detection.entities,
+        "submitted_by": detection.submitted_by.username if detection.submitted_by else None,
+        "received_at": detection.received_at.isoformat(),
+    }
