@@ -82,9 +82,9 @@ async def record(
     """Store ``report`` as a detection; ``(detection, created)``. Not created: the source had
     already sent this ``external_id``, and the stored detection is returned unchanged."""
     if report.external_id is not None:
-        existing = await _existing(session, report.source, report.external_id)
-        if existing is not None:
-            return existing, False
+        stored = await existing(session, report.source, report.external_id)
+        if stored is not None:
+            return stored, False
     found = extract(
         "\n".join(part for part in (report.title, report.text, report.url) if part),
         official_domains=settings.official_domains,
@@ -119,10 +119,10 @@ async def record(
         if report.external_id is None:
             raise
         # The same submission, stored by a concurrent request between our read and write.
-        existing = await _existing(session, report.source, report.external_id)
-        if existing is None:
+        stored = await existing(session, report.source, report.external_id)
+        if stored is None:
             raise
-        return existing, False
+        return stored, False
     session.add_all(
         DetectionEntity(
             detection_id=detection.id,
@@ -145,7 +145,7 @@ def _merged(found: Sequence[Entity], given: Sequence[Entity]) -> list[Entity]:
     return merged
 
 
-async def _existing(
+async def existing(
     session: AsyncSession, source: DetectionSource, external_id: str
 ) -> Detection | None:
     found: Detection | None = await session.scalar(

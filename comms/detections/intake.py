@@ -1,0 +1,200 @@
+"""Taking a community report in: the flood limits, storing it, and what the bot answers.
+
+The listeners (``bots/``) hand every report here and send whatever answer comes back. During an
+exploit hundreds of members report within minutes, and the platforms limit what a bot may post
+(Telegram: 20 messages a minute in one group), so the answers are rationed:
+
+- a reporter's first ``reports_per_window`` reports in ``window`` are stored; the rest are
+  counted (``dropped``) but neither stored nor answered;
+- a reporter gets at most one acknowledgement per ``window`` (the later reports are stored);
+- a chat gets at most ``chat_acks_per_minute`` acknowledgements a minute; the reports past that
+  are answered together, once the minute is over, by one "we have received N reports" message
+  (``combined_due``).
+
+The counters live in the listening process (``comms bots``): they ration a bot's own posts, and
+a restart that forgets them costs at most a few extra acknowledgements. Nothing here holds a
+database transaction across a network call: ``take`` commits before the listener answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+
+from comms.clock import utcnow
+from comms.db import Database
+from comms.detections import service
+from comms.detections.entities import extract
+from comms.detections.models import TEXT_LIMIT, Detection, DetectionEntity, DetectionSource
+from comms.detections.service import ENTITY_INDEX_LIMIT, Report, existing
+from comms.enums import Platform
+from comms.rendering import Rendered, registry_for, render, render_context, validate_values
+from comms.settings import Settings
+
+log = logging.getLogger("comms.intake")
+
+ACK_TEMPLATE = "internal-report-ack"
+PROMPT = (
+    "What happened? Reply with what you saw (an address, a transaction, a link), "
+    "or use /report followed by a description."
+)
+
+
+def combined_text(count: int) -> str:
+    """The one message that answers a flood of reports in a chat (plain text on both
+    platforms: nothing from any reporter is in it)."""
+    return (
+        f"We have received {count} reports in the last minute. The team is on it. "
+        "Our team will never send you a direct message first, and never asks for your seed "
+        "phrase, keys or a signature."
+    )
+
+
+def received_text(text: str) -> str:
+    """A report's text as it may be stored: cut at the limit, and without NUL, which
+    PostgreSQL cannot store. Everything else is kept as received and only ever shown inert."""
+    return text.replace("\x00", "\ufffd")[:TEXT_LIMIT]
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What became of one report, and what to answer (``None``: stay silent)."""
+
+    detection: Detection | None  # None: empty, or over the reporter's limit
+    ack: Rendered | None = None  # the acknowledgement, per platform
+    prompt: str | None = None  # the report said nothing: ask what happened
+
+    @property
+    def reference(self) -> str | None:
+        return self.detection.reference if self.detection is not None else None
+
+
+@dataclass
+class _Chat:
+    minute_start: datetime
+    acks: int = 0
+    held: int = 0  # reports past the minute's acknowledgements, answered together
+
+
+@dataclass
+class Intake:
+    """One per listening process, shared by its Discord and Telegram listeners."""
+
+    database: Database
+    settings: Settings
+    reports_per_window: int = 5
+    window: timedelta = timedelta(minutes=10)
+    chat_acks_per_minute: int = 10
+    dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _stored: dict[str, deque[datetime]] = field(default_factory=lambda: defaultdict(deque))
+    _acked: dict[str, datetime] = field(default_factory=dict)
+    _chats: dict[str, _Chat] = field(default_factory=dict)
+
+    async def take(self, report: Report, *, chat: str) -> Taken:
+        """Store ``report`` (unless empty or over its reporter's limit) and decide the answer.
+
+        ``chat`` names where an answer would be posted (e.g. ``telegram:-100123``); the
+        reporter is ``report.source`` and ``report.reporter_id``. A report the source already
+        sent (same ``external_id``) is not stored again and not answered again.
+        """
+        if not report.text.strip() and not report.hidden_urls:
+            return Taken(detection=None, prompt=PROMPT)
+        now = utcnow()
+        reporter = f"{report.source.value}:{report.reporter_id}"
+        stored = self._stored[reporter]
+        while stored and now - stored[0] >= self.window:
+            stored.popleft()
+        if len(stored) >= self.reports_per_window:
+            self.dropped[reporter] += 1
+            log.info("report from %s over the limit (%d dropped)", reporter, self.dropped[reporter])
+            return Taken(detection=None)
+        clean = Report(**{**report.__dict__, "text": received_text(report.text)})
+        async with self.database.transaction() as session:
+            detection, created = await service.record(session, clean, settings=self.settings)
+        if not created:
+            return Taken(detection=detection)
+        stored.append(now)
+        if not self._may_ack(reporter, chat, now):
+            return Taken(detection=detection)
+        return Taken(detection=detection, ack=self.ack_for(detection.reference))
+
+    def _may_ack(self, reporter: str, chat: str, now: datetime) -> bool:
+        last = self._acked.get(reporter)
+        if last is not None and now - last < self.window:
+            return False
+        state = self._chats.get(chat)
+        if state is None or now - state.minute_start >= timedelta(minutes=1):
+            state = self._chats[chat] = _Chat(
+                minute_start=now, held=state.held if state is not None else 0
+            )
+        if state.acks >= self.chat_acks_per_minute:
+            state.held += 1
+            return False
+        state.acks += 1
+        self._acked[reporter] = now
+        return True
+
+    def combined_due(self) -> list[tuple[str, str]]:
+        """``(chat, text)`` for every chat whose held reports are due their combined answer
+        (its minute is over); the listener posts them. Call it every few seconds."""
+        now = utcnow()
+        due = []
+        for chat, state in self._chats.items():
+            if state.held and now - state.minute_start >= timedelta(minutes=1):
+                due.append((chat, combined_text(state.held)))
+                state.held = 0
+                state.minute_start = now
+                state.acks = 1  # the combined answer is one of the next minute's messages
+        return due
+
+    def ack_for(self, reference: str) -> Rendered:
+        """The fixed acknowledgement (``templates/internal-report-ack.j2``): the reference and
+        the safety notice, never the reporter's words."""
+        spec = registry_for(self.settings).get(ACK_TEMPLATE)
+        values = validate_values(spec, {"reference": reference})
+        return render(spec, values, render_context(self.settings))
+
+    async def edit(
+        self,
+        source: DetectionSource,
+        external_id: str,
+        text: str,
+        *,
+        hidden_urls: tuple[str, ...] = (),
+    ) -> Detection | None:
+        """An edited report updates its detection (text and entities); never a new one.
+        ``None``: the original was never stored (empty, or over the limit)."""
+        async with self.database.transaction() as session:
+            detection = await existing(session, source, external_id)
+            if detection is None:
+                return None
+            detection.text = received_text(text)
+            found = extract(
+                "\n".join(part for part in (detection.title, detection.text) if part),
+                official_domains=self.settings.official_domains,
+                known_contracts=self.settings.known_contracts,
+                hidden_urls=hidden_urls,
+            )
+            detection.entities = [entity.as_json() for entity in found]
+            detection.updated_at = utcnow()
+            await session.execute(
+                delete(DetectionEntity).where(DetectionEntity.detection_id == detection.id)
+            )
+            session.add_all(
+                DetectionEntity(
+                    detection_id=detection.id,
+                    type=entity.type.value,
+                    value=entity.value[:ENTITY_INDEX_LIMIT],
+                )
+                for entity in found
+            )
+        return detection
+
+
+def ack_texts(rendered: Rendered, platform: Platform) -> tuple[str, ...]:
+    """The acknowledgement's messages for ``platform`` (Discord Markdown, Telegram HTML)."""
+    return rendered.discord if platform is Platform.DISCORD else rendered.telegram
