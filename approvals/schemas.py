@@ -337,5 +337,42 @@ class DetectionOut(BaseModel):
     location: dict[str, str]
     message_url: str
     entities: list[EntityOut]
+    details: dict[str, Any] = Field(description="What a monitoring system sent beside the text")
     submitted_by: str | None
     received_at: datetime
+
+
+class _AlertmanagerModel(BaseModel):
+    # Alertmanager's payload as it is: fields it adds in later versions are accepted.
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class AlertmanagerAlert(_AlertmanagerModel):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict, max_length=200)
+    annotations: dict[str, str] = Field(default_factory=dict, max_length=200)
+    starts_at: str = Field(alias="startsAt", max_length=64)
+    ends_at: str = Field(default="", alias="endsAt", max_length=64)
+    generator_url: str = Field(default="", alias="generatorURL", max_length=4000)
+    fingerprint: str = Field(min_length=1, max_length=128)
+
+
+class AlertmanagerIn(_AlertmanagerModel):
+    """Prometheus Alertmanager's webhook payload, version 4 (``webhook_configs``)."""
+
+    version: Literal["4"]
+    group_key: str = Field(alias="groupKey", min_length=1, max_length=10_000)
+    truncated_alerts: int = Field(default=0, alias="truncatedAlerts", ge=0)
+    status: Literal["firing", "resolved"]
+    receiver: str = Field(default="", max_length=1000)
+    group_labels: dict[str, str] = Field(default_factory=dict, alias="groupLabels")
+    common_labels: dict[str, str] = Field(default_factory=dict, alias="commonLabels")
+    common_annotations: dict[str, str] = Field(default_factory=dict, alias="commonAnnotations")
+    external_url: str = Field(default="", alias="externalURL", max_length=4000)
+    alerts: list[AlertmanagerAlert] = Field(max_length=1000)
+
+
+class AlertmanagerOut(BaseModel):
+    created: list[int] = Field(description="Detections made from alerts seen for the first time")
+    unchanged: list[int] = Field(description="Alerts already received: nothing changed")
+    resolved: list[int] = Field(description="Detections marked resolved by this notification")

@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse
 
 from approvals.deps import CurrentUser, DbSession, Panel, bearer_scheme
 from approvals.rules import allow
-from approvals.schemas import ERRORS, DetectionIn, DetectionOut
+from approvals.schemas import ERRORS, AlertmanagerIn, AlertmanagerOut, DetectionIn, DetectionOut
+from comms.detections import alertmanager
 from comms.detections import service as detections
 from comms.detections.models import DetectionSeverity, DetectionSource
 from comms.permissions import Action
@@ -59,6 +60,45 @@ async def post_detection(
     if created:
         return document
     return JSONResponse(DetectionOut.model_validate(document).model_dump(mode="json"))
+
+
+@router.post("/detections/alertmanager", response_model=AlertmanagerOut)
+@allow(Action.DETECTION_WRITE)
+async def post_alertmanager(
+    session: DbSession, state: Panel, user: CurrentUser, body: AlertmanagerIn
+) -> dict[str, Any]:
+    """Point an Alertmanager ``webhook_configs`` receiver here (with ``http_config``'s
+    ``authorization: {credentials: <token>}``). One detection per alert; repeats change
+    nothing."""
+    outcome = await alertmanager.receive(
+        session,
+        alertmanager.Notification(
+            group_key=body.group_key,
+            status=body.status,
+            receiver=body.receiver,
+            truncated_alerts=body.truncated_alerts,
+            external_url=body.external_url,
+            alerts=[
+                alertmanager.Alert(
+                    status=a.status,
+                    labels=a.labels,
+                    annotations=a.annotations,
+                    starts_at=a.starts_at,
+                    ends_at=a.ends_at,
+                    generator_url=a.generator_url,
+                    fingerprint=a.fingerprint,
+                )
+                for a in body.alerts
+            ],
+        ),
+        settings=state.settings,
+        actor=user,
+    )
+    return {
+        "created": outcome.created,
+        "unchanged": outcome.unchanged,
+        "resolved": outcome.resolved,
+    }
 
 
 @router.get("/detections", response_model=list[DetectionOut])

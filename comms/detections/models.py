@@ -71,6 +71,9 @@ class Detection(Base):
     location: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # guild, channel, chat
     message_url: Mapped[str] = mapped_column(String(500), default="")
     entities: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # What a monitoring system sent beside the text (Alertmanager: labels, annotations, group
+    # key, receiver, truncated alerts), kept for the responders.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     submitted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

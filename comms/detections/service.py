@@ -50,6 +50,7 @@ class Report:
     message_url: str = ""
     hidden_urls: Sequence[str] = ()  # links the platform carried outside the text
     given_entities: Sequence[Entity] = ()  # named by a monitoring system
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 def entity_named(kind: str, value: str, *, settings: Settings, field_name: str) -> Entity:
@@ -107,6 +108,7 @@ async def record(
         location=dict(report.location),
         message_url=report.message_url,
         entities=[entity.as_json() for entity in entities],
+        details=dict(report.details),
         submitted_by_id=actor.id if actor is not None else None,
         received_at=now,
         updated_at=now,
@@ -187,6 +189,7 @@ def detection_document(detection: Detection) -> dict[str, Any]:
         "location": detection.location,
         "message_url": detection.message_url,
         "entities": detection.entities,
+        "details": detection.details,
         "submitted_by": detection.submitted_by.username if detection.submitted_by else None,
         "received_at": detection.received_at.isoformat(),
     }

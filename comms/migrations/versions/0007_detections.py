@@ -72,6 +72,7 @@ def upgrade() -> None:
         sa.Column("location", sa.JSON(), nullable=False),
         sa.Column("message_url", sa.String(length=500), nullable=False),
         sa.Column("entities", sa.JSON(), nullable=False),
+        sa.Column("details", sa.JSON(), nullable=False),
         sa.Column("submitted_by_id", sa.Integer(), nullable=True),
         sa.Column("received_at", comms.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", comms.db.UTCDateTime(timezone=True), nullable=False),
