@@ -4,7 +4,7 @@ from comms.audit.models import AuditEvent, AuditHead
 from comms.auth.models import ApiToken, LoginAttempt, LoginThrottle, RecoveryCode, WebSession
 from comms.db import Base
 from comms.destinations.models import Destination
-from comms.detections.models import Detection, DetectionEntity
+from comms.detections.models import Cluster, Detection, DetectionEntity
 from comms.drafts.models import Approval, ApprovalVoid, Draft, DraftDestination, DraftVersion
 from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry
 from comms.jobs.models import Job
@@ -18,6 +18,7 @@ __all__ = [
     "AuditEvent",
     "AuditHead",
     "Base",
+    "Cluster",
     "Delivery",
     "Destination",
     "Detection",

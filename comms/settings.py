@@ -117,6 +117,23 @@ class Settings(BaseSettings):
     # How long one platform request may take before its outcome counts as unknown.
     platform_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
 
+    # Community reports (docs/DETECTIONS.md): a report joins an open cluster that shares an
+    # address, a tx hash or a foreign domain with it, or says the same thing, within this many
+    # minutes of the cluster's last report.
+    cluster_window_minutes: int = Field(default=30, ge=1, le=1440)
+    # Addresses too common to mean one event (the protocol's token, a router): never clustered.
+    common_contracts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A value already shared by this many open clusters stops joining them (no giant cluster).
+    cluster_value_max_clusters: int = Field(default=3, ge=1, le=100)
+    # Text similarity (rapidfuzz token_set_ratio over content words), only between texts with
+    # at least cluster_text_min_words content words each: "hacked" alone joins nothing.
+    cluster_text_similarity: int = Field(default=60, ge=40, le=100)
+    cluster_text_min_words: int = Field(default=4, ge=2, le=50)
+    # A cluster alerts the responders once this many distinct members reported within
+    # cluster_alert_minutes (at once for a known contract or a critical monitoring alert).
+    cluster_alert_reporters: int = Field(default=3, ge=1, le=1000)
+    cluster_alert_minutes: int = Field(default=10, ge=1, le=1440)
+
     templates_dir: Path | None = None
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
 
@@ -197,6 +214,21 @@ class Settings(BaseSettings):
                     raise ValueError(f"{addr}: label is empty")
                 contracts[addr.lower()] = str(label).strip()
             return contracts
+        return value
+
+    @field_validator("common_contracts", mode="before")
+    @classmethod
+    def _parse_common(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list):
+            addresses = []
+            for item in value:
+                addr = str(item).strip()
+                if not _ADDRESS.match(addr):
+                    raise ValueError(f"{addr!r} is not an address (0x and 40 hex digits)")
+                addresses.append(addr.lower())
+            return addresses
         return value
 
     @field_validator("official_links", mode="before")

@@ -138,12 +138,15 @@ class Intake:
         self._acked[reporter] = now
         return True
 
-    def combined_due(self) -> list[tuple[str, str]]:
-        """``(chat, text)`` for every chat whose held reports are due their combined answer
-        (its minute is over); the listener posts them. Call it every few seconds."""
+    def combined_due(self, prefix: str = "") -> list[tuple[str, str]]:
+        """``(chat, text)`` for every chat (whose name starts with ``prefix``: each listener
+        takes its own platform's) whose held reports are due their combined answer (its minute
+        is over); the listener posts them. Call it every few seconds."""
         now = utcnow()
         due = []
         for chat, state in self._chats.items():
+            if not chat.startswith(prefix):
+                continue
             if state.held and now - state.minute_start >= timedelta(minutes=1):
                 due.append((chat, combined_text(state.held)))
                 state.held = 0
@@ -189,6 +192,7 @@ class Intake:
                     detection_id=detection.id,
                     type=entity.type.value,
                     value=entity.value[:ENTITY_INDEX_LIMIT],
+                    flags=list(entity.flags),
                 )
                 for entity in found
             )

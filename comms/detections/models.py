@@ -46,6 +46,49 @@ class DetectionStatus(StrEnum):
     ESCALATED = "escalated"
 
 
+class ClusterKind(StrEnum):
+    REPORTS = "reports"
+    PHISHING = "phishing"  # formed around a look-alike domain
+
+
+class ClusterStatus(StrEnum):
+    OPEN = "open"
+    ALERTED = "alerted"
+    DISMISSED = "dismissed"
+    ESCALATED = "escalated"
+    MERGED = "merged"
+
+
+OPEN_STATUSES = (ClusterStatus.OPEN, ClusterStatus.ALERTED)
+
+
+class Cluster(Base):
+    """Reports of one real event: they share an address, a tx hash or a foreign domain, or say
+    the same thing, within a window of the cluster's last report."""
+
+    __tablename__ = "clusters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[ClusterKind] = mapped_column(str_enum(ClusterKind, length=16))
+    status: Mapped[ClusterStatus] = mapped_column(
+        str_enum(ClusterStatus, length=16), default=ClusterStatus.OPEN, index=True
+    )
+    reports: Mapped[int] = mapped_column(Integer, default=0)
+    reporters: Mapped[int] = mapped_column(Integer, default=0)  # distinct
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id"), default=None)
+    incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
+    reason: Mapped[str] = mapped_column(Text, default="")  # why it was dismissed
+
+    @property
+    def reference(self) -> str:
+        return f"C-{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<Cluster {self.reference} {self.kind.value} {self.status.value}>"
+
+
 class Detection(Base):
     __tablename__ = "detections"
     __table_args__ = (UniqueConstraint("source", "external_id"),)
@@ -75,6 +118,9 @@ class Detection(Base):
     # key, receiver, truncated alerts), kept for the responders.
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     submitted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), default=None)
+    cluster_id: Mapped[int | None] = mapped_column(
+        ForeignKey("clusters.id"), default=None, index=True
+    )
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
@@ -99,3 +145,4 @@ class DetectionEntity(Base):
     detection_id: Mapped[int] = mapped_column(ForeignKey("detections.id"), index=True)
     type: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(500))  # longer values (URLs) are cut for the index
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.clock import utcnow
+from comms.detections import clusters
 from comms.detections.entities import Entity, EntityType, extract
 from comms.detections.models import (
     Detection,
@@ -130,10 +131,12 @@ async def record(
             detection_id=detection.id,
             type=entity.type.value,
             value=entity.value[:ENTITY_INDEX_LIMIT],
+            flags=list(entity.flags),
         )
         for entity in entities
     )
     await session.flush()
+    await clusters.assign(session, detection, settings=settings, now=now)
     return detection, True
 
 

@@ -87,6 +87,7 @@ async def test_a_flooded_chat_gets_one_combined_answer_per_minute(
     assert quiet.ack is not None  # another chat has its own budget
     assert intake.combined_due() == []  # the minute is not over
     clock.advance(seconds=61)
+    assert intake.combined_due("discord:") == []  # each listener takes its own platform's
     ((chat, text),) = intake.combined_due()
     assert chat == "busy" and "received 5 reports" in text
     assert intake.combined_due() == []

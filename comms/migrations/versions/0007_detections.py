@@ -1,4 +1,4 @@
-"""Detections: community reports and monitoring alerts, and their entities by value.
+"""Detections: community reports and monitoring alerts, their entities by value, and clusters.
 
 Revision ID: 0007
 Revises: 0006
@@ -18,6 +18,47 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "clusters",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column(
+            "kind",
+            sa.Enum("reports", "phishing", name="clusterkind", native_enum=False, length=16),
+            nullable=False,
+        ),
+        sa.Column(
+            "status",
+            sa.Enum(
+                "open",
+                "alerted",
+                "dismissed",
+                "escalated",
+                "merged",
+                name="clusterstatus",
+                native_enum=False,
+                length=16,
+            ),
+            nullable=False,
+        ),
+        sa.Column("reports", sa.Integer(), nullable=False),
+        sa.Column("reporters", sa.Integer(), nullable=False),
+        sa.Column("first_seen", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("last_seen", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("merged_into_id", sa.Integer(), nullable=True),
+        sa.Column("incident_id", sa.Integer(), nullable=True),
+        sa.Column("reason", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["incident_id"], ["incidents.id"], name=op.f("fk_clusters_incident_id_incidents")
+        ),
+        sa.ForeignKeyConstraint(
+            ["merged_into_id"], ["clusters.id"], name=op.f("fk_clusters_merged_into_id_clusters")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_clusters")),
+    )
+    with op.batch_alter_table("clusters", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_clusters_last_seen"), ["last_seen"], unique=False)
+        batch_op.create_index(batch_op.f("ix_clusters_status"), ["status"], unique=False)
+
     op.create_table(
         "detections",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -74,8 +115,12 @@ def upgrade() -> None:
         sa.Column("entities", sa.JSON(), nullable=False),
         sa.Column("details", sa.JSON(), nullable=False),
         sa.Column("submitted_by_id", sa.Integer(), nullable=True),
+        sa.Column("cluster_id", sa.Integer(), nullable=True),
         sa.Column("received_at", comms.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", comms.db.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["cluster_id"], ["clusters.id"], name=op.f("fk_detections_cluster_id_clusters")
+        ),
         sa.ForeignKeyConstraint(
             ["submitted_by_id"], ["users.id"], name=op.f("fk_detections_submitted_by_id_users")
         ),
@@ -83,6 +128,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("source", "external_id", name=op.f("uq_detections_source")),
     )
     with op.batch_alter_table("detections", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_detections_cluster_id"), ["cluster_id"], unique=False)
         batch_op.create_index(
             batch_op.f("ix_detections_received_at"), ["received_at"], unique=False
         )
@@ -93,6 +139,7 @@ def upgrade() -> None:
         sa.Column("detection_id", sa.Integer(), nullable=False),
         sa.Column("type", sa.String(length=16), nullable=False),
         sa.Column("value", sa.String(length=500), nullable=False),
+        sa.Column("flags", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["detection_id"],
             ["detections.id"],
@@ -115,5 +162,11 @@ def downgrade() -> None:
     op.drop_table("detection_entities")
     with op.batch_alter_table("detections", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_detections_received_at"))
+        batch_op.drop_index(batch_op.f("ix_detections_cluster_id"))
 
     op.drop_table("detections")
+    with op.batch_alter_table("clusters", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_clusters_status"))
+        batch_op.drop_index(batch_op.f("ix_clusters_last_seen"))
+
+    op.drop_table("clusters")
