@@ -91,6 +91,7 @@ def test_demo_serves_a_panel_you_can_sign_in_to(tmp_path: Path) -> None:
             assert dashboard.status_code == 200
             assert "Unusual withdrawals from the ETH bridge" in dashboard.text
         assert httpx.get(viewer.group(1), timeout=10).status_code == 200
+        _a_member_reports_and_is_acknowledged(viewer.group(1))
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -99,6 +100,34 @@ def test_demo_serves_a_panel_you_can_sign_in_to(tmp_path: Path) -> None:
             if process.poll() is None:
                 process.kill()
     assert (tmp_path / "demo" / "comms.db").exists()
+
+
+def _a_member_reports_and_is_acknowledged(viewer: str) -> None:
+    """The listeners run in the demo: a member's /report@bot in the community group is answered
+    with a reference (the walk-through in the README starts here)."""
+    control = viewer.split("/", 3)[:3]
+    base = "/".join(control) + "/control"
+    with httpx.Client(base_url=base, timeout=10) as client:
+        info = client.get("/info").json()
+        chat = info["telegram_chats"]["community"]
+        bot = info["telegram_bot_username"]
+        posted = client.post(
+            f"/telegram/chats/{chat}/messages",
+            json={"user": "alice", "text": f"/report@{bot} the bridge is draining"},
+        )
+        assert posted.status_code == 201, posted.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            replies = [
+                m
+                for m in client.get(f"/telegram/chats/{chat}/messages").json()
+                if "Reference: R-" in m.get("text", "")
+            ]
+            if replies:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the demo's Telegram bot did not acknowledge the report within 30 s")
 
 
 FAKE_WORLD = {

@@ -419,6 +419,11 @@ class DiscordWorld:
             self.users[user.id] = user
             guild.members[user.id] = Member(user, list(roles))
             self.default_users[name] = user.id
+        # Another application's bot in the guild (as most community servers have): its
+        # messages, mentions of our bot included, are not community reports.
+        other_bot = User(_world_id(24), "status-bot", "Status Bot", bot=True)
+        self.users[other_bot.id] = other_bot
+        guild.members[other_bot.id] = Member(other_bot, [])
         announcements = Channel(
             _world_id(10),
             guild.id,
@@ -524,7 +529,14 @@ class DiscordWorld:
         if channel.guild_id is None:
             if user_id != BOT_ID and user_id not in channel.recipient_ids:
                 return 0
-            return VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | EMBED_LINKS
+            # Slash commands work in the bot's DMs (context BOT_DM) as in servers.
+            return (
+                VIEW_CHANNEL
+                | SEND_MESSAGES
+                | READ_MESSAGE_HISTORY
+                | EMBED_LINKS
+                | USE_APPLICATION_COMMANDS
+            )
         guild = self.guilds[channel.guild_id]
         source = channel
         if channel.is_thread and channel.parent_id in self.channels:

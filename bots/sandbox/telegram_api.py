@@ -19,6 +19,7 @@ from .limits import TokenBucket, telegram_retry_seconds
 from .telegram_state import TelegramWorld, TgChat, TgMessage, TgUser
 
 MAX_POLL_TIMEOUT = 50
+MAX_CAPTION_LENGTH = 1024
 log = logging.getLogger(__name__)
 
 
@@ -589,7 +590,28 @@ class TelegramAPI:
         chat.last_bot_id = self.world.bot.id
         entry["message_id"] = message.message_id
         self.core.log.stats.message_created("telegram", chat.id)
+        await self._forward_to_discussion(chat, message)
         return self.world.message_json(chat, message)
+
+    async def _forward_to_discussion(self, channel: TgChat, post: TgMessage) -> None:
+        """A channel post appears in the linked discussion group as an automatic forward
+        (``is_automatic_forward``, ``sender_chat`` the channel, sent by Telegram's service
+        account); the bot sees it as it would see any member's message there."""
+        group = self.world.chats.get(channel.linked_chat_id or 0)
+        if channel.type != "channel" or group is None:
+            return
+        copy = TgMessage(
+            message_id=self.world.next_message_id(group),
+            chat_id=group.id,
+            date=post.date,
+            text=post.text,
+            entities=[dict(entity) for entity in post.entities],
+            sender=self.world.service_user,
+            forwarded_from=(channel.id, post.message_id),
+        )
+        self.world.add_message(group, copy)
+        if self.bot_receives(group, copy):
+            await self.world.queue.push("message", self.world.message_json(group, copy))
 
     async def edit_message_text(self, params: dict[str, Any], entry: dict[str, Any]) -> Any:
         if params.get("inline_message_id") is not None and params.get("chat_id") is None:
@@ -740,6 +762,8 @@ class TelegramAPI:
         )
         if chat.description:
             data["description"] = chat.description
+        if chat.linked_chat_id is not None:
+            data["linked_chat_id"] = chat.linked_chat_id
         if chat.is_group:
             data["permissions"] = dict(chat.permissions)
             if chat.slow_mode_delay:
@@ -768,7 +792,10 @@ class TelegramAPI:
     # --- messages from community members ------------------------------------------------
 
     def bot_receives(self, chat: TgChat, message: TgMessage) -> bool:
-        """Privacy mode as documented: what a bot in a group is shown."""
+        """Privacy mode as documented: what a bot in a group is shown. Bots never see other
+        bots' messages, whatever the mode."""
+        if message.sender is not None and message.sender.is_bot:
+            return False
         if chat.type in ("private", "channel"):
             return chat.bot_member
         if not chat.bot_member:
@@ -794,9 +821,35 @@ class TelegramAPI:
                 return True
         return False
 
+    @staticmethod
+    def _photo_sizes(chat: TgChat, *, message_id: int) -> list[dict[str, Any]]:
+        """Two sizes of a made-up photo, with ids unique per message (files are not served)."""
+        base = f"sandbox-photo-{abs(chat.id)}-{message_id}"
+        return [
+            {
+                "file_id": f"{base}-s",
+                "file_unique_id": f"{base}s",
+                "width": 90,
+                "height": 90,
+                "file_size": 1200,
+            },
+            {
+                "file_id": f"{base}-m",
+                "file_unique_id": f"{base}m",
+                "width": 800,
+                "height": 800,
+                "file_size": 48000,
+            },
+        ]
+
     async def edit_as_member(self, chat: TgChat, message: TgMessage, text: str) -> bool:
         """A member edits their message; returns whether the bot got ``edited_message``."""
-        formatted = markup.prepare_text(text, None, resolve_user=self.resolve_user)
+        formatted = markup.prepare_text(
+            text,
+            None,
+            resolve_user=self.resolve_user,
+            max_length=MAX_CAPTION_LENGTH if message.photo is not None else markup.MAX_TEXT_LENGTH,
+        )
         message.text = formatted.text
         message.entities = formatted.entities
         message.edit_date = self.world.now()
@@ -814,19 +867,33 @@ class TelegramAPI:
         *,
         reply_to: int | None = None,
         parse_mode: str | None = None,
+        photo: bool = False,
     ) -> tuple[TgMessage, bool]:
-        """A community member writes in a chat; returns the message and whether the bot got it."""
-        formatted = markup.prepare_text(text, parse_mode, resolve_user=self.resolve_user)
+        """A community member writes in a chat; returns the message and whether the bot got it.
+
+        ``photo``: the member sends a photo and ``text`` is its caption (up to 1024 long, may
+        be empty), delivered as ``photo``, ``caption`` and ``caption_entities``."""
+        if photo and not text.strip():
+            formatted = markup.FormattedText("", [])
+        else:
+            formatted = markup.prepare_text(
+                text,
+                parse_mode,
+                resolve_user=self.resolve_user,
+                max_length=MAX_CAPTION_LENGTH if photo else markup.MAX_TEXT_LENGTH,
+            )
         if reply_to is not None and reply_to not in chat.messages:
             raise bad_request("message to be replied not found")
+        message_id = self.world.next_message_id(chat)
         message = TgMessage(
-            message_id=self.world.next_message_id(chat),
+            message_id=message_id,
             chat_id=chat.id,
             date=self.world.now(),
             text=formatted.text,
             entities=formatted.entities,
             sender=None if chat.type == "channel" else user,
             reply_to=reply_to,
+            photo=self._photo_sizes(chat, message_id=message_id) if photo else None,
         )
         self.world.add_message(chat, message)
         chat.members.add(user.id)

@@ -13,6 +13,9 @@ BOT_USERNAME = "sandbox_comms_bot"
 # "<bot id>:<35 characters>", the documented token shape; a fixed demo value, not a secret.
 BOT_TOKEN = f"{BOT_ID}:AAHsandboxDemoTokenNotASecret_00xyz"
 assert len(BOT_TOKEN.split(":", 1)[1]) == 35
+# The account Telegram shows as the author of a channel post's automatic forward into the
+# channel's discussion group (the post itself is in ``sender_chat``).
+SERVICE_USER_ID = 777_000
 
 DEFAULT_ALLOWED_UPDATES = frozenset(
     {
@@ -104,6 +107,10 @@ class TgMessage:
     pinned: bool = False
     pinned_message_id: int | None = None  # a "pinned_message" service message
     reply_markup: dict[str, Any] | None = None
+    # A photo: ``text`` and ``entities`` are its caption (``caption``, ``caption_entities``).
+    photo: list[dict[str, Any]] | None = None
+    # A channel post copied into the channel's discussion group (``is_automatic_forward``).
+    forwarded_from: tuple[int, int] | None = None  # (channel id, its message id)
 
 
 @dataclass
@@ -124,6 +131,7 @@ class TgChat:
     next_message_id: int = 1
     last_bot_id: int | None = None
     slow_mode_delay: int = 0
+    linked_chat_id: int | None = None  # a channel's discussion group, and back
 
     @property
     def is_group(self) -> bool:
@@ -198,6 +206,7 @@ class TelegramWorld:
         # /revoke in BotFather: the old token is refused (401) everywhere.
         self.token_revoked = False
         self.users: dict[int, TgUser] = {self.bot.id: self.bot}
+        self.service_user = TgUser(SERVICE_USER_ID, "Telegram", language_code=None)
         self.chats: dict[int, TgChat] = {}
         self.commands: dict[str, list[dict[str, str]]] = {}
         self.webhook_url = ""
@@ -262,9 +271,11 @@ class TelegramWorld:
             return -1_001_000_000_000 - self._next_chat_id
         return -4_000_000_000 - self._next_chat_id
 
-    def add_user(self, first_name: str, username: str | None = None) -> TgUser:
+    def add_user(
+        self, first_name: str, username: str | None = None, *, is_bot: bool = False
+    ) -> TgUser:
         self._next_user_id += 1
-        user = TgUser(self._next_user_id, first_name, username)
+        user = TgUser(self._next_user_id, first_name, username, is_bot=is_bot)
         self.users[user.id] = user
         return user
 
@@ -290,6 +301,14 @@ class TelegramWorld:
                     if (chat.username or "").lower() == name and chat.type != "private":
                         return chat
         return None
+
+    def link_discussion(self, channel: TgChat, group: TgChat) -> None:
+        """Make ``group`` the discussion group of ``channel``: every post in the channel is
+        then forwarded into the group automatically, as Telegram does."""
+        if channel.type != "channel" or group.type != "supergroup":
+            raise ValueError("a channel's discussion group is a supergroup")
+        channel.linked_chat_id = group.id
+        group.linked_chat_id = channel.id
 
     def private_chat(self, user: TgUser) -> TgChat:
         chat = self.chats.get(user.id)
@@ -322,8 +341,20 @@ class TelegramWorld:
             data["from"] = message.sender.to_json()
         if chat.type == "channel":
             data["sender_chat"] = chat.to_json()
+        if message.forwarded_from is not None:
+            channel_id, post_id = message.forwarded_from
+            channel = self.chats[channel_id]
+            data["sender_chat"] = channel.to_json()
         data["chat"] = chat.to_json()
         data["date"] = message.date
+        if message.forwarded_from is not None:
+            data["forward_origin"] = {
+                "type": "channel",
+                "chat": channel.to_json(),
+                "message_id": post_id,
+                "date": message.date,
+            }
+            data["is_automatic_forward"] = True
         if message.edit_date is not None:
             data["edit_date"] = message.edit_date
         if message.protected:
@@ -337,9 +368,16 @@ class TelegramWorld:
             replied = chat.messages.get(message.reply_to)
             if replied is not None:
                 data["reply_to_message"] = self.message_json(chat, replied, nested=True)
-        data["text"] = message.text
-        if message.entities:
-            data["entities"] = message.entities
+        if message.photo is not None:
+            data["photo"] = message.photo
+            if message.text:
+                data["caption"] = message.text
+            if message.entities:
+                data["caption_entities"] = message.entities
+        else:
+            data["text"] = message.text
+            if message.entities:
+                data["entities"] = message.entities
         if message.link_preview_options:
             data["link_preview_options"] = message.link_preview_options
         if message.reply_markup is not None:

@@ -61,6 +61,35 @@ async def _run_worker(settings: Settings, database: Database, stop: asyncio.Even
             await publisher.close()
 
 
+async def _run_bots(settings: Settings, database: Database, stop: asyncio.Event) -> None:
+    """The community-report listeners the configuration provides, until ``stop``. A listener
+    that cannot start is logged and left out: the other one, and publishing, go on."""
+    from bots.discord_listener import DiscordListener
+    from bots.telegram_listener import TelegramListener
+    from comms.detections.intake import Intake
+
+    intake = Intake(database=database, settings=settings)
+    listeners: list[DiscordListener | TelegramListener] = []
+    if settings.discord_token is not None:
+        listeners.append(DiscordListener(settings, intake))
+    if settings.telegram_token is not None:
+        listeners.append(TelegramListener(settings, intake))
+    if not listeners:
+        log.warning("no COMMS_DISCORD_TOKEN or COMMS_TELEGRAM_TOKEN: no community reports")
+    started = []
+    for listener in listeners:
+        try:
+            await listener.start()
+            started.append(listener)
+        except Exception as error:
+            log.error("%s could not start: %s", type(listener).__name__, error)
+    try:
+        await stop.wait()
+    finally:
+        for listener in started:
+            await listener.stop()
+
+
 def _stop_on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -89,6 +118,28 @@ def worker(app: AppContext) -> None:
     asyncio.run(main())
 
 
+@cli.command("bots")
+@pass_app
+def bots(app: AppContext) -> None:
+    """Run the community-report listeners: /report, mentions and DMs to the Discord and
+    Telegram bots become detections (docs/DETECTIONS.md)."""
+    from comms.migrate import upgrade
+
+    configure_logging(app.settings.log_level)
+    upgrade(app.settings.database_url)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        _stop_on_signals(stop)
+        database = Database(app.settings.database_url)
+        try:
+            await _run_bots(app.settings, database, stop)
+        finally:
+            await database.dispose()
+
+    asyncio.run(main())
+
+
 @cli.command("sandbox")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
@@ -100,24 +151,33 @@ def sandbox(host: str, port: int) -> None:
 
 
 async def _serve_panel_and_worker(
-    settings: Settings, host: str, port: int, *, demo: bool, with_worker: bool = True
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    demo: bool,
+    with_worker: bool = True,
+    with_bots: bool = True,
 ) -> None:
-    """The panel (uvicorn) and the outbox worker in one asyncio process, until interrupted."""
+    """The panel (uvicorn), the outbox worker and the report listeners in one asyncio process,
+    until interrupted."""
     from approvals.server import server as panel_server
 
     panel = await asyncio.to_thread(panel_server, settings, host, port, demo=demo)
     stop = asyncio.Event()
     database = Database(settings.database_url)
     await _record_gate(settings, database, "comms demo" if demo else "comms serve")
-    worker_task = (
-        asyncio.create_task(_run_worker(settings, database, stop)) if with_worker else None
-    )
+    tasks = []
+    if with_worker:
+        tasks.append(asyncio.create_task(_run_worker(settings, database, stop)))
+    if with_bots:
+        tasks.append(asyncio.create_task(_run_bots(settings, database, stop)))
     try:
         await panel.serve()  # returns on Ctrl-C or SIGTERM (uvicorn handles the signals)
     finally:
         stop.set()
-        if worker_task is not None:
-            await worker_task
+        for task in tasks:
+            await task
         await database.dispose()
 
 
@@ -125,6 +185,9 @@ async def _serve_panel_and_worker(
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--no-worker", is_flag=True, help="Serve the panel only (run `comms worker` apart).")
+@click.option(
+    "--no-bots", is_flag=True, help="Leave the report listeners out (run `comms bots` apart)."
+)
 @click.option(
     "--workers",
     "processes",
@@ -134,26 +197,42 @@ async def _serve_panel_and_worker(
     help="Panel processes. With more than one, the outbox worker runs in a process of its own.",
 )
 @pass_app
-def serve(app: AppContext, host: str, port: int, no_worker: bool, processes: int) -> None:
-    """Apply migrations, then serve the panel and JSON API, with the outbox worker."""
+def serve(
+    app: AppContext, host: str, port: int, no_worker: bool, no_bots: bool, processes: int
+) -> None:
+    """Apply migrations, then serve the panel and JSON API, with the outbox worker and the
+    community-report listeners."""
     configure_logging(app.settings.log_level)
     try:
         if processes == 1:
             asyncio.run(
                 _serve_panel_and_worker(
-                    app.settings, host, port, demo=False, with_worker=not no_worker
+                    app.settings,
+                    host,
+                    port,
+                    demo=False,
+                    with_worker=not no_worker,
+                    with_bots=not no_bots,
                 )
             )
         else:
-            _serve_panel_processes(app.settings, host, port, processes, with_worker=not no_worker)
+            _serve_panel_processes(
+                app.settings,
+                host,
+                port,
+                processes,
+                with_worker=not no_worker,
+                with_bots=not no_bots,
+            )
     except ConfigError as error:
         fail(str(error), EXIT_USAGE)
 
 
 def _serve_panel_processes(
-    settings: Settings, host: str, port: int, processes: int, *, with_worker: bool
+    settings: Settings, host: str, port: int, processes: int, *, with_worker: bool, with_bots: bool
 ) -> None:
-    """``processes`` panel processes (uvicorn's supervisor) and, beside them, ``comms worker``."""
+    """``processes`` panel processes (uvicorn's supervisor) and, beside them, ``comms worker``
+    and ``comms bots``."""
     from approvals.server import serve_processes
 
     async def record() -> None:
@@ -166,17 +245,22 @@ def _serve_panel_processes(
     from comms.migrate import upgrade
 
     upgrade(settings.database_url)  # once, before any process starts
-    worker = subprocess.Popen([sys.executable, "-m", "comms", "worker"]) if with_worker else None
+    helpers = [
+        subprocess.Popen([sys.executable, "-m", "comms", command])  # noqa: S603 - fixed argv
+        for command, wanted in (("worker", with_worker), ("bots", with_bots))
+        if wanted
+    ]
     try:
         asyncio.run(record())
         serve_processes(settings, host, port, processes=processes)
     finally:
-        if worker is not None:
-            worker.terminate()
+        for helper in helpers:
+            helper.terminate()
+        for helper in helpers:
             try:
-                worker.wait(timeout=60)
+                helper.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                worker.kill()
+                helper.kill()
 
 
 @cli.command("demo")

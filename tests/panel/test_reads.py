@@ -116,7 +116,7 @@ async def test_serve_runs_several_panel_processes(tmp_path: Path) -> None:
         "COMMS_SECRET_KEY": SECRET,
         "COMMS_LOG_LEVEL": "WARNING",
     }
-    command = [sys.executable, "-m", "comms", "serve", "--no-worker", "--workers", "2"]
+    command = [sys.executable, "-m", "comms", "serve", "--no-worker", "--no-bots", "--workers", "2"]
     child = await asyncio.create_subprocess_exec(*command, "--port", str(port), env=env)
     try:
         async with httpx.AsyncClient() as http:

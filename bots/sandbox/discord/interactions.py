@@ -20,7 +20,12 @@ from bots.sandbox.discord.resource import Resource
 from bots.sandbox.discord.routing import Ctx
 from bots.sandbox.discord_state import Channel, DiscordWorld, Message, User
 
-INTERACTION_TTL = 15 * 60
+INTERACTION_TTL = 15 * 60  # the token's life for follow-ups and edits
+# The first response (type 4, or 5 to defer) must reach Discord within 3 s of the interaction;
+# later it is 10062 Unknown interaction (docs: interactions/receiving-and-responding.mdx).
+RESPONSE_DEADLINE = 3.0
+# InteractionContextType: where a command may be run.
+CONTEXT_GUILD, CONTEXT_BOT_DM = 0, 1
 
 
 class Interactions(Resource):
@@ -50,7 +55,17 @@ class Interactions(Resource):
     async def run_command(
         self, user: User, channel: Channel, command: ds.Command, options: dict[str, Any]
     ) -> ds.Interaction:
-        """What a member typing the slash command makes Discord send to the bot."""
+        """What a member typing the slash command makes Discord send to the bot.
+
+        A global command is offered where its ``contexts`` allow (all of them when unset, as
+        for new commands on Discord); elsewhere the member's client does not show it, which
+        the control API answers 404 10063 Unknown application command."""
+        context = CONTEXT_GUILD if channel.guild_id is not None else CONTEXT_BOT_DM
+        if command.contexts is not None and context not in command.contexts:
+            where = "in servers" if context == CONTEXT_GUILD else "in DMs with the bot"
+            raise DiscordError(
+                404, 10063, f"Unknown application command: /{command.name} is not offered {where}"
+            )
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(96)
         option_list = []
         types = {o.get("name"): o.get("type", 3) for o in command.options}
@@ -153,6 +168,8 @@ class Interactions(Resource):
             raise DiscordError(400, 40043, "Interaction response type is not supported")
         if interaction.responded:
             raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        if time.time() - interaction.created > RESPONSE_DEADLINE:
+            raise unknown("interaction")
         channel = self.world.channels[interaction.channel_id]
         ephemeral = bool(raw_flags & ds.EPHEMERAL)
         flags = (raw_flags or 0) & (ds.EPHEMERAL | ds.SUPPRESS_EMBEDS | ds.SUPPRESS_NOTIFICATIONS)
