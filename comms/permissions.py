@@ -32,6 +32,7 @@ class Action(StrEnum):
     TOKEN_MANAGE = "token.manage"  # noqa: S105 - an action name, not a secret
     AUDIT_READ = "audit.read"
     DETECTION_WRITE = "detection.write"
+    DETECTION_TRIAGE = "detection.triage"  # dismiss, merge, attach, escalate clusters
 
 
 ALL_ROLES = frozenset(Role)
@@ -50,6 +51,7 @@ ALLOWED: dict[Action, frozenset[Role]] = {
     Action.TOKEN_MANAGE: frozenset({Role.ADMIN}),
     Action.AUDIT_READ: frozenset({Role.ADMIN, Role.DECISION_MAKER, Role.INCIDENT_LEADER}),
     Action.DETECTION_WRITE: ALL_ROLES,
+    Action.DETECTION_TRIAGE: frozenset({Role.INCIDENT_LEADER, Role.RESPONDER, Role.ADMIN}),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from comms.cli import (  # noqa: F401 - each module registers its commands on ``cli``
     audit,
+    clusters,
     database,
     deliveries,
     destinations,

@@ -88,6 +88,9 @@ class Incident(Base):
     chat_channel: Mapped[str] = mapped_column(String(200), default="")
     opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the problem was first seen, if before the incident was opened (the first community
+    # report of the cluster it was escalated from): time to detect counts from here.
+    detected_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     mitigated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

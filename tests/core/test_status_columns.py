@@ -12,6 +12,15 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from comms.db import Database
+from comms.detections.models import (
+    Cluster,
+    ClusterKind,
+    ClusterStatus,
+    Detection,
+    DetectionSeverity,
+    DetectionSource,
+    DetectionStatus,
+)
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident, IncidentStatus
@@ -30,6 +39,11 @@ STATUS_COLUMNS: list[tuple[InstrumentedAttribute[Any], type[StrEnum], int]] = [
     (Incident.status, IncidentStatus, 16),
     (Approval.decision, Decision, 8),
     (RoleGrant.status, GrantStatus, 12),
+    (Detection.source, DetectionSource, 16),
+    (Detection.severity, DetectionSeverity, 16),
+    (Detection.status, DetectionStatus, 16),
+    (Cluster.kind, ClusterKind, 16),
+    (Cluster.status, ClusterStatus, 16),
 ]
 
 

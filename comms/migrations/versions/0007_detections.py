@@ -154,7 +154,15 @@ def upgrade() -> None:
         batch_op.create_index("ix_detection_entities_type_value", ["type", "value"], unique=False)
 
 
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("detected_at", comms.db.UTCDateTime(timezone=True), nullable=True)
+        )
+
+
 def downgrade() -> None:
+    with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("detected_at")
     with op.batch_alter_table("detection_entities", schema=None) as batch_op:
         batch_op.drop_index("ix_detection_entities_type_value")
         batch_op.drop_index(batch_op.f("ix_detection_entities_detection_id"))
