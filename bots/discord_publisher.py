@@ -297,3 +297,16 @@ class DiscordPublisher:
             channel.send(content, allowed_mentions=mentions, suppress_embeds=True)
         )
         return str(message.id)
+
+    async def edit_notification(
+        self, target: str, message_id: str, text: str, *, ping_role: str | None = None
+    ) -> None:
+        if not self._started:
+            await self.start()
+        channel = self._client.get_partial_messageable(int(target))
+        content = f"<@&{ping_role}> {text}" if ping_role else text  # as posted; pings nobody
+        await self._call(
+            channel.get_partial_message(int(message_id)).edit(
+                content=content, allowed_mentions=discord.AllowedMentions.none()
+            )
+        )

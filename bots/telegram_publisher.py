@@ -309,3 +309,23 @@ class TelegramPublisher:
                 )
             )
         return str(message.message_id)
+
+    async def edit_notification(
+        self, target: str, message_id: str, text: str, *, ping_role: str | None = None
+    ) -> None:
+        if not self._started:
+            await self.start()
+        async with self._chat_limiters[target]:
+            try:
+                await self._call(
+                    self._bot.edit_message_text(
+                        chat_id=target,
+                        message_id=int(message_id),
+                        text=text,
+                        parse_mode=ParseMode.HTML,
+                        link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    )
+                )
+            except PublishError as error:
+                if "not modified" not in error.message:
+                    raise

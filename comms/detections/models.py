@@ -80,6 +80,7 @@ class Cluster(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id"), default=None)
     incident_id: Mapped[int | None] = mapped_column(ForeignKey("incidents.id"), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")  # why it was dismissed
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     @property
     def reference(self) -> str:

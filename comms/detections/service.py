@@ -8,6 +8,7 @@ untouched, also when two copies race (the unique constraint decides, inside a sa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.clock import utcnow
-from comms.detections import clusters
+from comms.detections import alerts, clusters
 from comms.detections.entities import Entity, EntityType, extract
 from comms.detections.models import (
     Detection,
@@ -26,9 +27,11 @@ from comms.detections.models import (
     DetectionSeverity,
     DetectionSource,
 )
-from comms.errors import FieldProblem, InvalidInput
+from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.settings import Settings
 from comms.users.models import User
+
+log = logging.getLogger("comms.detections")
 
 ENTITY_INDEX_LIMIT = 500  # DetectionEntity.value's length: longer values are cut for lookups
 
@@ -136,7 +139,12 @@ async def record(
         for entity in entities
     )
     await session.flush()
-    await clusters.assign(session, detection, settings=settings, now=now)
+    cluster = await clusters.assign(session, detection, settings=settings, now=now)
+    try:
+        async with session.begin_nested():
+            await alerts.after_report(session, cluster, detection, settings=settings, now=now)
+    except CommsError:  # an alert that cannot be written must never lose the report
+        log.exception("could not alert the responders about %s", cluster.reference)
     return detection, True
 
 

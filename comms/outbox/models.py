@@ -108,6 +108,9 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # An edit of an earlier notification's message (a responders' alert kept up to date)
+    # rather than a new post.
+    edit_of_id: Mapped[int | None] = mapped_column(ForeignKey("notifications.id"), default=None)
 
     destination: Mapped[Destination] = relationship(lazy="selectin")
 

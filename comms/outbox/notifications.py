@@ -66,6 +66,7 @@ class NotificationQueue:
             platform = Platform(destination.platform)
             target, text, ping = destination.target, note.text, note.ping_role or None
             usable = destination.can_receive and not destination.is_public
+            edit_id, wait = await self._edit_target(session, note)
         publisher = self.publishers.get(platform)
         error: str | None = None
         message_id = ""
@@ -74,9 +75,15 @@ class NotificationQueue:
             error = "destination is public, disabled or compromised"
         elif publisher is None:
             error = f"no {platform.value} publisher is configured"
+        elif wait:
+            error, retry = "the message to edit is not posted yet", True
         else:
             try:
-                message_id = await publisher.notify(target, text, ping_role=ping)
+                if edit_id:
+                    await publisher.edit_notification(target, edit_id, text, ping_role=ping)
+                    message_id = edit_id
+                else:
+                    message_id = await publisher.notify(target, text, ping_role=ping)
             except PublishError as exc:
                 error = exc.message
                 retry = exc.outcome is Outcome.TRANSIENT or exc.status == 401
@@ -101,6 +108,19 @@ class NotificationQueue:
             values = {"state": NotificationState.FAILED, "last_error": error}
         async with work.db.transaction() as session:
             await NOTIFICATIONS.let_go(session, lease, work.worker_id, now=now, **values)
+
+    @staticmethod
+    async def _edit_target(session: AsyncSession, note: Notification) -> tuple[str, bool]:
+        """For an edit: (the message id to edit, whether to wait for the original's post).
+        An original that failed to post leaves nothing to edit: the edit is posted instead."""
+        if note.edit_of_id is None:
+            return "", False
+        original = await session.get(Notification, note.edit_of_id)
+        if original is None or original.state is NotificationState.FAILED:
+            return "", False
+        if original.state is NotificationState.SENT and original.platform_message_id:
+            return original.platform_message_id, False
+        return "", True
 
     async def recover(self, work: Work) -> int:
         async with work.db.transaction() as session:

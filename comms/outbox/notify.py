@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.destinations import service as destinations
@@ -20,7 +20,7 @@ from comms.destinations.models import Destination, InternalUse
 from comms.enums import Platform
 from comms.errors import CommsError
 from comms.incidents.models import Incident
-from comms.outbox.models import Delivery, Notification
+from comms.outbox.models import Delivery, Notification, NotificationState
 from comms.rendering import RenderContext, registry_for, render, render_context, validate_values
 from comms.settings import Settings
 from comms.users.models import User
@@ -219,3 +219,83 @@ async def platform_status(
         )
     except CommsError:
         log.exception("could not queue the %s notice for %s", event, platform)
+
+
+EDIT_SPACING = timedelta(seconds=30)  # a kept-up-to-date alert is edited at most this often
+
+
+async def responder_alert(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    cluster_id: int,
+    values: dict[str, str],
+    now: datetime,
+) -> None:
+    """Alert the responders' private destinations about a cluster of community reports, or,
+    once alerted, bring that same message up to date: an edit (at most one per 30 s, pending
+    edits replaced by the newest text), never a new post."""
+    key = f"cluster:{cluster_id}:alert"
+    originals = list(
+        (
+            await session.scalars(
+                select(Notification).where(Notification.dedup_key.startswith(f"{key}:dest:"))
+            )
+        ).all()
+    )
+    if not originals:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.RESPONDERS,
+            kind="responder_alert",
+            dedup_key=key,
+            template="internal-responder-alert",
+            values=values,
+            ctx=render_context(settings),
+        )
+        return
+    spec = registry_for(settings).get("internal-responder-alert")
+    rendered = render(
+        spec,
+        validate_values(spec, {k: v for k, v in values.items() if v}),
+        render_context(settings),
+    )
+    for original in originals:
+        platform = original.destination.platform
+        text = "\n\n".join(
+            rendered.discord if platform == Platform.DISCORD.value else rendered.telegram
+        )
+        if original.state is NotificationState.PENDING:
+            original.text = text  # not posted yet: it will go out up to date
+            continue
+        pending = await session.scalar(
+            select(Notification).where(
+                Notification.edit_of_id == original.id,
+                Notification.state == NotificationState.PENDING,
+            )
+        )
+        if pending is not None:
+            pending.text = text
+            continue
+        last_edit = await session.scalar(
+            select(func.max(Notification.sent_at)).where(Notification.edit_of_id == original.id)
+        )
+        last = max(t for t in (original.sent_at, last_edit, now - EDIT_SPACING) if t is not None)
+        edits = await session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(Notification.edit_of_id == original.id)
+        )
+        session.add(
+            Notification(
+                kind="responder_alert_edit",
+                dedup_key=f"{key}:edit:{original.id}:{int(edits or 0) + 1}",
+                destination_id=original.destination_id,
+                text=text,
+                ping_role=original.ping_role,
+                edit_of_id=original.id,
+                next_attempt_at=max(now, last + EDIT_SPACING),
+            )
+        )
+    await session.flush()

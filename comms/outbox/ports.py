@@ -118,3 +118,9 @@ class Publisher(Protocol):
     async def notify(self, target: str, text: str, *, ping_role: str | None = None) -> str:
         """Post an internal notification (fixed template); returns the message id."""
         ...
+
+    async def edit_notification(
+        self, target: str, message_id: str, text: str, *, ping_role: str | None = None
+    ) -> None:
+        """Replace the text of an internal notification already posted (pings nobody)."""
+        ...

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.Column("merged_into_id", sa.Integer(), nullable=True),
         sa.Column("incident_id", sa.Integer(), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
+        sa.Column("alerted_at", comms.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["incident_id"], ["incidents.id"], name=op.f("fk_clusters_incident_id_incidents")
         ),
@@ -158,9 +159,22 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("detected_at", comms.db.UTCDateTime(timezone=True), nullable=True)
         )
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("edit_of_id", sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(
+            batch_op.f("fk_notifications_edit_of_id_notifications"),
+            "notifications",
+            ["edit_of_id"],
+            ["id"],
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("notifications", schema=None) as batch_op:
+        batch_op.drop_constraint(
+            batch_op.f("fk_notifications_edit_of_id_notifications"), type_="foreignkey"
+        )
+        batch_op.drop_column("edit_of_id")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.drop_column("detected_at")
     with op.batch_alter_table("detection_entities", schema=None) as batch_op:

@@ -1,0 +1,130 @@
+"""When a cluster alerts the responders, and what the alert says.
+
+A cluster alerts once: when ``cluster_alert_reporters`` distinct members reported within
+``cluster_alert_minutes``, or at once when a report names a known contract or a monitor calls
+it critical. From then on every new report brings the same message up to date (an edit, at most
+one per 30 s: ``comms.outbox.notify.responder_alert``), never a new post. Everything in the
+alert that reporters wrote goes through the fixed template's escaping: no mention, no live link.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import String, case, cast, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from comms.detections import clusters as clustering
+from comms.detections.entities import KNOWN_CONTRACT
+from comms.detections.models import (
+    Cluster,
+    ClusterStatus,
+    Detection,
+    DetectionSeverity,
+)
+from comms.outbox import notify
+from comms.settings import Settings
+from comms.text import one_line_inert
+
+SOURCES = {"discord": "Discord", "telegram": "Telegram", "webhook": "monitoring"}
+
+
+async def after_report(
+    session: AsyncSession,
+    cluster: Cluster,
+    detection: Detection,
+    *,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    """Alert the responders if ``detection`` made ``cluster`` cross the line, or update the
+    alert it already raised."""
+    if cluster.alerted_at is None:
+        if cluster.status is not ClusterStatus.OPEN:
+            return  # decided by a person before it ever alerted
+        if not await crosses(session, cluster, detection, settings=settings, now=now):
+            return
+        cluster.status = ClusterStatus.ALERTED
+        cluster.alerted_at = now
+    elif cluster.status in (ClusterStatus.DISMISSED, ClusterStatus.MERGED):
+        return
+    await notify.responder_alert(
+        session,
+        settings=settings,
+        cluster_id=cluster.id,
+        values=await alert_values(session, cluster, detection),
+        now=now,
+    )
+
+
+async def crosses(
+    session: AsyncSession,
+    cluster: Cluster,
+    detection: Detection,
+    *,
+    settings: Settings,
+    now: datetime,
+) -> bool:
+    if detection.severity is DetectionSeverity.CRITICAL:
+        return True
+    if any(KNOWN_CONTRACT in entity.get("flags", []) for entity in detection.entities):
+        return True
+    since = now - timedelta(minutes=settings.cluster_alert_minutes)
+    recent = await session.scalar(
+        select(
+            func.count(
+                func.distinct(
+                    case(
+                        (
+                            Detection.reporter_id != "",
+                            cast(Detection.source, String) + ":" + Detection.reporter_id,
+                        )
+                    )
+                )
+            )
+        ).where(Detection.cluster_id == cluster.id, Detection.received_at >= since)
+    )
+    return int(recent or 0) >= settings.cluster_alert_reporters
+
+
+async def alert_values(
+    session: AsyncSession, cluster: Cluster, latest: Detection
+) -> dict[str, str]:
+    """The template's variables; the untrusted ones are cut to the template's limits."""
+    entities = (await clustering.entities_of(session, [cluster.id])).get(cluster.id, [])
+
+    def joined(kind: str, limit: int) -> str:
+        values = [e["value"] for e in entities if e["type"] == kind]
+        return _cut(", ".join(values[:10]), limit)
+
+    reporters = (
+        await session.scalars(
+            select(Detection.reporter_name)
+            .where(Detection.cluster_id == cluster.id, Detection.reporter_name != "")
+            .distinct()
+            .limit(20)
+        )
+    ).all()
+    sources = (
+        await session.scalars(
+            select(Detection.source).where(Detection.cluster_id == cluster.id).distinct()
+        )
+    ).all()
+    phishing = cluster.kind.value == "phishing"
+    return {
+        "cluster": f"{cluster.reference} (phishing)" if phishing else cluster.reference,
+        "report_count": str(cluster.reports),
+        "reporter_count": str(cluster.reporters),
+        "first_seen": f"{cluster.first_seen:%Y-%m-%dT%H:%MZ}",
+        "last_seen": f"{cluster.last_seen:%Y-%m-%dT%H:%MZ}",
+        "sources": ", ".join(sorted(SOURCES.get(s.value, s.value) for s in sources)),
+        "reporters": _cut(", ".join(one_line_inert(r, limit=40) for r in reporters), 800),
+        "addresses": joined("address", 1200),
+        "tx_hashes": joined("tx", 1400),
+        "domains": joined("domain", 800),
+        "sample": one_line_inert(latest.title or latest.text, limit=1000),
+    }
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
