@@ -28,6 +28,7 @@ from approvals.routes import (
     audit,
     dashboard,
     deliveries,
+    detections,
     drafts,
     grants,
     incidents,
@@ -116,7 +117,17 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, settings=settings)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
-    for module in (account, dashboard, incidents, drafts, deliveries, grants, audit, admin):
+    for module in (
+        account,
+        dashboard,
+        incidents,
+        detections,
+        drafts,
+        deliveries,
+        grants,
+        audit,
+        admin,
+    ):
         app.include_router(module.router)
     app.include_router(api.router)
     app.include_router(api_detections.router)

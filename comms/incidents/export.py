@@ -36,8 +36,18 @@ def filename(incident: Incident) -> str:
     return f"{incident.opened_at:%Y-%m-%d}-{slug or incident.key.lower()}.md"
 
 
+def _span(start: datetime | None, end: datetime | None) -> str:
+    """``1 h 05 min`` between two times, or ``-`` when either is unknown."""
+    if start is None or end is None:
+        return "-"
+    minutes = max(0, int((end - start).total_seconds() // 60))
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
     status = incident.status
+    detected = incident.detected_at or incident.opened_at
+    first_public = incident.first_public_update_at
     lines: list[str] = [f"# {incident.key}: {md(incident.title)}", ""]
     lines += [
         "## Summary",
@@ -47,6 +57,10 @@ def render_markdown(incident: Incident, entries: list[IncidentLogEntry]) -> str:
         f"| Status | {status.summary} ({status.value}) |",
         f"| Severity | {incident.severity} |",
         f"| Start time | {_time(incident.opened_at)} |",
+        f"| Detected | {_time(incident.detected_at or incident.opened_at)}"
+        f"{' (first community report)' if incident.detected_at else ''} |",
+        f"| Time to detect | {_span(incident.detected_at, incident.opened_at)} |",
+        f"| Time to first public announcement | {_span(detected, first_public)} |",
         f"| Mitigation time | {_time(incident.mitigated_at)} |",
         f"| Resolution time | {_time(incident.resolved_at)} |",
         f"| Affected services | {md(incident.affected_services) or '-'} |",

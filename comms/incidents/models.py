@@ -95,6 +95,7 @@ class Incident(Base):
     mitigated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    first_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     opened_by: Mapped[User] = relationship(lazy="joined")
     assignments: Mapped[list[IncidentAssignment]] = relationship(

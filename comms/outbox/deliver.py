@@ -775,11 +775,15 @@ class DeliveryQueue:
                 text = item.messages[0].strip().splitlines()[0] if item.messages else ""
                 first_lines[(*key, item.destination.id)] = _plain(text)[:140]
         latest: dict[int, datetime] = {}
+        earliest: dict[int, datetime] = {}
         for row in rows:
             place, draft = places[row.destination_id], drafts_[row.draft_id]
             if place.is_public and row.sent_at is not None:
                 latest[draft.incident_id] = max(
                     row.sent_at, latest.get(draft.incident_id, row.sent_at)
+                )
+                earliest[draft.incident_id] = min(
+                    row.sent_at, earliest.get(draft.incident_id, row.sent_at)
                 )
             incidents.add_entry_row(
                 session,
@@ -819,6 +823,13 @@ class DeliveryQueue:
                     | (Incident.last_public_update_at < moment),
                 )
                 .values(last_public_update_at=moment)
+                .execution_options(synchronize_session=False)
+            )
+        for incident_id, moment in earliest.items():  # time to first public announcement
+            await session.execute(
+                update(Incident)
+                .where(Incident.id == incident_id, Incident.first_public_update_at.is_(None))
+                .values(first_public_update_at=moment)
                 .execution_options(synchronize_session=False)
             )
         for draft_id in sorted({row.draft_id for row in rows}):

@@ -95,6 +95,8 @@ def test_escalate_opens_an_incident_detected_at_the_first_report(team: Settings)
     assert (after["status"], after["incident"]) == ("escalated", key)
     log = ok("incident", "log", key, "--markdown")
     assert f"C-{target['id']}, 2 reports from 2 members" in log
+    assert "(first community report) |" in log and "| Time to detect | " in log
+    assert "| Time to first public announcement | - |" in log  # nothing published yet
     incident = json.loads(ok("incident", "show", key, "--json"))
     assert incident["severity"] == "P1" and "Community reports" in incident["title"]
     refused = run("cluster", "dismiss", str(target["id"]), "--reason", "x", "--by", "leo")

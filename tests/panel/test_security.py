@@ -84,7 +84,17 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
                 session, user=user, name=f"{role}-all", scopes=list(tokens.Scope), actor=None
             )
             tokens_by_role[role] = raw
+    async with db.transaction() as session:
+        from comms.detections import service as detections
+        from comms.detections.models import DetectionSource
+
+        report, _ = await detections.record(
+            session,
+            detections.Report(source=DetectionSource.DISCORD, text="drainer", reporter_id="m1"),
+            settings=panel_settings,
+        )
     return {
+        "cluster_id": report.cluster_id,
         "key": world["incident"].key,
         "draft_id": draft_id,
         "delivery_id": delivery_id,

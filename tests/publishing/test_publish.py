@@ -92,6 +92,9 @@ async def test_approved_text_reaches_every_destination_once(
     ]
     assert sum(e.action == "delivery.sent" for e in events) == 4
     assert found.incident.last_public_update_at is not None
+    # Time to first public announcement, for the Incident Log: the earliest public send.
+    first_public = found.incident.first_public_update_at
+    assert first_public is not None and first_public <= found.incident.last_public_update_at
 
 
 async def test_follow_ups_go_into_the_thread_and_resolution_locks_it(

@@ -154,10 +154,12 @@ def upgrade() -> None:
         )
         batch_op.create_index("ix_detection_entities_type_value", ["type", "value"], unique=False)
 
-
     with op.batch_alter_table("incidents", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("detected_at", comms.db.UTCDateTime(timezone=True), nullable=True)
+        )
+        batch_op.add_column(
+            sa.Column("first_public_update_at", comms.db.UTCDateTime(timezone=True), nullable=True)
         )
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.add_column(sa.Column("edit_of_id", sa.Integer(), nullable=True))
@@ -176,6 +178,7 @@ def downgrade() -> None:
         )
         batch_op.drop_column("edit_of_id")
     with op.batch_alter_table("incidents", schema=None) as batch_op:
+        batch_op.drop_column("first_public_update_at")
         batch_op.drop_column("detected_at")
     with op.batch_alter_table("detection_entities", schema=None) as batch_op:
         batch_op.drop_index("ix_detection_entities_type_value")
