@@ -38,6 +38,7 @@ from approvals.stepup import is_fresh, step_up
 from approvals.web import OptionalRowQuery, RowId, form_error, page, problems_of, redirect_to
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
+from comms.detections import triage
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft, DraftStatus
 from comms.drafts.payload import DraftOptions, build_plan
@@ -200,11 +201,18 @@ async def draft_new(
     incident: PathIncident,
     template: str = "",
     correction_of: OptionalRowQuery = None,
+    from_cluster: OptionalRowQuery = None,
 ) -> HTMLResponse:
-    """The editor; ``correction_of`` (a published announcement's draft id) writes a correction."""
+    """The editor; ``correction_of`` (a published announcement's draft id) writes a correction;
+    ``from_cluster`` starts the first alert from what a cluster of community reports knows."""
+    raw: dict[str, str] = {}
     if correction_of is not None:
         await drafts.require_draft(session, draft_id=correction_of, field="correction_of")
         template = template or "correction"
+    if from_cluster is not None:
+        cluster = await triage.require_cluster(session, from_cluster, field="from_cluster")
+        raw = await triage.draft_values(session, cluster, settings=state.settings)
+        template = template or "active-exploit-initial"
     spec = registry_for(state.settings).get(template[:64]) if template else None
     if spec is not None and spec.audience != "public":
         spec = None
@@ -221,7 +229,7 @@ async def draft_new(
             state,
             incident=incident,
             spec=spec,
-            raw={},
+            raw=raw,
             chosen=defaults,
             options=stored_options(None),
             correction_of=str(correction_of or ""),

@@ -24,6 +24,7 @@ from comms.errors import FieldProblem, InvalidInput, NotFound, RuleViolation
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident, LogKind
 from comms.permissions import Action, require
+from comms.settings import Settings
 from comms.text import clean_text, one_line_inert
 from comms.users.models import User
 
@@ -217,6 +218,37 @@ async def suggested_title(session: AsyncSession, cluster: Cluster) -> str:
     if known:
         return f"Community reports about {known[0]['value']}"
     return f"Community reports ({cluster.reports} reports, {cluster.reporters} members)"
+
+
+async def draft_values(
+    session: AsyncSession, cluster: Cluster, *, settings: Settings
+) -> dict[str, str]:
+    """What ``active-exploit-initial`` can start from: the affected contract (a known one
+    first) and when reports began. Never the reporters' words: the Communication Manager
+    writes the rest, and the Decision Makers approve it."""
+    entities = (await clustering.entities_of(session, [cluster.id])).get(cluster.id, [])
+    addresses = [e["value"] for e in entities if e["type"] == "address"]
+    known = [
+        e["value"]
+        for e in entities
+        if e["type"] == "address"
+        and ("known_contract" in e["flags"] or settings.contract_label(e["value"]))
+    ]
+    contract = (known or addresses or [""])[0]
+    label = settings.contract_label(contract) if contract else None
+    values = {
+        "summary": (
+            f"Since {cluster.first_seen:%H:%M} UTC on {cluster.first_seen:%d %B %Y}, community "
+            f"members have reported a problem"
+            + (f" with the {label}" if label else "")
+            + ". The team is investigating."
+        ),
+    }
+    if contract:
+        values["contract"] = contract
+    if label:
+        values["affected"] = label
+    return values
 
 
 def _summary(cluster: Cluster) -> str:

@@ -269,3 +269,35 @@ async def test_attach_and_merge(
     assert target.reports == 2 and target.reporters == 2
     page = await responder.get(f"/reports/clusters/{third}")
     assert "examp1e.org" in page.text and "LOOK-ALIKE DOMAIN" in page.text
+
+
+async def test_an_escalated_cluster_offers_the_first_alert_prefilled(
+    world: dict[str, Any],
+    make_client: Any,
+    db: Database,
+    panel_settings: Settings,
+    clock: FrozenClock,
+) -> None:
+    bridge = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+    settings = panel_settings.model_copy(update={"known_contracts": {bridge.lower(): "ETH bridge"}})
+    cluster_id = await record(db, settings, f"{bridge} is being drained {HOSTILE}", "m1")
+    lead: PanelClient = make_client()
+    await lead.login("leo")
+    escalated = await lead.post(f"/reports/clusters/{cluster_id}/escalate", {"severity": "P1"})
+    assert escalated.status_code == 303
+    key = escalated.headers["location"].rsplit("/", 1)[1]
+
+    cm: PanelClient = make_client()
+    await cm.login("carol")
+    page = await cm.get(f"/reports/clusters/{cluster_id}")
+    link = (
+        f"/incidents/{key}/drafts/new?template=active-exploit-initial&amp;from_cluster={cluster_id}"
+    )
+    assert link in page.text
+    editor = await cm.get(link.replace("&amp;", "&"))
+    assert editor.status_code == 200
+    assert bridge in editor.text  # the affected contract, from the reports' entities
+    assert "Since 12:00 UTC on 01 January 2026, community members have reported" in editor.text
+    assert "elbavig" not in editor.text and "evil.example" not in editor.text  # no reporter words
+    missing = await cm.get(f"/incidents/{key}/drafts/new?from_cluster=99999")
+    assert missing.status_code == 404
