@@ -85,7 +85,12 @@ def database_url(_migrated: str, tmp_path: Path) -> Iterator[str]:
     """A clean database for this test (a fresh SQLite copy, or a truncated PostgreSQL)."""
     if PG_URL:
         tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
-        _pg_admin(_migrated, f"TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE")
+        # A connection an earlier test leaked mid-transaction would hold this up for ever:
+        # fail within a minute, naming the cause, instead.
+        _pg_admin(
+            _migrated,
+            f"SET lock_timeout = '60s'; TRUNCATE TABLE {tables} RESTART IDENTITY CASCADE",
+        )
         yield _migrated
         return
     target = tmp_path / "comms.db"
