@@ -32,6 +32,7 @@ from approvals.routes import (
     drafts,
     grants,
     incidents,
+    telegram_webhook,
 )
 from approvals.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from approvals.state import PanelState
@@ -131,6 +132,10 @@ def create_app(*, settings: Settings, database: Database) -> FastAPI:
         app.include_router(module.router)
     app.include_router(api.router)
     app.include_router(api_detections.router)
+    if settings.telegram_webhook_url is not None:
+        # Mounted, not routed: Telegram authenticates with its secret header, never a CSRF
+        # token (see approvals/routes/telegram_webhook.py).
+        app.mount(telegram_webhook.MOUNT_PATH, telegram_webhook.build(settings))
 
     def openapi() -> dict[str, Any]:
         """Only the JSON API is documented; the panel's HTML routes are for browsers."""

@@ -9,6 +9,11 @@ whatever the bot posts in a public group reads as the team speaking.
 
 The application is run piecewise (``initialize``, ``start``, ``updater.start_polling``) rather
 than with ``run_polling``, which would own the event loop that the rest of the process shares.
+
+Webhook mode (``COMMS_TELEGRAM_WEBHOOK_URL`` set): instead of polling, the listener calls
+``setWebhook`` and registers itself with the panel's ``POST /telegram/webhook`` in this process
+(``WebhookRegistry``, passed in by ``comms serve``), which hands it each update; the updates go
+through ``Application.update_queue``, so the same handlers run as when polling.
 """
 
 from __future__ import annotations
@@ -16,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
 from telegram import (
     LinkPreviewOptions,
@@ -44,7 +49,7 @@ from comms.detections.intake import Intake, ack_texts
 from comms.detections.models import DetectionSource
 from comms.detections.service import Report
 from comms.enums import Platform
-from comms.settings import Settings
+from comms.settings import ConfigError, Settings, telegram_webhook_url_problem
 
 log = logging.getLogger("comms.telegram.listener")
 
@@ -53,6 +58,16 @@ CHAT_PREFIX = "telegram:"
 ALLOWED_UPDATES = (Update.MESSAGE, Update.EDITED_MESSAGE)
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+UpdateReceiver = Callable[[dict[str, Any]], None]
+
+
+class WebhookRegistry(Protocol):
+    """Where the panel's webhook route finds the running listener (``approvals`` implements
+    it; ``bots`` may not import ``approvals``, so this is the shape only)."""
+
+    def register(self, receiver: UpdateReceiver) -> None: ...
+
+    def unregister(self, receiver: UpdateReceiver) -> None: ...
 
 
 class Kind(Enum):
@@ -163,10 +178,12 @@ def _chat_short(chat_id: int) -> str:
 
 
 class TelegramListener:
-    """Long-polls Telegram for community reports and hands them to the intake.
+    """Long-polls Telegram (or, in webhook mode, takes the updates the panel receives) for
+    community reports and hands them to the intake.
 
     ``poll_timeout`` is the long poll's length (Telegram holds ``getUpdates`` that long when
-    nothing happens); ``combined_interval`` is how often the flood answers are checked.
+    nothing happens); ``combined_interval`` is how often the flood answers are checked;
+    ``webhook`` is the panel's registry in this process, needed in webhook mode only.
     """
 
     def __init__(
@@ -176,11 +193,14 @@ class TelegramListener:
         *,
         poll_timeout: int = 10,
         combined_interval: float = 5.0,
+        webhook: WebhookRegistry | None = None,
     ) -> None:
         if settings.telegram_token is None:
             raise ValueError("COMMS_TELEGRAM_TOKEN is not set: the Telegram listener needs it")
         self._settings = settings
         self._intake = intake
+        self._webhook = webhook
+        self._registered = False
         self._poll_timeout = poll_timeout
         self._combined_interval = combined_interval
         # A 429 on an answer waits once and retries; the client-side limits keep us under
@@ -201,31 +221,94 @@ class TelegramListener:
     def application(self) -> AnyApplication:
         return self._app
 
+    @property
+    def webhook_mode(self) -> bool:
+        return self._settings.telegram_webhook_url is not None
+
+    def _webhook_config(self) -> tuple[str, str, WebhookRegistry]:
+        """The URL, the secret and the registry, or a ConfigError naming the setting. Checked
+        here too because settings built with ``model_copy`` skip the validators."""
+        url = self._settings.telegram_webhook_url
+        assert url is not None
+        problem = telegram_webhook_url_problem(url)
+        if problem is not None:
+            raise ConfigError(f"COMMS_TELEGRAM_WEBHOOK_URL: {problem}")
+        secret = self._settings.telegram_webhook_token()
+        if secret is None:
+            raise ConfigError(
+                "COMMS_TELEGRAM_WEBHOOK_SECRET: needed in webhook mode (or set COMMS_SECRET_KEY "
+                "and one is derived from it)"
+            )
+        if self._webhook is None:
+            raise ConfigError(
+                "COMMS_TELEGRAM_WEBHOOK_URL: webhook mode needs the Telegram listener in the "
+                "panel's process: run `comms serve` (one process, without --no-bots), not "
+                "`comms bots` or `comms serve --workers N`; or unset it to long-poll"
+            )
+        return url, secret, self._webhook
+
     async def start(self) -> None:
         """Connect (getMe: the bot's username is needed to recognise ``/report@bot``) and
-        poll in the background. Pending updates are kept: reports sent while the listener was
-        down are still reports (Telegram keeps them for 24 hours)."""
+        poll in the background, or set the webhook. Pending updates are kept either way:
+        reports sent while the listener was down are still reports (Telegram keeps them for
+        24 hours)."""
+        webhook = self._webhook_config() if self.webhook_mode else None
         await self._app.initialize()
         try:
             await self._app.start()
-            assert self._app.updater is not None
-            await self._app.updater.start_polling(
-                poll_interval=0.0,
-                timeout=timedelta(seconds=self._poll_timeout),
-                allowed_updates=list(ALLOWED_UPDATES),
-                drop_pending_updates=False,
-                error_callback=self._on_poll_error,
-            )
+            if webhook is not None:
+                await self._start_webhook(*webhook)
+            else:
+                assert self._app.updater is not None
+                # Bootstrapping calls deleteWebhook first: unsetting the URL returns to polling.
+                await self._app.updater.start_polling(
+                    poll_interval=0.0,
+                    timeout=timedelta(seconds=self._poll_timeout),
+                    allowed_updates=list(ALLOWED_UPDATES),
+                    drop_pending_updates=False,
+                    error_callback=self._on_poll_error,
+                )
         except BaseException:
+            self._unregister()
             await self._shutdown()
             raise
         self._running = True
         self._combined = asyncio.create_task(self._post_combined(), name="telegram-combined")
-        log.info("Telegram listener polling as @%s", self._app.bot.username)
+        how = "by webhook" if webhook is not None else "polling"
+        log.info("Telegram listener %s as @%s", how, self._app.bot.username)
+
+    async def _start_webhook(self, url: str, secret: str, registry: WebhookRegistry) -> None:
+        """Register with the panel before ``setWebhook``, so the first push finds us. Pending
+        updates are kept; the webhook stays set when we stop (``stop``)."""
+        registry.register(self.accept_update)
+        self._registered = True
+        await self._app.bot.set_webhook(
+            url=url,
+            secret_token=secret,
+            allowed_updates=list(ALLOWED_UPDATES),
+            drop_pending_updates=False,
+        )
+
+    def accept_update(self, data: dict[str, Any]) -> None:
+        """An update the panel received by webhook: queued for the same handlers as a polled
+        one (``Application.update_queue``, unbounded). Raises when ``data`` is no Update."""
+        update = Update.de_json(data, self._app.bot)
+        self._app.update_queue.put_nowait(update)
+
+    def _unregister(self) -> None:
+        if self._registered and self._webhook is not None:
+            self._webhook.unregister(self.accept_update)
+        self._registered = False
 
     async def stop(self) -> None:
         """Stop polling (confirming the offsets of handled updates), finish the update in
-        hand, and close the connections. Safe to call twice."""
+        hand, and close the connections. Safe to call twice.
+
+        In webhook mode the panel stops handing us updates first (it answers 503 and Telegram
+        keeps them), the ones already queued are handled, and the webhook stays set: deleting
+        it would have Telegram hold updates for a getUpdates nobody makes, and a restart must
+        not lose any. ``deleteWebhook`` (or starting without the URL) returns to polling."""
+        self._unregister()
         if self._combined is not None:
             self._combined.cancel()
             with contextlib.suppress(asyncio.CancelledError):

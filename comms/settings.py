@@ -8,11 +8,16 @@ refusal to start.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import ipaddress
 import os
 import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -28,6 +33,45 @@ from comms.enums import Role, Severity
 ENV_PREFIX = "COMMS_"
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
+
+
+# Where the panel receives Telegram's webhook (COMMS_TELEGRAM_WEBHOOK_URL must end in it).
+TELEGRAM_WEBHOOK_PATH = "/telegram/webhook"
+# Telegram's rule for setWebhook's secret_token, sent back in X-Telegram-Bot-Api-Secret-Token.
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def telegram_webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the Telegram webhook URL, or ``None``. Telegram posts only to
+    https; plain http is allowed on loopback for the sandbox. The path is the panel's fixed
+    route, so a URL naming another path would have every update answered 404."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if parts.scheme == "http" and not _loopback(host):
+        return "must be an https URL (http only on loopback, for the sandbox)"
+    if parts.scheme not in ("https", "http") or not host:
+        return "must be an https URL, e.g. https://comms.example.org" + TELEGRAM_WEBHOOK_PATH
+    if parts.username is not None or parts.fragment:
+        return "must not carry credentials or a #fragment"
+    if parts.path != TELEGRAM_WEBHOOK_PATH:
+        return (
+            f"the path must be {TELEGRAM_WEBHOOK_PATH} (the panel's route for Telegram), "
+            f"got {parts.path or '/'!r}"
+        )
+    return None
 
 
 class ConfigError(Exception):
@@ -102,6 +146,11 @@ class Settings(BaseSettings):
     telegram_token: SecretStr | None = None
     telegram_api_base: str = "https://api.telegram.org/bot"
     telegram_uncertain: TelegramUncertainPolicy = TelegramUncertainPolicy.HOLD
+    # Webhook mode for the Telegram listener (docs/DETECTIONS.md): the public URL of the
+    # panel's POST /telegram/webhook. Unset: long polling. The secret Telegram sends back is
+    # COMMS_TELEGRAM_WEBHOOK_SECRET, or one derived from COMMS_SECRET_KEY.
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
     # Where the panel links a sent message ({guild_id}, {channel_id}, {message_id};
     # {chat_id}, {chat_short}, {message_id}). The demo points them at the sandbox viewer.
     discord_message_url: str = "https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
@@ -271,6 +320,24 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/") if value.endswith("/api/v10/") else value
 
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = telegram_webhook_url_problem(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.match(value.get_secret_value()):
+            # The value itself is never repeated: it is a secret.
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        return value
+
     @field_validator("secret_key")
     @classmethod
     def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -291,6 +358,21 @@ class Settings(BaseSettings):
         for sev in Severity:
             self.approval_quorum.setdefault(sev, 1)
         return self
+
+    def telegram_webhook_token(self) -> str | None:
+        """The secret Telegram must send in ``X-Telegram-Bot-Api-Secret-Token``: the configured
+        one, else an HMAC of ``COMMS_SECRET_KEY`` (so every process of a deployment agrees
+        without another setting), else ``None``. Never log it."""
+        if self.telegram_webhook_secret is not None:
+            return self.telegram_webhook_secret.get_secret_value()
+        if self.secret_key is None:
+            return None
+        digest = hmac.new(
+            self.secret_key.get_secret_value().encode(),
+            b"comms telegram webhook secret v1",
+            hashlib.sha256,
+        ).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
     def quorum_for(self, severity: Severity) -> int:
         return self.approval_quorum[severity]

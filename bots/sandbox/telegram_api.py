@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp import web
 
 from . import telegram_markup as markup
@@ -20,6 +25,12 @@ from .telegram_state import TelegramWorld, TgChat, TgMessage, TgUser
 
 MAX_POLL_TIMEOUT = 50
 MAX_CAPTION_LENGTH = 1024
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+_WEBHOOK_SECRET = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+WEBHOOK_CONFLICT = (
+    "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook to "
+    "delete the webhook first"
+)
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +72,14 @@ METHOD_FIELDS: dict[str, dict[str, str]] = {
     "close": {},
     "getWebhookInfo": {},
     "deleteWebhook": {"drop_pending_updates": "Boolean"},
+    "setWebhook": {
+        "url": "String",
+        "ip_address": "String",
+        "max_connections": "Integer",
+        "allowed_updates": "Array",
+        "drop_pending_updates": "Boolean",
+        "secret_token": "String",
+    },
     "getUpdates": {
         "offset": "Integer",
         "limit": "Integer",
@@ -200,12 +219,23 @@ class TelegramAPI:
         self.chat_buckets: dict[int, TokenBucket] = {}
         self.group_logs: dict[int, TokenBucket] = {}
         self.global_log = self._global_bucket()
+        # Webhook pushes: one update at a time, in order (as with max_connections=1), retried
+        # on anything but 2xx after a delay doubling from ``webhook_retry_first`` up to
+        # ``webhook_retry_max`` seconds, for as long as the webhook is set. Tests shorten them.
+        self.webhook_retry_first = 0.5
+        self.webhook_retry_max = 30.0
+        self.webhook_timeout = 10.0
+        # Every push attempt: {"time", "url", "update_id", "update", "secret_sent", "status"
+        # (the HTTP status, or null when no answer came), "error" (null after a 2xx)}.
+        self.webhook_pushes: collections.deque[dict[str, Any]] = collections.deque(maxlen=1000)
+        self._pusher: asyncio.Task[None] | None = None
         self.handlers: dict[str, Handler] = {
             "getMe": self.get_me,
             "logOut": self.log_out,
             "close": self.log_out,
             "getWebhookInfo": self.get_webhook_info,
             "deleteWebhook": self.delete_webhook,
+            "setWebhook": self.set_webhook,
             "getUpdates": self.get_updates,
             "sendMessage": self.send_message,
             "editMessageText": self.edit_message_text,
@@ -225,6 +255,8 @@ class TelegramAPI:
         return TelegramError(404, "Not Found").response()
 
     def reset(self) -> None:
+        self._stop_pusher()
+        self.webhook_pushes.clear()
         self.chat_buckets.clear()
         self.group_logs.clear()
         self.global_log = self._global_bucket()
@@ -435,20 +467,169 @@ class TelegramAPI:
         return True
 
     async def get_webhook_info(self, params: dict[str, Any], entry: dict[str, Any]) -> Any:
-        return {
-            "url": self.world.webhook_url,
+        world = self.world
+        info: dict[str, Any] = {
+            "url": world.webhook_url,
             "has_custom_certificate": False,
-            "pending_update_count": len(self.world.queue.updates),
+            "pending_update_count": len(world.queue.updates),
         }
+        if world.webhook_url:
+            info["max_connections"] = world.webhook_max_connections
+            if world.webhook_allowed_updates is not None:
+                info["allowed_updates"] = list(world.webhook_allowed_updates)
+        if world.webhook_last_error_date is not None:
+            info["last_error_date"] = world.webhook_last_error_date
+            info["last_error_message"] = world.webhook_last_error_message or ""
+        return info
 
     async def delete_webhook(self, params: dict[str, Any], entry: dict[str, Any]) -> Any:
-        self.world.webhook_url = ""
+        """Back to getUpdates. A push in flight is abandoned: its update stays pending (the
+        receiver may have seen it; Telegram delivers at least once)."""
+        await self._remove_webhook()
         if params.get("drop_pending_updates"):
             self.world.queue.clear()
         return True
 
+    async def _remove_webhook(self) -> None:
+        world = self.world
+        self._stop_pusher()
+        world.webhook_url = ""
+        world.webhook_secret = None
+        world.webhook_allowed_updates = None
+        world.webhook_last_error_date = None
+        world.webhook_last_error_message = None
+
+    async def set_webhook(self, params: dict[str, Any], entry: dict[str, Any]) -> Any:
+        """Push updates to ``url`` from now on. Unlike Telegram, plain http and any port are
+        accepted (the sandbox pushes to loopback servers); an empty URL removes the webhook.
+        Setting the same URL and secret again keeps the delivery going as it was (pending
+        updates, retry delay)."""
+        world = self.world
+        url = params.get("url")
+        if url is None:
+            raise bad_request('parameter "url" is required')
+        if url == "":
+            await self._remove_webhook()
+            return True
+        try:
+            parts = urlsplit(url)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            valid = False
+        if not valid:
+            raise bad_request("bad webhook: An HTTPS URL must be provided for webhook")
+        secret = params.get("secret_token")
+        if secret is not None and not _WEBHOOK_SECRET.match(secret):
+            raise bad_request("bad webhook: secret token contains unallowed characters")
+        connections = params.get("max_connections", world.webhook_max_connections)
+        if not 1 <= connections <= 100:
+            raise bad_request("bad webhook: max_connections must be between 1 and 100")
+        allowed = params.get("allowed_updates")
+        if allowed is not None:
+            names = [a for a in allowed if isinstance(a, str)]
+            world.queue.allowed = frozenset(names) if names else ts.DEFAULT_ALLOWED_UPDATES
+            world.webhook_allowed_updates = sorted(world.queue.allowed)
+        if params.get("drop_pending_updates"):
+            world.queue.clear()
+        changed = (url, secret) != (world.webhook_url, world.webhook_secret)
+        world.webhook_url, world.webhook_secret = url, secret
+        world.webhook_max_connections = connections
+        if changed:
+            self._stop_pusher()
+            world.webhook_last_error_date = world.webhook_last_error_message = None
+        if self._pusher is None or self._pusher.done():
+            self._pusher = asyncio.create_task(self._push_updates(), name="telegram-webhook")
+        async with world.queue.changed:
+            world.queue.changed.notify_all()  # a held getUpdates now ends with 409
+        return True
+
+    def _stop_pusher(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+            self._pusher = None
+
+    async def _push_updates(self) -> None:
+        """Deliver pending updates to the webhook, oldest first, until it is removed or the
+        sandbox stops. An update leaves the queue only when the receiver answered 2xx."""
+        world, queue, stopping = self.world, self.world.queue, self.core.stopping
+        delay = self.webhook_retry_first
+        timeout = aiohttp.ClientTimeout(total=self.webhook_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while world.webhook_url and not stopping.is_set():
+                pending = queue.available(1)
+                if not pending:
+                    async with queue.changed:
+                        if not queue.available(1) and not stopping.is_set():
+                            await queue.changed.wait()
+                    continue
+                update = pending[0]
+                error = await self._push(session, update)
+                if stopping.is_set():
+                    return
+                if error is None:
+                    queue.confirm(update["update_id"] + 1)
+                    delay = self.webhook_retry_first
+                    continue
+                world.webhook_last_error_date = world.now()
+                world.webhook_last_error_message = error
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), delay)
+                delay = min(delay * 2, self.webhook_retry_max)
+
+    async def _push(self, session: aiohttp.ClientSession, update: dict[str, Any]) -> str | None:
+        """POST one update as Telegram does; the error text getWebhookInfo will show, or None.
+        Races the sandbox's stop so that stopping never waits for a slow receiver."""
+        world = self.world
+        headers = {"Content-Type": "application/json"}
+        if world.webhook_secret is not None:
+            headers[SECRET_HEADER] = world.webhook_secret
+        record: dict[str, Any] = {
+            "time": time.time(),
+            "url": world.webhook_url,
+            "update_id": update["update_id"],
+            "update": update,
+            "secret_sent": world.webhook_secret is not None,
+            "status": None,
+            "error": None,
+        }
+        self.webhook_pushes.append(record)
+
+        async def post() -> str | None:
+            try:
+                async with session.post(
+                    world.webhook_url, data=json.dumps(update), headers=headers
+                ) as response:
+                    await response.read()
+                    record["status"] = response.status
+                    if 200 <= response.status < 300:
+                        return None
+                    return f"Wrong response from the webhook: {response.status} {response.reason}"
+            except TimeoutError:
+                return "Read timeout expired"
+            except aiohttp.ClientConnectorError:
+                return "Connection refused"
+            except aiohttp.ClientError as exc:
+                return f"Connection error: {type(exc).__name__}"
+
+        sending = asyncio.ensure_future(post())
+        stopped = asyncio.ensure_future(self.core.stopping.wait())
+        try:
+            await asyncio.wait({sending, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sending
+        error = "Sandbox stopped" if sending.cancelled() else sending.result()
+        record["error"] = error
+        return error
+
     async def get_updates(self, params: dict[str, Any], entry: dict[str, Any]) -> Any:
         queue = self.world.queue
+        if self.world.webhook_url:
+            raise TelegramError(409, WEBHOOK_CONFLICT)
         limit = params.get("limit", 100)
         limit = 100 if not isinstance(limit, int) or limit < 1 or limit > 100 else limit
         timeout = params.get("timeout", 0)
@@ -469,6 +650,8 @@ class TelegramAPI:
         deadline = time.monotonic() + timeout
         async with queue.changed:
             while True:
+                if self.world.webhook_url:
+                    raise TelegramError(409, WEBHOOK_CONFLICT)
                 if queue.generation != mine:
                     raise TelegramError(
                         409,

@@ -209,7 +209,14 @@ class TelegramWorld:
         self.service_user = TgUser(SERVICE_USER_ID, "Telegram", language_code=None)
         self.chats: dict[int, TgChat] = {}
         self.commands: dict[str, list[dict[str, str]]] = {}
+        # setWebhook: while ``webhook_url`` is set, updates are pushed there (TelegramAPI) and
+        # getUpdates answers 409.
         self.webhook_url = ""
+        self.webhook_secret: str | None = None
+        self.webhook_max_connections = 40
+        self.webhook_allowed_updates: list[str] | None = None  # as last given, for getWebhookInfo
+        self.webhook_last_error_date: int | None = None
+        self.webhook_last_error_message: str | None = None
         self.queue.clear()
         self._next_user_id = 1_000_100
         self._next_chat_id = 1_000_100

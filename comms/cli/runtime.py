@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,6 +29,9 @@ from comms.db import Database
 from comms.drafts import gate
 from comms.heap import freeze_startup_objects
 from comms.settings import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from bots.telegram_listener import WebhookRegistry
 
 
 async def _record_gate(settings: Settings, database: Database, process: str) -> None:
@@ -61,9 +65,19 @@ async def _run_worker(settings: Settings, database: Database, stop: asyncio.Even
             await publisher.close()
 
 
-async def _run_bots(settings: Settings, database: Database, stop: asyncio.Event) -> None:
+async def _run_bots(
+    settings: Settings,
+    database: Database,
+    stop: asyncio.Event,
+    *,
+    webhook: WebhookRegistry | None = None,
+) -> None:
     """The community-report listeners the configuration provides, until ``stop``. A listener
-    that cannot start is logged and left out: the other one, and publishing, go on."""
+    that cannot start is logged and left out: the other one, and publishing, go on.
+
+    ``webhook`` is the panel's Telegram webhook registry when the panel runs in this process;
+    without it (``comms bots``) a Telegram listener in webhook mode refuses to start, since the
+    updates would reach another process."""
     from bots.discord_listener import DiscordListener
     from bots.telegram_listener import TelegramListener
     from comms.detections.intake import Intake
@@ -73,7 +87,7 @@ async def _run_bots(settings: Settings, database: Database, stop: asyncio.Event)
     if settings.discord_token is not None:
         listeners.append(DiscordListener(settings, intake))
     if settings.telegram_token is not None:
-        listeners.append(TelegramListener(settings, intake))
+        listeners.append(TelegramListener(settings, intake, webhook=webhook))
     if not listeners:
         log.warning("no COMMS_DISCORD_TOKEN or COMMS_TELEGRAM_TOKEN: no community reports")
     started = []
@@ -161,8 +175,12 @@ async def _serve_panel_and_worker(
 ) -> None:
     """The panel (uvicorn), the outbox worker and the report listeners in one asyncio process,
     until interrupted."""
+    from approvals.routes.telegram_webhook import RECEIVERS
+    from approvals.server import demo_settings
     from approvals.server import server as panel_server
 
+    if demo:  # one throwaway key for the panel and the listener: the webhook secret agrees
+        settings = demo_settings(settings)
     panel = await asyncio.to_thread(panel_server, settings, host, port, demo=demo)
     stop = asyncio.Event()
     database = Database(settings.database_url)
@@ -171,7 +189,12 @@ async def _serve_panel_and_worker(
     if with_worker:
         tasks.append(asyncio.create_task(_run_worker(settings, database, stop)))
     if with_bots:
-        tasks.append(asyncio.create_task(_run_bots(settings, database, stop)))
+        tasks.append(asyncio.create_task(_run_bots(settings, database, stop, webhook=RECEIVERS)))
+    elif settings.telegram_webhook_url is not None and settings.telegram_token is not None:
+        log.warning(
+            "COMMS_TELEGRAM_WEBHOOK_URL is set but the listeners run elsewhere: POST "
+            "/telegram/webhook answers 503 here (Telegram keeps the updates and retries)"
+        )
     try:
         await panel.serve()  # returns on Ctrl-C or SIGTERM (uvicorn handles the signals)
     finally:
