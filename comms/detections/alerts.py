@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import String, case, cast, func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.detections import clusters as clustering
@@ -71,18 +71,9 @@ async def crosses(
         return True
     since = now - timedelta(minutes=settings.cluster_alert_minutes)
     recent = await session.scalar(
-        select(
-            func.count(
-                func.distinct(
-                    case(
-                        (
-                            Detection.reporter_id != "",
-                            cast(Detection.source, String) + ":" + Detection.reporter_id,
-                        )
-                    )
-                )
-            )
-        ).where(Detection.cluster_id == cluster.id, Detection.received_at >= since)
+        select(clustering.distinct_reporters()).where(
+            Detection.cluster_id == cluster.id, Detection.received_at >= since
+        )
     )
     return int(recent or 0) >= settings.cluster_alert_reporters
 

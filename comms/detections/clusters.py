@@ -30,6 +30,7 @@ from typing import Any
 from rapidfuzz import fuzz, process
 from sqlalchemy import String, and_, case, cast, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from comms.detections.entities import LOOKALIKE, OFFICIAL
 from comms.detections.models import (
@@ -188,22 +189,25 @@ async def _by_text(
     return await session.get(Cluster, owners[found[2]])
 
 
+def distinct_reporters() -> ColumnElement[int]:
+    """How many distinct members reported (one per platform account; monitors, which have no
+    reporter id, count as none)."""
+    member = case(
+        (
+            Detection.reporter_id != "",
+            cast(Detection.source, String) + ":" + Detection.reporter_id,
+        )
+    )
+    return func.count(func.distinct(member))
+
+
 async def refresh_counts(session: AsyncSession, cluster: Cluster) -> None:
     """Reports and distinct reporters (a member per platform; a monitor counts as none)."""
     reports, reporters, first, last = (
         await session.execute(
             select(
                 func.count(Detection.id),
-                func.count(
-                    func.distinct(
-                        case(
-                            (
-                                Detection.reporter_id != "",
-                                cast(Detection.source, String) + ":" + Detection.reporter_id,
-                            )
-                        )
-                    )
-                ),
+                distinct_reporters(),
                 func.min(Detection.received_at),
                 func.max(Detection.received_at),
             ).where(Detection.cluster_id == cluster.id)

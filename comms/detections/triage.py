@@ -149,21 +149,13 @@ async def attach(
     require(actor, Action.DETECTION_TRIAGE)
     if cluster.status in (ClusterStatus.DISMISSED, ClusterStatus.MERGED):
         raise RuleViolation("cluster.decided", f"{cluster.reference} is {cluster.status.value}")
-    cluster.status = ClusterStatus.ESCALATED
-    cluster.incident_id = incident.id
-    await _mark_detections(session, cluster, DetectionStatus.ESCALATED)
-    await incidents.log(
+    await _hand_over(
         session,
-        incident=incident,
-        kind=LogKind.NOTE,
+        cluster,
+        incident,
         actor=actor,
-        text=f"Community reports attached: {_summary(cluster)}",
-    )
-    await audit.record(
-        session,
-        actor=actor.username,
+        said="Community reports attached",
         action="cluster.attach",
-        target=f"cluster:{cluster.id}",
         details={"incident": incident.key},
     )
 
@@ -188,6 +180,29 @@ async def escalate(
         summary=f"Opened from community reports: {_summary(cluster)}",
     )
     incident.detected_at = cluster.first_seen
+    await _hand_over(
+        session,
+        cluster,
+        incident,
+        actor=actor,
+        said="Escalated from community reports",
+        action="cluster.escalate",
+        details={"incident": incident.key, "severity": severity.value},
+    )
+    return incident
+
+
+async def _hand_over(
+    session: AsyncSession,
+    cluster: Cluster,
+    incident: Incident,
+    *,
+    actor: User,
+    said: str,
+    action: str,
+    details: dict[str, Any],
+) -> None:
+    """The cluster and its reports now belong to ``incident``; its log and the audit say so."""
     cluster.status = ClusterStatus.ESCALATED
     cluster.incident_id = incident.id
     await _mark_detections(session, cluster, DetectionStatus.ESCALATED)
@@ -196,16 +211,15 @@ async def escalate(
         incident=incident,
         kind=LogKind.NOTE,
         actor=actor,
-        text=f"Escalated from community reports: {_summary(cluster)}",
+        text=f"{said}: {_summary(cluster)}",
     )
     await audit.record(
         session,
         actor=actor.username,
-        action="cluster.escalate",
+        action=action,
         target=f"cluster:{cluster.id}",
-        details={"incident": incident.key, "severity": severity.value},
+        details=details,
     )
-    return incident
 
 
 async def suggested_title(session: AsyncSession, cluster: Cluster) -> str:
