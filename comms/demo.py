@@ -203,8 +203,8 @@ def banner(seed_: DemoSeed, panel_url: str, info: dict[str, Any], settings: Sett
         "  Try it: in the sandbox viewer's Telegram community group, send",
         "  '/report@sandbox_comms_bot the bridge is draining' as a member; as leo, open",
         "  Reports and escalate the cluster; as carol, draft the first alert from it (or open",
-        f"  {seed_.incident_key}, the sample P1); sign in as dave, then erin, to approve (P1",
-        "  needs two Decision Makers); then watch the sandbox viewer.",
+        f"  {seed_.incident_key} (P1), the sample incident); sign in as dave, then erin, to",
+        "  approve (P1 needs two Decision Makers); then watch the sandbox viewer.",
         "",
     ]
     if settings.require_2fa_for:
