@@ -31,9 +31,7 @@ from sqlalchemy.util.concurrency import await_
 _Outcome = tuple[Any, int, int | None, list[Any] | None]
 
 
-def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool
-) -> _Outcome:
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
     """In the connection's thread: the whole statement, so the loop is woken once."""
     cursor = connection.cursor()
     try:

@@ -19,9 +19,7 @@ def detection() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True)
 @in_session
-async def detection_list(
-    app: AppContext, session: AsyncSession, as_json: bool, limit: int
-) -> None:
+async def detection_list(app: AppContext, session: AsyncSession, as_json: bool, limit: int) -> None:
     """List detections, newest first (reporters' text shown inert: it is untrusted)."""
 
     document = [

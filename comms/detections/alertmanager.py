@@ -124,4 +124,3 @@ async def receive(
 
 def _labels_line(labels: dict[str, str]) -> str:
     return ", ".join(f"{key}={value}" for key, value in sorted(labels.items()))
-

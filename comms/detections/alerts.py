@@ -9,6 +9,7 @@ alert that reporters wrote goes through the fixed template's escaping: no mentio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -32,17 +33,18 @@ SOURCES = {"discord": "Discord", "telegram": "Telegram", "webhook": "monitoring"
 async def after_report(
     session: AsyncSession,
     cluster: Cluster,
-    detection: Detection,
+    reported: Sequence[Detection],
     *,
     settings: Settings,
     now: datetime,
 ) -> None:
-    """Alert the responders if ``detection`` made ``cluster`` cross the line, or update the
-    alert it already raised."""
+    """Alert the responders if the newly ``reported`` detections (one or a batch, oldest
+    first) made ``cluster`` cross the line, or update the alert it already raised."""
+    detection = reported[-1]
     if cluster.alerted_at is None:
         if cluster.status is not ClusterStatus.OPEN:
             return  # decided by a person before it ever alerted
-        if not await crosses(session, cluster, detection, settings=settings, now=now):
+        if not await crosses(session, cluster, reported, settings=settings, now=now):
             return
         cluster.status = ClusterStatus.ALERTED
         cluster.alerted_at = now
@@ -60,15 +62,18 @@ async def after_report(
 async def crosses(
     session: AsyncSession,
     cluster: Cluster,
-    detection: Detection,
+    reported: Sequence[Detection],
     *,
     settings: Settings,
     now: datetime,
 ) -> bool:
-    if detection.severity is DetectionSeverity.CRITICAL:
-        return True
-    if any(KNOWN_CONTRACT in entity.get("flags", []) for entity in detection.entities):
-        return True
+    for detection in reported:
+        if detection.severity is DetectionSeverity.CRITICAL:
+            return True
+        if any(KNOWN_CONTRACT in entity.get("flags", []) for entity in detection.entities):
+            return True
+    if cluster.reporters < settings.cluster_alert_reporters:
+        return False  # not even counting older reports: no need to count recent ones
     since = now - timedelta(minutes=settings.cluster_alert_minutes)
     recent = await session.scalar(
         select(clustering.distinct_reporters()).where(

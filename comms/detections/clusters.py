@@ -24,11 +24,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import String, and_, case, cast, func, or_, select
+from sqlalchemy import String, and_, case, cast, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -83,110 +84,159 @@ def _keys(
     return keys, lookalikes
 
 
+@dataclass
+class _Live:
+    """What one batch knows of the live clusters, read once and kept up to date while the
+    batch's reports are placed (a flood arrives in batches: one read per batch, not per report)."""
+
+    settings: Settings
+    since: datetime
+    clusters_of: dict[tuple[str, str], set[Cluster]] = field(default_factory=dict)
+    keys_of: dict[Cluster, set[tuple[str, str]]] = field(default_factory=dict)
+    texts: dict[str, Cluster] = field(default_factory=dict)  # content words, oldest first
+
+    def by_values(self, keys: set[tuple[str, str]], kind: ClusterKind) -> Cluster | None:
+        shared: dict[Cluster, int] = defaultdict(int)
+        for key in keys:
+            owners = [c for c in self.clusters_of.get(key, ()) if self._live(c, kind)]
+            if len(owners) >= self.settings.cluster_value_max_clusters:
+                continue  # ubiquitous: it no longer tells events apart
+            for cluster in owners:
+                shared[cluster] += 1
+        if not shared:
+            return None
+        return max(shared, key=lambda c: (shared[c], c.last_seen, c.id or 0))
+
+    def by_text(self, words: list[str], keys: set[tuple[str, str]]) -> Cluster | None:
+        """The cluster of the most similar recent text; never one that names other values of
+        the kinds this report names (two drainer addresses are two events, however alike the
+        wording)."""
+        if len(words) < self.settings.cluster_text_min_words:
+            return None
+        choices = [
+            (text, cluster)
+            for text, cluster in reversed(self.texts.items())  # newest first
+            if self._live(cluster, ClusterKind.REPORTS) and not self._conflicts(cluster, keys)
+        ]
+        if not choices:
+            return None
+        found = process.extractOne(
+            " ".join(words),
+            [text for text, _ in choices],
+            scorer=fuzz.token_set_ratio,
+            score_cutoff=self.settings.cluster_text_similarity,
+        )
+        return None if found is None else choices[found[2]][1]
+
+    def _conflicts(self, cluster: Cluster, keys: set[tuple[str, str]]) -> bool:
+        theirs = self.keys_of.get(cluster, set())
+        kinds = {kind for kind, _ in keys} & {kind for kind, _ in theirs}
+        return any(
+            not {k for k in keys if k[0] == kind} & {k for k in theirs if k[0] == kind}
+            for kind in kinds
+        )
+
+    def _live(self, cluster: Cluster, kind: ClusterKind) -> bool:
+        return cluster.kind is kind and cluster.status in LIVE and cluster.last_seen >= self.since
+
+    def placed(
+        self, cluster: Cluster, keys: set[tuple[str, str]], words: list[str], now: datetime
+    ) -> None:
+        for key in keys:
+            self.clusters_of.setdefault(key, set()).add(cluster)
+        self.keys_of.setdefault(cluster, set()).update(keys)
+        cluster.last_seen = max(cluster.last_seen, now)
+        if (
+            len(words) >= self.settings.cluster_text_min_words
+            and cluster.kind is ClusterKind.REPORTS
+        ):
+            text = " ".join(words)
+            self.texts.pop(text, None)
+            self.texts[text] = cluster
+
+
 async def assign(
     session: AsyncSession, detection: Detection, *, settings: Settings, now: datetime
 ) -> Cluster:
-    """Put ``detection`` (flushed, with its entity rows) into a cluster; the cluster."""
-    since = now - timedelta(minutes=settings.cluster_window_minutes)
-    keys, lookalikes = _keys(detection.entities, settings)
-    kind = ClusterKind.PHISHING if lookalikes else ClusterKind.REPORTS
-    cluster = await _by_values(session, lookalikes or keys, kind, since, settings, detection.id)
-    if cluster is None and not lookalikes:
-        cluster = await _by_text(session, detection, since, settings)
-    if cluster is None:
-        cluster = Cluster(kind=kind, first_seen=now, last_seen=now, reports=0, reporters=0)
-        session.add(cluster)
-        await session.flush()
-    detection.cluster_id = cluster.id
+    """Put ``detection`` (not yet flushed, or flushed without a cluster) into a cluster."""
+    return (await assign_batch(session, [detection], settings=settings, now=now))[0]
+
+
+async def assign_batch(
+    session: AsyncSession, detections: Sequence[Detection], *, settings: Settings, now: datetime
+) -> list[Cluster]:
+    """Each detection's cluster (in order), new clusters flushed and every cluster's counts
+    brought up to date; sets ``cluster_id`` on the detections."""
+    live = await _read_live(session, detections, settings=settings, now=now)
+    placed: list[Cluster] = []
+    for detection in detections:
+        keys, lookalikes = _keys(detection.entities, settings)
+        kind = ClusterKind.PHISHING if lookalikes else ClusterKind.REPORTS
+        words = content_words(f"{detection.title}\n{detection.text}")
+        cluster = live.by_values(lookalikes or keys, kind)
+        if cluster is None and not lookalikes:
+            cluster = live.by_text(words, keys)
+        if cluster is None:
+            cluster = Cluster(kind=kind, first_seen=now, last_seen=now, reports=0, reporters=0)
+            session.add(cluster)
+        live.placed(cluster, keys, words, now)
+        placed.append(cluster)
+    await session.flush()  # the new clusters get their ids
+    for detection, cluster in zip(detections, placed, strict=True):
+        detection.cluster_id = cluster.id
+    session.add_all(detections)  # new ones are inserted with their cluster
     await session.flush()
-    await refresh_counts(session, cluster)
-    cluster.last_seen = max(cluster.last_seen, now)
-    return cluster
+    await refresh_counts_of(session, list(dict.fromkeys(placed)))
+    return placed
 
 
-async def _by_values(
-    session: AsyncSession,
-    keys: set[tuple[str, str]],
-    kind: ClusterKind,
-    since: datetime,
-    settings: Settings,
-    own_id: int,
-) -> Cluster | None:
-    if not keys:
-        return None
-    matches = or_(
-        *(and_(DetectionEntity.type == t, DetectionEntity.value == v) for t, v in sorted(keys))
-    )
-    rows = (
-        await session.execute(
-            select(DetectionEntity.type, DetectionEntity.value, Cluster.id, Cluster.last_seen)
+async def _read_live(
+    session: AsyncSession, detections: Sequence[Detection], *, settings: Settings, now: datetime
+) -> _Live:
+    live = _Live(settings=settings, since=now - timedelta(minutes=settings.cluster_window_minutes))
+    values = {value for d in detections for _, value in _keys(d.entities, settings)[0]}
+    own = [d.id for d in detections if d.id is not None]
+    live_clusters = and_(Cluster.status.in_(LIVE), Cluster.last_seen >= live.since)
+    rows: list[tuple[str, str, Cluster]] = []
+    if values:
+        found = await session.execute(
+            select(DetectionEntity.type, DetectionEntity.value, Cluster)
             .join(Detection, Detection.id == DetectionEntity.detection_id)
             .join(Cluster, Cluster.id == Detection.cluster_id)
             .where(
-                matches,
-                DetectionEntity.detection_id != own_id,
-                Cluster.status.in_(LIVE),
-                Cluster.kind == kind,
-                Cluster.last_seen >= since,
+                DetectionEntity.value.in_(sorted(values)), Detection.id.not_in(own), live_clusters
             )
             .distinct()
         )
-    ).all()
-    clusters_of: dict[tuple[str, str], set[int]] = defaultdict(set)
-    last_seen: dict[int, datetime] = {}
-    for entity_type, value, cluster_id, seen in rows:
-        clusters_of[(entity_type, value)].add(cluster_id)
-        last_seen[cluster_id] = seen
-    shared: dict[int, int] = defaultdict(int)
-    for ids in clusters_of.values():
-        if len(ids) >= settings.cluster_value_max_clusters:
-            continue  # ubiquitous: it no longer tells events apart
-        for cluster_id in ids:
-            shared[cluster_id] += 1
-    if not shared:
-        return None
-    best = max(shared, key=lambda cid: (shared[cid], last_seen[cid], cid))
-    return await session.get(Cluster, best)
-
-
-async def _by_text(
-    session: AsyncSession, detection: Detection, since: datetime, settings: Settings
-) -> Cluster | None:
-    words = content_words(f"{detection.title}\n{detection.text}")
-    if len(words) < settings.cluster_text_min_words:
-        return None
+        rows = [(t, v, c) for t, v, c in found.all()]
+    for entity_type, value, cluster in rows:
+        live.clusters_of.setdefault((entity_type, value), set()).add(cluster)
+    if not any(
+        len(content_words(f"{d.title}\n{d.text}")) >= settings.cluster_text_min_words
+        for d in detections
+    ):
+        return live
     recent = (
         await session.execute(
-            select(Detection.title, Detection.text, Detection.cluster_id)
+            select(Detection.title, Detection.text, Cluster)
             .join(Cluster, Cluster.id == Detection.cluster_id)
-            .where(
-                Detection.id != detection.id,
-                Cluster.status.in_(LIVE),
-                Cluster.kind == ClusterKind.REPORTS,
-                Cluster.last_seen >= since,
-            )
+            .where(Detection.id.not_in(own), live_clusters, Cluster.kind == ClusterKind.REPORTS)
             .order_by(Detection.id.desc())
             .limit(RECENT_TEXTS)
         )
     ).all()
-    choices: list[str] = []
-    owners: list[int] = []
-    for title, text, cluster_id in recent:
-        theirs = content_words(f"{title}\n{text}")
-        if len(theirs) >= settings.cluster_text_min_words and cluster_id is not None:
-            choices.append(" ".join(theirs))
-            owners.append(cluster_id)
-    if not choices:
-        return None
-    found = process.extractOne(
-        " ".join(words),
-        choices,
-        scorer=fuzz.token_set_ratio,
-        score_cutoff=settings.cluster_text_similarity,
-    )
-    if found is None:
-        return None
-    return await session.get(Cluster, owners[found[2]])
+    for title, text, cluster in reversed(recent):  # oldest first: newer texts replace older
+        words = content_words(f"{title}\n{text}")
+        if len(words) >= settings.cluster_text_min_words:
+            key = " ".join(words)
+            live.texts.pop(key, None)
+            live.texts[key] = cluster
+    candidates = {cluster.id: cluster for cluster in live.texts.values()}
+    if candidates:
+        for cluster_id, entities in (await entities_of(session, list(candidates))).items():
+            keys, _ = _keys(entities, settings)
+            live.keys_of.setdefault(candidates[cluster_id], set()).update(keys)
+    return live
 
 
 def distinct_reporters() -> ColumnElement[int]:
@@ -203,21 +253,38 @@ def distinct_reporters() -> ColumnElement[int]:
 
 async def refresh_counts(session: AsyncSession, cluster: Cluster) -> None:
     """Reports and distinct reporters (a member per platform; a monitor counts as none)."""
-    reports, reporters, first, last = (
-        await session.execute(
-            select(
-                func.count(Detection.id),
-                distinct_reporters(),
-                func.min(Detection.received_at),
-                func.max(Detection.received_at),
-            ).where(Detection.cluster_id == cluster.id)
+    await refresh_counts_of(session, [cluster])
+
+
+async def refresh_counts_of(session: AsyncSession, clusters: Sequence[Cluster]) -> None:
+    """``refresh_counts`` for several clusters in one query."""
+    by_id = {cluster.id: cluster for cluster in clusters}
+    rows = await session.execute(
+        select(
+            Detection.cluster_id,
+            func.count(Detection.id),
+            distinct_reporters(),
+            func.min(Detection.received_at),
+            func.max(Detection.received_at),
         )
-    ).one()
-    cluster.reports = int(reports)
-    cluster.reporters = int(reporters)
-    if first is not None:
-        cluster.first_seen = min(cluster.first_seen, first)
-        cluster.last_seen = max(cluster.last_seen, last)
+        .where(Detection.cluster_id.in_(list(by_id)))
+        .group_by(Detection.cluster_id)
+    )
+    counted: dict[int, tuple[int, int, datetime, datetime]] = {
+        cid: (reports, reporters, first, last)
+        for cid, reports, reporters, first, last in rows.all()
+        if cid is not None
+    }
+    for cluster_id, cluster in by_id.items():
+        if cluster_id not in counted:
+            cluster.reports = cluster.reporters = 0
+            continue
+        reports, reporters, first, last = counted[cluster_id]
+        cluster.reports = int(reports)
+        cluster.reporters = int(reporters)
+        if first is not None:
+            cluster.first_seen = min(cluster.first_seen, first)
+            cluster.last_seen = max(cluster.last_seen, last)
 
 
 async def entities_of(

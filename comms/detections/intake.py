@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.clock import utcnow
 from comms.db import Database
@@ -32,6 +33,7 @@ from comms.detections.entities import extract
 from comms.detections.models import TEXT_LIMIT, Detection, DetectionEntity, DetectionSource
 from comms.detections.service import ENTITY_INDEX_LIMIT, Report, existing
 from comms.enums import Platform
+from comms.jobs.batch import BatchCommit
 from comms.rendering import Rendered, registry_for, render, render_context, validate_values
 from comms.settings import Settings
 
@@ -93,6 +95,17 @@ class Intake:
     _stored: dict[str, deque[datetime]] = field(default_factory=lambda: defaultdict(deque))
     _acked: dict[str, datetime] = field(default_factory=dict)
     _chats: dict[str, _Chat] = field(default_factory=dict)
+    _writer: BatchCommit[Report, tuple[Detection, bool]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Reports that arrive while one batch is being written share the next transaction
+        # and one read of the live clusters: a flood costs per batch, not per report.
+        self._writer = BatchCommit(self.database, self._record)
+
+    async def _record(
+        self, session: AsyncSession, reports: list[Report]
+    ) -> list[tuple[Detection, bool]]:
+        return await service.record_many(session, reports, settings=self.settings)
 
     async def take(self, report: Report, *, chat: str) -> Taken:
         """Store ``report`` (unless empty or over its reporter's limit) and decide the answer.
@@ -113,11 +126,15 @@ class Intake:
             log.info("report from %s over the limit (%d dropped)", reporter, self.dropped[reporter])
             return Taken(detection=None)
         clean = Report(**{**report.__dict__, "text": received_text(report.text)})
-        async with self.database.transaction() as session:
-            detection, created = await service.record(session, clean, settings=self.settings)
+        stored.append(now)  # reserved before the write: concurrent reports count too
+        try:
+            detection, created = await self._writer.submit(clean)
+        except BaseException:
+            stored.remove(now)
+            raise
         if not created:
+            stored.remove(now)
             return Taken(detection=detection)
-        stored.append(now)
         if not self._may_ack(reporter, chat, now):
             return Taken(detection=detection)
         return Taken(detection=detection, ack=self.ack_for(detection.reference))

@@ -22,10 +22,12 @@ from comms.clock import utcnow
 from comms.detections import alerts, clusters
 from comms.detections.entities import Entity, EntityType, extract
 from comms.detections.models import (
+    Cluster,
     Detection,
     DetectionEntity,
     DetectionSeverity,
     DetectionSource,
+    DetectionStatus,
 )
 from comms.errors import CommsError, FieldProblem, InvalidInput
 from comms.settings import Settings
@@ -86,10 +88,75 @@ async def record(
 ) -> tuple[Detection, bool]:
     """Store ``report`` as a detection; ``(detection, created)``. Not created: the source had
     already sent this ``external_id``, and the stored detection is returned unchanged."""
+    return (await record_many(session, [report], settings=settings, actor=actor))[0]
+
+
+async def record_many(
+    session: AsyncSession,
+    reports: Sequence[Report],
+    *,
+    settings: Settings,
+    actor: User | None = None,
+) -> list[tuple[Detection, bool]]:
+    """``record`` for a batch, in order: one read of the live clusters, one insert per table
+    and one alert check per touched cluster, however many reports a flood brings at once."""
+    results: list[tuple[Detection, bool] | None] = [None] * len(reports)
+    known = await _existing_many(session, reports)
+    fresh: list[tuple[int, Detection, list[Entity]]] = []
+    seen: dict[tuple[DetectionSource, str], Detection] = {}
+    now = utcnow()
+    for i, report in enumerate(reports):
+        key = (report.source, report.external_id) if report.external_id is not None else None
+        if key is not None and (stored := known.get(key) or seen.get(key)) is not None:
+            results[i] = (stored, False)
+            continue
+        detection, entities = _detection(report, settings=settings, actor=actor, now=now)
+        if key is not None:
+            seen[key] = detection
+        fresh.append((i, detection, entities))
+    if fresh:
+        try:
+            async with session.begin_nested():
+                await _store(session, fresh, settings=settings, now=now)
+        except IntegrityError:
+            if len(reports) == 1 and reports[0].external_id is None:
+                raise
+            # A concurrent request stored one of these external ids between our read and
+            # write: place them one by one, each deciding for itself.
+            return [
+                await _record_alone(session, report, settings=settings, actor=actor)
+                for report in reports
+            ]
+        for i, detection, _ in fresh:
+            results[i] = (detection, True)
+    return [result for result in results if result is not None]
+
+
+async def _record_alone(
+    session: AsyncSession, report: Report, *, settings: Settings, actor: User | None
+) -> tuple[Detection, bool]:
     if report.external_id is not None:
         stored = await existing(session, report.source, report.external_id)
         if stored is not None:
             return stored, False
+    now = utcnow()
+    detection, entities = _detection(report, settings=settings, actor=actor, now=now)
+    try:
+        async with session.begin_nested():
+            await _store(session, [(0, detection, entities)], settings=settings, now=now)
+    except IntegrityError:
+        if report.external_id is None:
+            raise
+        stored = await existing(session, report.source, report.external_id)
+        if stored is None:
+            raise
+        return stored, False
+    return detection, True
+
+
+def _detection(
+    report: Report, *, settings: Settings, actor: User | None, now: datetime
+) -> tuple[Detection, list[Entity]]:
     found = extract(
         "\n".join(part for part in (report.title, report.text, report.url) if part),
         official_domains=settings.official_domains,
@@ -97,7 +164,6 @@ async def record(
         hidden_urls=report.hidden_urls,
     )
     entities = _merged(found, report.given_entities)
-    now = utcnow()
     detection = Detection(
         source=report.source,
         external_id=report.external_id,
@@ -114,21 +180,22 @@ async def record(
         entities=[entity.as_json() for entity in entities],
         details=dict(report.details),
         submitted_by_id=actor.id if actor is not None else None,
+        status=DetectionStatus.NEW,
         received_at=now,
         updated_at=now,
     )
-    try:
-        async with session.begin_nested():
-            session.add(detection)
-            await session.flush()
-    except IntegrityError:
-        if report.external_id is None:
-            raise
-        # The same submission, stored by a concurrent request between our read and write.
-        stored = await existing(session, report.source, report.external_id)
-        if stored is None:
-            raise
-        return stored, False
+    return detection, entities
+
+
+async def _store(
+    session: AsyncSession,
+    fresh: Sequence[tuple[int, Detection, list[Entity]]],
+    *,
+    settings: Settings,
+    now: datetime,
+) -> None:
+    detections = [detection for _, detection, _ in fresh]
+    placed = await clusters.assign_batch(session, detections, settings=settings, now=now)
     session.add_all(
         DetectionEntity(
             detection_id=detection.id,
@@ -136,16 +203,19 @@ async def record(
             value=entity.value[:ENTITY_INDEX_LIMIT],
             flags=list(entity.flags),
         )
+        for _, detection, entities in fresh
         for entity in entities
     )
     await session.flush()
-    cluster = await clusters.assign(session, detection, settings=settings, now=now)
-    try:
-        async with session.begin_nested():
-            await alerts.after_report(session, cluster, detection, settings=settings, now=now)
-    except CommsError:  # an alert that cannot be written must never lose the report
-        log.exception("could not alert the responders about %s", cluster.reference)
-    return detection, True
+    by_cluster: dict[Cluster, list[Detection]] = {}
+    for detection, cluster in zip(detections, placed, strict=True):
+        by_cluster.setdefault(cluster, []).append(detection)
+    for cluster, reported in by_cluster.items():
+        try:
+            async with session.begin_nested():
+                await alerts.after_report(session, cluster, reported, settings=settings, now=now)
+        except CommsError:  # an alert that cannot be written must never lose the report
+            log.exception("could not alert the responders about %s", cluster.reference)
 
 
 def _merged(found: Sequence[Entity], given: Sequence[Entity]) -> list[Entity]:
@@ -156,6 +226,24 @@ def _merged(found: Sequence[Entity], given: Sequence[Entity]) -> list[Entity]:
             seen.add((entity.type, entity.value))
             merged.append(entity)
     return merged
+
+
+async def _existing_many(
+    session: AsyncSession, reports: Sequence[Report]
+) -> dict[tuple[DetectionSource, str], Detection]:
+    wanted: dict[DetectionSource, set[str]] = {}
+    for report in reports:
+        if report.external_id is not None:
+            wanted.setdefault(report.source, set()).add(report.external_id)
+    found: dict[tuple[DetectionSource, str], Detection] = {}
+    for source, ids in wanted.items():
+        for detection in await session.scalars(
+            select(Detection).where(
+                Detection.source == source, Detection.external_id.in_(sorted(ids))
+            )
+        ):
+            found[(source, detection.external_id or "")] = detection
+    return found
 
 
 async def existing(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -103,3 +103,70 @@ def _resolve(
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class BatchCommit(Generic[ItemT, ResultT]):
+    """Items that arrive while a transaction is busy are handled together, by one call of
+    ``handle(session, items)`` in the next transaction (it returns one result per item).
+
+    Unlike ``GroupCommit``, the handler sees the whole batch, so it can read what the batch
+    needs once (community reports in a flood: the live clusters) instead of once per item.
+    Each caller resumes once its item is committed. A batch that fails is retried one item per
+    transaction, so only the failing item's caller sees its error.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        handle: Callable[[AsyncSession, list[ItemT]], Awaitable[list[ResultT]]],
+        *,
+        limit: int = 200,
+    ) -> None:
+        self._db = db
+        self._handle = handle
+        self._limit = limit
+        self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def submit(self, item: ItemT) -> ResultT:
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
+        try:
+            while self._queue:
+                batch = [(i, f) for i, f in self._queue[: self._limit] if not f.done()]
+                del self._queue[: self._limit]
+                if not batch:
+                    continue
+                try:
+                    async with self._db.transaction() as session:
+                        results = await self._handle(session, [item for item, _ in batch])
+                except Exception as exc:
+                    if len(batch) == 1:
+                        _resolve(batch[0][1], error=exc)
+                        continue
+                    for item, future in batch:
+                        try:
+                            async with self._db.transaction() as session:
+                                (result,) = await self._handle(session, [item])
+                        except Exception as alone:
+                            _resolve(future, error=alone)
+                        else:
+                            _resolve(future, result=result)
+                    continue
+                for (_, future), result in zip(batch, results, strict=True):
+                    _resolve(future, result=result)
+        except BaseException:  # cancelled (shutdown): nobody may wait for ever
+            for _, future in batch + self._queue:
+                future.cancel()
+            self._queue.clear()
+            raise
