@@ -94,6 +94,7 @@ class _Live:
     clusters_of: dict[tuple[str, str], set[Cluster]] = field(default_factory=dict)
     keys_of: dict[Cluster, set[tuple[str, str]]] = field(default_factory=dict)
     texts: dict[str, Cluster] = field(default_factory=dict)  # content words, oldest first
+    opened: list[Cluster] = field(default_factory=list)  # by this batch
 
     def by_values(self, keys: set[tuple[str, str]], kind: ClusterKind) -> Cluster | None:
         shared: dict[Cluster, int] = defaultdict(int)
@@ -105,7 +106,13 @@ class _Live:
                 shared[cluster] += 1
         if not shared:
             return None
-        return max(shared, key=lambda c: (shared[c], c.last_seen, c.id or 0))
+        return max(shared, key=lambda c: (shared[c], c.last_seen, self._rank(c)))
+
+    def _rank(self, cluster: Cluster) -> int:
+        """Newer clusters rank higher, also those this batch opened (no id yet)."""
+        if cluster.id is not None:
+            return cluster.id
+        return 2**62 + self.opened.index(cluster)
 
     def by_text(self, words: list[str], keys: set[tuple[str, str]]) -> Cluster | None:
         """The cluster of the most similar recent text; never one that names other values of
@@ -177,8 +184,16 @@ async def assign_batch(
         if cluster is None and not lookalikes:
             cluster = live.by_text(words, keys)
         if cluster is None:
-            cluster = Cluster(kind=kind, first_seen=now, last_seen=now, reports=0, reporters=0)
+            cluster = Cluster(
+                kind=kind,
+                status=ClusterStatus.OPEN,
+                first_seen=now,
+                last_seen=now,
+                reports=0,
+                reporters=0,
+            )
             session.add(cluster)
+            live.opened.append(cluster)
         live.placed(cluster, keys, words, now)
         placed.append(cluster)
     await session.flush()  # the new clusters get their ids

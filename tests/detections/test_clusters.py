@@ -194,3 +194,75 @@ async def test_text_similarity_joins_paraphrases_and_nothing_else(
         clock.advance(seconds=20)
     precision, recall = _pairs([event for event, _ in items], clusters)
     assert (precision, recall) == (1.0, 1.0)
+
+
+async def test_alike_wording_with_another_drainer_address_is_another_event(
+    db: Database, settings: Settings, clock: FrozenClock
+) -> None:
+    """Two exploits told in the same words are two events when they name different
+    addresses: the second must not join the first by its wording (and pull its address in)."""
+    reports = Reports(db, settings)
+    first = await reports.send(f"the bridge is being drained right now, funds leaving to {A}")
+    second = await reports.send(f"the bridge is being drained right now, funds leaving to {B}")
+    assert second.cluster_id != first.cluster_id
+    # A report that names no address still joins by its wording, and one that names the
+    # first cluster's address joins it.
+    third = await reports.send("the bridge is being drained right now, funds leaving fast")
+    fourth = await reports.send(f"funds leaving to {A}, bridge drained")
+    assert third.cluster_id in (first.cluster_id, second.cluster_id)
+    assert fourth.cluster_id == first.cluster_id
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+async def test_a_batch_clusters_as_one_report_at_a_time_does(
+    db: Database, settings: Settings, clock: FrozenClock, seed: int
+) -> None:
+    """A flood is written in batches (one read of the live clusters per batch): the clusters
+    must be those of the same reports written one at a time."""
+    items = [(event, text) for event, texts in EVENTS.items() for text in texts]
+    items += [(f"noise{i}", text) for i, text in enumerate(NOISE)]
+    items += [("a", f"drainer {A}"), ("a", f"{A} again"), ("tx", f"see {TX}")]
+    items += [("tx", f"{TX} again, look"), ("c", f"{C} is the thief")]
+    random.Random(seed).shuffle(items)
+    batch = [
+        service.Report(
+            source=DetectionSource.TELEGRAM, text=text, external_id=f"b:{n}", reporter_id=f"m{n}"
+        )
+        for n, (_, text) in enumerate(items)
+    ]
+    one_at_a_time = []
+    for n, (_, text) in enumerate(items):
+        async with db.transaction() as session:
+            detection, _ = await service.record(
+                session,
+                service.Report(
+                    source=DetectionSource.DISCORD,
+                    text=text,
+                    external_id=f"o:{n}",
+                    reporter_id=f"m{n}",
+                ),
+                settings=settings,
+            )
+        one_at_a_time.append(detection.cluster_id)
+    clock.advance(minutes=settings.cluster_window_minutes + 1)  # those clusters are closed
+
+    async with db.transaction() as session:
+        half = len(batch) // 2
+        stored = await service.record_many(session, batch[:half], settings=settings)
+        stored += await service.record_many(session, batch[half:], settings=settings)
+    batched = [detection.cluster_id for detection, created in stored if created]
+    assert len(batched) == len(items)
+    assert not set(batched) & set(one_at_a_time)
+    assert _partition(batched) == _partition(one_at_a_time)
+    assert _pairs([event for event, _ in items], batched) == (1.0, 1.0)
+    # A batch sent again (a retry) stores nothing and answers with the stored detections.
+    async with db.transaction() as session:
+        again = await service.record_many(session, batch, settings=settings)
+    assert [(d.id, created) for d, created in again] == [(d.id, False) for d, _ in stored]
+
+
+def _partition(labels: Sequence[int | None]) -> set[frozenset[int]]:
+    groups: dict[int | None, set[int]] = {}
+    for index, label in enumerate(labels):
+        groups.setdefault(label, set()).add(index)
+    return {frozenset(group) for group in groups.values()}
