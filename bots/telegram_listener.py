@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
@@ -40,6 +40,7 @@ from telegram.ext import (
     AIORateLimiter,
     Application,
     ApplicationBuilder,
+    BaseUpdateProcessor,
     ContextTypes,
     MessageHandler,
     filters,
@@ -58,6 +59,43 @@ CHAT_PREFIX = "telegram:"
 ALLOWED_UPDATES = (Update.MESSAGE, Update.EDITED_MESSAGE)
 
 AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+CONCURRENT_UPDATES = 256
+
+
+class MessageOrder(BaseUpdateProcessor):
+    """Updates are handled concurrently, so that a flood's reports share the intake's batches
+    instead of waiting for each other's answers; but the updates of one message keep their
+    order: an edit waits until its report is stored, or it would find nothing to update."""
+
+    def __init__(self, max_concurrent_updates: int = CONCURRENT_UPDATES) -> None:
+        super().__init__(max_concurrent_updates)
+        self._last: dict[tuple[int, int], asyncio.Future[None]] = {}
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        message = (update.message or update.edited_message) if isinstance(update, Update) else None
+        if message is None:
+            await coroutine
+            return
+        key = (message.chat.id, message.message_id)
+        before = self._last.get(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last[key] = done
+        try:
+            if before is not None:
+                await before
+            await coroutine
+        finally:
+            done.set_result(None)
+            if self._last.get(key) is done:
+                del self._last[key]
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
 UpdateReceiver = Callable[[dict[str, Any]], None]
 
 
@@ -210,6 +248,7 @@ class TelegramListener:
             .token(settings.telegram_token.get_secret_value())
             .base_url(settings.telegram_api_base)
             .rate_limiter(AIORateLimiter(max_retries=1))
+            .concurrent_updates(MessageOrder())
             .build()
         )
         self._app.add_handler(MessageHandler(filters.UpdateType.MESSAGES, self._on_message))

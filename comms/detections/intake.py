@@ -7,8 +7,10 @@ exploit hundreds of members report within minutes, and the platforms limit what 
 - a reporter's first ``reports_per_window`` reports in ``window`` are stored; the rest are
   counted (``dropped``) but neither stored nor answered;
 - a reporter gets at most one acknowledgement per ``window`` (the later reports are stored);
-- a chat gets at most ``chat_acks_per_minute`` acknowledgements a minute; the reports past that
-  are answered together, once the minute is over, by one "we have received N reports" message
+- a chat gets at most ``chat_burst`` answers at once and ``chat_acks_per_minute`` a minute
+  (a token bucket: Telegram also limits a chat to about one message a second, so a minute's
+  answers must not go out together); the reports that find no token are answered together, a
+  minute after the first of them, by one "we have received N reports" message
   (``combined_due``).
 
 The counters live in the listening process (``comms bots``): they ration a bot's own posts, and
@@ -18,6 +20,7 @@ database transaction across a network call: ``take`` commits before the listener
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -77,9 +80,10 @@ class Taken:
 
 @dataclass
 class _Chat:
-    minute_start: datetime
-    acks: int = 0
-    held: int = 0  # reports past the minute's acknowledgements, answered together
+    tokens: float  # answers the chat's bucket allows now
+    checked: datetime  # when ``tokens`` was last brought up to date
+    held: int = 0  # reports not answered one by one, answered together
+    held_since: datetime | None = None
 
 
 @dataclass
@@ -91,11 +95,15 @@ class Intake:
     reports_per_window: int = 5
     window: timedelta = timedelta(minutes=10)
     chat_acks_per_minute: int = 10
+    chat_burst: int = 3
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _stored: dict[str, deque[datetime]] = field(default_factory=lambda: defaultdict(deque))
     _acked: dict[str, datetime] = field(default_factory=dict)
     _chats: dict[str, _Chat] = field(default_factory=dict)
     _writer: BatchCommit[Report, tuple[Detection, bool]] = field(init=False)
+    _writing: dict[tuple[DetectionSource, str], asyncio.Future[tuple[Detection, bool]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         # Reports that arrive while one batch is being written share the next transaction
@@ -127,11 +135,18 @@ class Intake:
             return Taken(detection=None)
         clean = Report(**{**report.__dict__, "text": received_text(report.text)})
         stored.append(now)  # reserved before the write: concurrent reports count too
+        key = (report.source, report.external_id or "")
+        writing = asyncio.ensure_future(self._writer.submit(clean))
+        if report.external_id is not None:
+            self._writing[key] = writing
         try:
-            detection, created = await self._writer.submit(clean)
+            detection, created = await writing
         except BaseException:
             stored.remove(now)
             raise
+        finally:
+            if self._writing.get(key) is writing:
+                del self._writing[key]
         if not created:
             stored.remove(now)
             return Taken(detection=detection)
@@ -143,32 +158,43 @@ class Intake:
         last = self._acked.get(reporter)
         if last is not None and now - last < self.window:
             return False
-        state = self._chats.get(chat)
-        if state is None or now - state.minute_start >= timedelta(minutes=1):
-            state = self._chats[chat] = _Chat(
-                minute_start=now, held=state.held if state is not None else 0
-            )
-        if state.acks >= self.chat_acks_per_minute:
+        state = self._chats.setdefault(chat, _Chat(tokens=self.chat_burst, checked=now))
+        if not self._spend(state, now):
+            if not state.held:
+                state.held_since = now
             state.held += 1
             return False
-        state.acks += 1
         self._acked[reporter] = now
+        return True
+
+    def _spend(self, state: _Chat, now: datetime) -> bool:
+        """A token bucket per chat: ``chat_burst`` answers at once at most, refilled at
+        ``chat_acks_per_minute``. The platforms count per second as well as per minute
+        (Telegram: about one message a second in a chat, with a short burst), so a minute's
+        answers are spread out rather than sent together."""
+        elapsed = (now - state.checked).total_seconds()
+        state.tokens = min(
+            float(self.chat_burst), state.tokens + elapsed * self.chat_acks_per_minute / 60
+        )
+        state.checked = now
+        if state.tokens < 1:
+            return False
+        state.tokens -= 1
         return True
 
     def combined_due(self, prefix: str = "") -> list[tuple[str, str]]:
         """``(chat, text)`` for every chat (whose name starts with ``prefix``: each listener
-        takes its own platform's) whose held reports are due their combined answer (its minute
-        is over); the listener posts them. Call it every few seconds."""
+        takes its own platform's) whose held reports are due their combined answer (a minute
+        after the first was held); the listener posts them. Call it every few seconds."""
         now = utcnow()
         due = []
         for chat, state in self._chats.items():
-            if not chat.startswith(prefix):
+            if not chat.startswith(prefix) or not state.held or state.held_since is None:
                 continue
-            if state.held and now - state.minute_start >= timedelta(minutes=1):
+            waited = now - state.held_since >= timedelta(minutes=1)
+            if waited and self._spend(state, now):
                 due.append((chat, combined_text(state.held)))
-                state.held = 0
-                state.minute_start = now
-                state.acks = 1  # the combined answer is one of the next minute's messages
+                state.held, state.held_since = 0, None
         return due
 
     def ack_for(self, reference: str) -> Rendered:
@@ -188,6 +214,9 @@ class Intake:
     ) -> Detection | None:
         """An edited report updates its detection (text and entities); never a new one.
         ``None``: the original was never stored (empty, or over the limit)."""
+        writing = self._writing.get((source, external_id))
+        if writing is not None:  # the edit overtook its report: let the report land first
+            await asyncio.wait([writing])
         async with self.database.transaction() as session:
             detection = await existing(session, source, external_id)
             if detection is None:

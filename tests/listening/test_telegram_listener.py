@@ -329,6 +329,29 @@ async def test_edit_updates_the_same_detection(
     await bot_count(members, "community", 2)
 
 
+async def test_an_edit_right_after_its_report_is_never_lost(
+    listener: TelegramListener, members: Members, db: Database
+) -> None:
+    """Updates are handled concurrently (a flood shares the intake's batches), but an edit
+    that arrives together with its report waits for it: it must find the detection."""
+    sent = [
+        await members.post(
+            "community", ("alice", "bob", "carol")[n % 3], f"/report@{BOT} first {n}"
+        )
+        for n in range(6)
+    ]
+    for n, message in enumerate(sent):
+        await members.edit("community", message["id"], f"/report@{BOT} edited words {n}")
+
+    async def all_edited() -> list[dict[str, Any]] | None:
+        found = await stored(db)
+        done = len(found) == 6 and all(d["text"].startswith("edited") for d in found)
+        return found if done else None
+
+    found = await eventually(all_edited)
+    assert sorted(d["text"] for d in found) == [f"edited words {n}" for n in range(6)]
+
+
 async def test_ignored_messages(
     listener: TelegramListener, sandbox: Sandbox, members: Members, db: Database
 ) -> None:
@@ -387,7 +410,7 @@ async def test_second_report_within_the_window_is_stored_but_not_acknowledged(
 async def test_flood_gets_one_combined_answer(
     tg_settings: Settings, db: Database, members: Members, clock: FrozenClock
 ) -> None:
-    intake = Intake(database=db, settings=tg_settings, chat_acks_per_minute=1)
+    intake = Intake(database=db, settings=tg_settings, chat_acks_per_minute=1, chat_burst=1)
     listening = TelegramListener(tg_settings, intake, poll_timeout=5, combined_interval=0.05)
     await listening.start()
     try:
