@@ -372,6 +372,21 @@ class AlertmanagerIn(_AlertmanagerModel):
     alerts: list[AlertmanagerAlert] = Field(max_length=1000)
 
 
+class DetectionBatchIn(Strict):
+    """Several alerts in one POST (POST /api/v1/detections/batch): one transaction, in order."""
+
+    detections: list[DetectionIn] = Field(min_length=1, max_length=500)
+
+
+class DetectionBatchItemOut(BaseModel):
+    created: bool = Field(description="False: this id had already been received")
+    detection: DetectionOut
+
+
+class DetectionBatchOut(BaseModel):
+    detections: list[DetectionBatchItemOut]
+
+
 class AlertmanagerOut(BaseModel):
     created: list[int] = Field(description="Detections made from alerts seen for the first time")
     unchanged: list[int] = Field(description="Alerts already received: nothing changed")

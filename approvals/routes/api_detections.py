@@ -13,11 +13,20 @@ from fastapi.responses import JSONResponse
 
 from approvals.deps import CurrentUser, DbSession, Panel, bearer_scheme
 from approvals.rules import allow
-from approvals.schemas import ERRORS, AlertmanagerIn, AlertmanagerOut, DetectionIn, DetectionOut
+from approvals.schemas import (
+    ERRORS,
+    AlertmanagerIn,
+    AlertmanagerOut,
+    DetectionBatchIn,
+    DetectionBatchOut,
+    DetectionIn,
+    DetectionOut,
+)
 from comms.detections import alertmanager
 from comms.detections import service as detections
 from comms.detections.models import DetectionSeverity, DetectionSource
 from comms.permissions import Action
+from comms.settings import Settings
 
 router = APIRouter(
     prefix="/api/v1", tags=["detections"], responses=ERRORS, dependencies=[Security(bearer_scheme)]
@@ -34,32 +43,53 @@ router = APIRouter(
 async def post_detection(
     session: DbSession, state: Panel, user: CurrentUser, body: DetectionIn
 ) -> Any:
-    settings = state.settings
-    given = [
-        detections.entity_named(
-            item.type, item.value, settings=settings, field_name=f"entities.{index}"
-        )
-        for index, item in enumerate(body.entities)
-    ]
     detection, created = await detections.record(
-        session,
-        detections.Report(
-            source=DetectionSource.WEBHOOK,
-            external_id=body.id,
-            origin=body.source.strip(),
-            title=body.title.strip(),
-            text=body.text.strip(),
-            severity=DetectionSeverity(body.severity),
-            url=body.url or "",
-            given_entities=given,
-        ),
-        settings=settings,
-        actor=user,
+        session, _report(body, state.settings), settings=state.settings, actor=user
     )
     document = detections.detection_document(detection)
     if created:
         return document
     return JSONResponse(DetectionOut.model_validate(document).model_dump(mode="json"))
+
+
+@router.post("/detections/batch", response_model=DetectionBatchOut)
+@allow(Action.DETECTION_WRITE)
+async def post_detections(
+    session: DbSession, state: Panel, user: CurrentUser, body: DetectionBatchIn
+) -> dict[str, Any]:
+    """Up to 500 detections in one POST, stored in one transaction and clustered together:
+    for a monitor that forwards many alerts at once. Each ``id`` is idempotent as above."""
+    reports = []
+    for index, item in enumerate(body.detections):
+        reports.append(_report(item, state.settings, field_name=f"detections.{index}.entities"))
+    stored = await detections.record_many(session, reports, settings=state.settings, actor=user)
+    return {
+        "detections": [
+            {"created": created, "detection": detections.detection_document(detection)}
+            for detection, created in stored
+        ]
+    }
+
+
+def _report(
+    body: DetectionIn, settings: Settings, *, field_name: str = "entities"
+) -> detections.Report:
+    given = [
+        detections.entity_named(
+            item.type, item.value, settings=settings, field_name=f"{field_name}.{index}"
+        )
+        for index, item in enumerate(body.entities)
+    ]
+    return detections.Report(
+        source=DetectionSource.WEBHOOK,
+        external_id=body.id,
+        origin=body.source.strip(),
+        title=body.title.strip(),
+        text=body.text.strip(),
+        severity=DetectionSeverity(body.severity),
+        url=body.url or "",
+        given_entities=given,
+    )
 
 
 @router.post("/detections/alertmanager", response_model=AlertmanagerOut)

@@ -87,6 +87,45 @@ async def test_a_repeated_post_with_the_same_id_changes_nothing(
     assert await _count(db, Detection) == 4
 
 
+async def test_a_batch_is_stored_in_order_idempotent_and_refused_whole(
+    world: dict[str, Any], api: httpx.AsyncClient, token_for: Any, db: Database
+) -> None:
+    monitor = await token_for("carol", "detections:write")
+    batch = {
+        "detections": [
+            _alert(id="b-1"),
+            _alert(id="b-2", text="again https://examp1e.org/claim"),
+            _alert(id="b-1", text="the same id twice in one batch"),
+            _alert(id=None, title="no id", text="disk full on the RPC node"),
+        ]
+    }
+    stored = await api.post("/api/v1/detections/batch", json=batch, headers=monitor)
+    assert stored.status_code == 200, stored.text
+    items = stored.json()["detections"]
+    assert [i["created"] for i in items] == [True, True, False, True]
+    assert items[2]["detection"]["id"] == items[0]["detection"]["id"]
+    assert items[0]["detection"]["text"] == batch["detections"][0]["text"]
+    assert await _count(db, Detection) == 3
+    async with db.transaction() as session:
+        clusters = {
+            row.external_id: row.cluster_id for row in (await session.scalars(select(Detection)))
+        }
+    assert clusters["b-1"] == clusters["b-2"]  # the shared address, within one batch
+    # A retry of the whole batch stores nothing new.
+    again = await api.post("/api/v1/detections/batch", json=batch, headers=monitor)
+    assert [i["created"] for i in again.json()["detections"]] == [False, False, False, True]
+    # One bad item refuses the batch, naming the item and its field; nothing is stored.
+    bad = {"detections": [_alert(id="b-9"), _alert(id="b-10", severity="apocalyptic")]}
+    refused = await api.post("/api/v1/detections/batch", json=bad, headers=monitor)
+    assert refused.status_code == 422, refused.text
+    fields = [p["field"] for p in refused.json()["error"]["problems"]]
+    assert any(f.startswith("detections.1.severity") for f in fields), fields
+    wrong = {"detections": [_alert(id="b-11", entities=[{"type": "tx", "value": "0x12"}])]}
+    refused = await api.post("/api/v1/detections/batch", json=wrong, headers=monitor)
+    assert refused.status_code == 422, refused.text
+    assert await _count(db, Detection) == 4
+
+
 async def test_scope_is_required(
     world: dict[str, Any], api: httpx.AsyncClient, token_for: Any
 ) -> None:
