@@ -11,6 +11,7 @@ from comms.auth.crypto import Keys
 from comms.auth.sessions import Timeouts
 from comms.auth.touches import Touches
 from comms.db import Database
+from comms.detections.clusters import TextIndex
 from comms.settings import Settings
 
 
@@ -22,6 +23,8 @@ class PanelState:
     templates: Jinja2Templates
     # Sessions and tokens seen by this process, written in batches (page views write nothing).
     touches: Touches = field(default_factory=Touches)
+    # Recent report texts for clustering, read incrementally by this process's API requests.
+    report_texts: TextIndex = field(default_factory=TextIndex)
 
     @property
     def timeouts(self) -> Timeouts:

@@ -43,8 +43,12 @@ router = APIRouter(
 async def post_detection(
     session: DbSession, state: Panel, user: CurrentUser, body: DetectionIn
 ) -> Any:
-    detection, created = await detections.record(
-        session, _report(body, state.settings), settings=state.settings, actor=user
+    ((detection, created),) = await detections.record_many(
+        session,
+        [_report(body, state.settings)],
+        settings=state.settings,
+        actor=user,
+        index=state.report_texts,
     )
     document = detections.detection_document(detection)
     if created:
@@ -62,7 +66,9 @@ async def post_detections(
     reports = []
     for index, item in enumerate(body.detections):
         reports.append(_report(item, state.settings, field_name=f"detections.{index}.entities"))
-    stored = await detections.record_many(session, reports, settings=state.settings, actor=user)
+    stored = await detections.record_many(
+        session, reports, settings=state.settings, actor=user, index=state.report_texts
+    )
     return {
         "detections": [
             {"created": created, "detection": detections.detection_document(detection)}

@@ -170,11 +170,16 @@ async def assign(
 
 
 async def assign_batch(
-    session: AsyncSession, detections: Sequence[Detection], *, settings: Settings, now: datetime
+    session: AsyncSession,
+    detections: Sequence[Detection],
+    *,
+    settings: Settings,
+    now: datetime,
+    index: TextIndex | None = None,
 ) -> list[Cluster]:
     """Each detection's cluster (in order), new clusters flushed and every cluster's counts
     brought up to date; sets ``cluster_id`` on the detections."""
-    live = await _read_live(session, detections, settings=settings, now=now)
+    live = await _read_live(session, detections, settings=settings, now=now, index=index)
     placed: list[Cluster] = []
     for detection in detections:
         keys, lookalikes = _keys(detection.entities, settings)
@@ -206,7 +211,12 @@ async def assign_batch(
 
 
 async def _read_live(
-    session: AsyncSession, detections: Sequence[Detection], *, settings: Settings, now: datetime
+    session: AsyncSession,
+    detections: Sequence[Detection],
+    *,
+    settings: Settings,
+    now: datetime,
+    index: TextIndex | None,
 ) -> _Live:
     live = _Live(settings=settings, since=now - timedelta(minutes=settings.cluster_window_minutes))
     values = {value for d in detections for _, value in _keys(d.entities, settings)[0]}
@@ -231,27 +241,72 @@ async def _read_live(
         for d in detections
     ):
         return live
-    recent = (
-        await session.execute(
-            select(Detection.title, Detection.text, Cluster)
-            .join(Cluster, Cluster.id == Detection.cluster_id)
-            .where(Detection.id.not_in(own), live_clusters, Cluster.kind == ClusterKind.REPORTS)
-            .order_by(Detection.id.desc())
-            .limit(RECENT_TEXTS)
+    index = index if index is not None else TextIndex()
+    await index.refresh(session, settings=settings, since=live.since)
+    clusters = {
+        cluster.id: cluster
+        for cluster in await session.scalars(
+            select(Cluster).where(Cluster.id.in_(set(index.texts.values())), live_clusters)
         )
-    ).all()
-    for title, text, cluster in reversed(recent):  # oldest first: newer texts replace older
-        words = content_words(f"{title}\n{text}")
-        if len(words) >= settings.cluster_text_min_words:
-            key = " ".join(words)
-            live.texts.pop(key, None)
-            live.texts[key] = cluster
-    candidates = {cluster.id: cluster for cluster in live.texts.values()}
-    if candidates:
-        for cluster_id, entities in (await entities_of(session, list(candidates))).items():
-            keys, _ = _keys(entities, settings)
-            live.keys_of.setdefault(candidates[cluster_id], set()).update(keys)
+    }
+    for text, cluster_id in index.texts.items():  # oldest first
+        if cluster_id in clusters:
+            live.texts[text] = clusters[cluster_id]
+    for cluster_id, cluster in clusters.items():
+        live.keys_of[cluster] = set(index.keys_of.get(cluster_id, ()))
     return live
+
+
+class TextIndex:
+    """The recent texts of reports in live clusters (content words → cluster id) and the
+    values those clusters name, kept from one batch to the next by a long-lived writer (the
+    listeners' intake): each batch reads only the reports stored since the last one, instead
+    of the last ``RECENT_TEXTS`` reports again. Only committed reports enter it (read back
+    from the database), so a batch that rolls back leaves nothing behind. Cluster states
+    (dismissed, merged, out of the window) are read fresh for every batch."""
+
+    def __init__(self, limit: int = RECENT_TEXTS) -> None:
+        self.limit = limit
+        self.texts: dict[str, int] = {}  # oldest first
+        self.keys_of: dict[int, set[tuple[str, str]]] = {}
+        self.seen = 0  # the newest detection read
+
+    async def refresh(self, session: AsyncSession, *, settings: Settings, since: datetime) -> None:
+        rows = (
+            await session.execute(
+                select(
+                    Detection.id,
+                    Detection.title,
+                    Detection.text,
+                    Detection.entities,
+                    Detection.cluster_id,
+                )
+                .join(Cluster, Cluster.id == Detection.cluster_id)
+                .where(
+                    Detection.id > self.seen,
+                    Cluster.kind == ClusterKind.REPORTS,
+                    Cluster.status.in_(LIVE),
+                    Cluster.last_seen >= since,
+                )
+                .order_by(Detection.id.desc())
+                .limit(self.limit)
+            )
+        ).all()
+        for detection_id, title, text, entities, cluster_id in reversed(rows):
+            self.seen = max(self.seen, detection_id)
+            if cluster_id is None:
+                continue
+            self.keys_of.setdefault(cluster_id, set()).update(_keys(entities, settings)[0])
+            words = content_words(f"{title}\n{text}")
+            if len(words) >= settings.cluster_text_min_words:
+                key = " ".join(words)
+                self.texts.pop(key, None)
+                self.texts[key] = cluster_id
+        while len(self.texts) > self.limit:
+            del self.texts[next(iter(self.texts))]
+        kept = set(self.texts.values())
+        for cluster_id in [c for c in self.keys_of if c not in kept]:
+            del self.keys_of[cluster_id]
 
 
 def distinct_reporters() -> ColumnElement[int]:

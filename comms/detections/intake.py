@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms.clock import utcnow
 from comms.db import Database
 from comms.detections import service
+from comms.detections.clusters import TextIndex
 from comms.detections.entities import extract
 from comms.detections.models import TEXT_LIMIT, Detection, DetectionEntity, DetectionSource
 from comms.detections.service import ENTITY_INDEX_LIMIT, Report, existing
@@ -101,6 +102,7 @@ class Intake:
     _acked: dict[str, datetime] = field(default_factory=dict)
     _chats: dict[str, _Chat] = field(default_factory=dict)
     _writer: BatchCommit[Report, tuple[Detection, bool]] = field(init=False)
+    _texts: TextIndex = field(default_factory=TextIndex)
     _writing: dict[tuple[DetectionSource, str], asyncio.Future[tuple[Detection, bool]]] = field(
         default_factory=dict
     )
@@ -113,7 +115,9 @@ class Intake:
     async def _record(
         self, session: AsyncSession, reports: list[Report]
     ) -> list[tuple[Detection, bool]]:
-        return await service.record_many(session, reports, settings=self.settings)
+        return await service.record_many(
+            session, reports, settings=self.settings, index=self._texts
+        )
 
     async def take(self, report: Report, *, chat: str) -> Taken:
         """Store ``report`` (unless empty or over its reporter's limit) and decide the answer.

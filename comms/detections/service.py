@@ -97,6 +97,7 @@ async def record_many(
     *,
     settings: Settings,
     actor: User | None = None,
+    index: clusters.TextIndex | None = None,
 ) -> list[tuple[Detection, bool]]:
     """``record`` for a batch, in order: one read of the live clusters, one insert per table
     and one alert check per touched cluster, however many reports a flood brings at once."""
@@ -117,7 +118,7 @@ async def record_many(
     if fresh:
         try:
             async with session.begin_nested():
-                await _store(session, fresh, settings=settings, now=now)
+                await _store(session, fresh, settings=settings, now=now, index=index)
         except IntegrityError:
             if len(reports) == 1 and reports[0].external_id is None:
                 raise
@@ -193,9 +194,12 @@ async def _store(
     *,
     settings: Settings,
     now: datetime,
+    index: clusters.TextIndex | None = None,
 ) -> None:
     detections = [detection for _, detection, _ in fresh]
-    placed = await clusters.assign_batch(session, detections, settings=settings, now=now)
+    placed = await clusters.assign_batch(
+        session, detections, settings=settings, now=now, index=index
+    )
     session.add_all(
         DetectionEntity(
             detection_id=detection.id,
