@@ -6,6 +6,8 @@ among noise (questions, chatter, unrelated one-off reports, links to official do
 report knows its true event. The corpus goes through each path asked for, each on a fresh
 migrated database:
 
+- ``webhook-batch``: as ``webhook`` below, but ``--batch`` reports per ``POST
+  /api/v1/detections/batch``, 4 requests in flight (a monitor forwarding alerts in bulk).
 - ``webhook``: ``POST /api/v1/detections`` (a ``detections:write`` token) on the panel started
   with the real command (``comms serve --no-worker``, a child process), 16 requests in flight;
   the detection is stored when the POST returns. Meanwhile a signed-in responder loads the
@@ -15,12 +17,14 @@ migrated database:
   ``/report@<bot> …`` into the community supergroup and a few more groups through the sandbox's
   control API, 16 posts in flight; latency from the post to the detection's ``received_at``.
 
-Per path: reports/s, latency p50/p99 to stored, pairwise cluster precision and recall against
-the planted events (as ``tests/detections/test_clusters.py`` computes them), alerted clusters
+Per path: reports/s, latency p50/p99 to stored, pairwise cluster precision (over the pairs with
+at least one planted report; ``precision_all_pairs`` also counts two noise reports in one
+cluster as a false pair) and recall against the planted events, alerted clusters
 per planted event, acknowledgements sent and 429s received (Telegram).
 
     python -m bench.ingest [--reports 10000] [--members 2000] [--events 20]
-                           [--paths webhook,telegram] [--json-out FILE]
+                           [--paths webhook-batch,telegram,webhook] [--batch 100]
+                           [--json-out FILE]
 
 Not measured yet: the Discord Gateway path, and the draft page's latency during the flood.
 """
@@ -183,8 +187,9 @@ def _c2(n: int) -> int:
 
 
 def pairwise(labels: Sequence[int | None], clusters: Sequence[int | None]) -> dict[str, Any]:
-    """Pairwise precision and recall, as ``_pairs`` in tests/detections/test_clusters.py
-    (every noise report is its own event), from counts rather than all pairs."""
+    """Pairwise precision and recall from counts rather than all pairs (every noise report is
+    its own event, as ``_pairs`` in tests/detections/test_clusters.py); ``precision`` leaves
+    out the pairs of two noise reports, ``precision_all_pairs`` keeps them."""
     cells: Counter[tuple[int, int | None]] = Counter()
     by_cluster: Counter[int | None] = Counter()
     by_event: Counter[int] = Counter()

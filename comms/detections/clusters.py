@@ -115,9 +115,10 @@ class _Live:
         return 2**62 + self.opened.index(cluster)
 
     def by_text(self, words: list[str], keys: set[tuple[str, str]]) -> Cluster | None:
-        """The cluster of the most similar recent text; never one that names other values of
-        the kinds this report names (two drainer addresses are two events, however alike the
-        wording)."""
+        """The cluster of the most similar recent text; never one that names values when this
+        report names others (two drainer addresses, or a drainer and an unrelated transaction,
+        are two events however alike the wording: the responders can merge two clusters, but
+        a report pulled into the wrong event drags its value and every later report with it)."""
         if len(words) < self.settings.cluster_text_min_words:
             return None
         choices = [
@@ -137,11 +138,7 @@ class _Live:
 
     def _conflicts(self, cluster: Cluster, keys: set[tuple[str, str]]) -> bool:
         theirs = self.keys_of.get(cluster, set())
-        kinds = {kind for kind, _ in keys} & {kind for kind, _ in theirs}
-        return any(
-            not {k for k in keys if k[0] == kind} & {k for k in theirs if k[0] == kind}
-            for kind in kinds
-        )
+        return bool(keys) and bool(theirs) and not keys & theirs
 
     def _live(self, cluster: Cluster, kind: ClusterKind) -> bool:
         return cluster.kind is kind and cluster.status in LIVE and cluster.last_seen >= self.since

@@ -211,6 +211,9 @@ async def test_alike_wording_with_another_drainer_address_is_another_event(
     fourth = await reports.send(f"funds leaving to {A}, bridge drained")
     assert third.cluster_id in (first.cluster_id, second.cluster_id)
     assert fourth.cluster_id == first.cluster_id
+    # A transaction no cluster names is another event too, however alike the words.
+    fifth = await reports.send(f"the bridge is being drained right now, funds leaving in {TX}")
+    assert fifth.cluster_id not in (first.cluster_id, second.cluster_id, third.cluster_id)
 
 
 @pytest.mark.parametrize("seed", [4, 5])
