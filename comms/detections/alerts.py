@@ -9,7 +9,8 @@ alert that reporters wrote goes through the fixed template's escaping: no mentio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -24,40 +25,82 @@ from comms.detections.models import (
     DetectionEntity,
     DetectionSeverity,
 )
+from comms.enums import Platform
+from comms.errors import CommsError
 from comms.outbox import notify
+from comms.outbox.models import Notification
+from comms.outbox.notifications import Refresher
 from comms.settings import Settings
 from comms.text import one_line_inert
+
+log = logging.getLogger("comms.detections")
 
 SOURCES = {"discord": "Discord", "telegram": "Telegram", "webhook": "monitoring"}
 
 
-async def after_report(
+async def after_reports(
     session: AsyncSession,
-    cluster: Cluster,
-    reported: Sequence[Detection],
+    reported: Mapping[Cluster, Sequence[Detection]],
     *,
     settings: Settings,
     now: datetime,
 ) -> None:
-    """Alert the responders if the newly ``reported`` detections (one or a batch, oldest
-    first) made ``cluster`` cross the line, or update the alert it already raised."""
-    detection = reported[-1]
-    if cluster.alerted_at is None:
+    """Alert the responders about every cluster the newly ``reported`` detections (per
+    cluster, oldest first) made cross the line, and see that the alerts already raised are
+    brought up to date. An alert that cannot be written is logged: it never loses a report."""
+    updates: list[Cluster] = []
+    for cluster, detections in reported.items():
+        if cluster.alerted_at is not None:
+            if cluster.status not in (ClusterStatus.DISMISSED, ClusterStatus.MERGED):
+                updates.append(cluster)
+            continue
         if cluster.status is not ClusterStatus.OPEN:
-            return  # decided by a person before it ever alerted
-        if not await crosses(session, cluster, reported, settings=settings, now=now):
-            return
-        cluster.status = ClusterStatus.ALERTED
-        cluster.alerted_at = now
-    elif cluster.status in (ClusterStatus.DISMISSED, ClusterStatus.MERGED):
+            continue  # decided by a person before it ever alerted
+        if not await crosses(session, cluster, detections, settings=settings, now=now):
+            continue
+        try:
+            async with session.begin_nested():
+                cluster.status = ClusterStatus.ALERTED
+                cluster.alerted_at = now
+                await notify.responder_alert(
+                    session,
+                    settings=settings,
+                    cluster_id=cluster.id,
+                    values=await alert_values(session, cluster, detections[-1]),
+                    now=now,
+                )
+        except CommsError:
+            log.exception("could not alert the responders about %s", cluster.reference)
+    if not updates:
         return
-    await notify.responder_alert(
-        session,
-        settings=settings,
-        cluster_id=cluster.id,
-        values=await alert_values(session, cluster, detection),
-        now=now,
-    )
+    try:
+        async with session.begin_nested():
+            # The messages are brought up to date when their edits are sent.
+            await notify.responder_alerts_due(session, cluster_ids=[c.id for c in updates], now=now)
+    except CommsError:
+        log.exception("could not update the responders' alerts")
+
+
+def refresher(settings: Settings) -> Refresher:
+    """For the worker: a responders' alert (or its edit) as it should read when sent."""
+
+    async def refresh(session: AsyncSession, note: Notification) -> str | None:
+        cluster_id = notify.alert_cluster_id(note)
+        cluster = await session.get(Cluster, cluster_id) if cluster_id is not None else None
+        if cluster is None:
+            return None
+        latest = await session.scalar(
+            select(Detection)
+            .where(Detection.cluster_id == cluster.id)
+            .order_by(Detection.id.desc())
+            .limit(1)
+        )
+        if latest is None:
+            return None
+        values = await alert_values(session, cluster, latest)
+        return notify.alert_text(settings, values, Platform(note.destination.platform))
+
+    return refresh
 
 
 async def crosses(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,7 @@ from comms.detections.models import (
     DetectionSource,
     DetectionStatus,
 )
-from comms.errors import CommsError, FieldProblem, InvalidInput
+from comms.errors import FieldProblem, InvalidInput
 from comms.settings import Settings
 from comms.users.models import User
 
@@ -200,26 +200,22 @@ async def _store(
     placed = await clusters.assign_batch(
         session, detections, settings=settings, now=now, index=index
     )
-    session.add_all(
-        DetectionEntity(
-            detection_id=detection.id,
-            type=entity.type.value,
-            value=entity.value[:ENTITY_INDEX_LIMIT],
-            flags=list(entity.flags),
-        )
+    rows = [
+        {
+            "detection_id": detection.id,
+            "type": entity.type.value,
+            "value": entity.value[:ENTITY_INDEX_LIMIT],
+            "flags": list(entity.flags),
+        }
         for _, detection, entities in fresh
         for entity in entities
-    )
-    await session.flush()
+    ]
+    if rows:  # one executemany: their ids are never needed
+        await session.execute(insert(DetectionEntity), rows)
     by_cluster: dict[Cluster, list[Detection]] = {}
     for detection, cluster in zip(detections, placed, strict=True):
         by_cluster.setdefault(cluster, []).append(detection)
-    for cluster, reported in by_cluster.items():
-        try:
-            async with session.begin_nested():
-                await alerts.after_report(session, cluster, reported, settings=settings, now=now)
-        except CommsError:  # an alert that cannot be written must never lose the report
-            log.exception("could not alert the responders about %s", cluster.reference)
+    await alerts.after_reports(session, by_cluster, settings=settings, now=now)
 
 
 def _merged(found: Sequence[Entity], given: Sequence[Entity]) -> list[Entity]:

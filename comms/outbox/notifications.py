@@ -9,7 +9,7 @@ an internal ping sent twice beats one never sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -24,6 +24,9 @@ from comms.outbox.ports import Outcome, Publisher, PublishError
 
 log = logging.getLogger("comms.worker")
 
+# A notification's text as it should read when sent; None keeps the stored text.
+Refresher = Callable[[AsyncSession, Notification], Awaitable[str | None]]
+
 NOTIFICATIONS = LeasedTable(
     Notification, claimable=(NotificationState.PENDING,), held=NotificationState.SENDING
 )
@@ -34,8 +37,15 @@ class NotificationQueue:
     table = NOTIFICATIONS
     batch = 16
 
-    def __init__(self, publishers: Mapping[Platform, Publisher]) -> None:
+    def __init__(
+        self,
+        publishers: Mapping[Platform, Publisher],
+        refreshers: Mapping[str, Refresher] | None = None,
+    ) -> None:
         self.publishers = publishers
+        # Per notification kind: the text as it should read now (a responders' alert shows
+        # its cluster as it is when the message goes out, not when it was queued).
+        self.refreshers = dict(refreshers or {})
 
     async def claim(self, work: Work, session: AsyncSession, *, limit: int) -> list[Lease]:
         now = utcnow()
@@ -64,6 +74,9 @@ class NotificationQueue:
                 return
             destination = note.destination
             platform = Platform(destination.platform)
+            refresh = self.refreshers.get(note.kind)
+            if refresh is not None and (fresh := await refresh(session, note)):
+                note.text = fresh  # what is sent is what is kept
             target, text, ping = destination.target, note.text, note.ping_role or None
             usable = destination.can_receive and not destination.is_public
             edit_id, wait = await self._edit_target(session, note)

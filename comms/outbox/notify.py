@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from comms.destinations import service as destinations
@@ -224,6 +224,28 @@ async def platform_status(
 EDIT_SPACING = timedelta(seconds=30)  # a kept-up-to-date alert is edited at most this often
 
 
+ALERT_KINDS = ("responder_alert", "responder_alert_edit")
+
+
+def alert_cluster_id(note: Notification) -> int | None:
+    """The cluster a responders' alert (or its edit) is about, from its dedup key."""
+    parts = note.dedup_key.split(":")
+    if note.kind not in ALERT_KINDS or len(parts) < 3 or parts[0] != "cluster":
+        return None
+    return int(parts[1]) if parts[1].isdigit() else None
+
+
+def alert_text(settings: Settings, values: dict[str, str], platform: Platform) -> str:
+    """The responders' alert as one message for ``platform``."""
+    spec = registry_for(settings).get("internal-responder-alert")
+    rendered = render(
+        spec,
+        validate_values(spec, {k: v for k, v in values.items() if v}),
+        render_context(settings),
+    )
+    return "\n\n".join(rendered.discord if platform is Platform.DISCORD else rendered.telegram)
+
+
 async def responder_alert(
     session: AsyncSession,
     *,
@@ -232,18 +254,15 @@ async def responder_alert(
     values: dict[str, str],
     now: datetime,
 ) -> None:
-    """Alert the responders' private destinations about a cluster of community reports, or,
-    once alerted, bring that same message up to date: an edit (at most one per 30 s, pending
-    edits replaced by the newest text), never a new post."""
+    """Alert the responders' private destinations about a cluster of community reports
+    (``values``: the template's). Once alerted, ``responder_alerts_due`` keeps that message
+    up to date. What an alert or its edit says is rendered again when it is sent (the worker's
+    refresher, ``comms.detections.alerts.refresher``): it shows the cluster as it is then."""
     key = f"cluster:{cluster_id}:alert"
-    originals = list(
-        (
-            await session.scalars(
-                select(Notification).where(Notification.dedup_key.startswith(f"{key}:dest:"))
-            )
-        ).all()
+    exists = await session.scalar(
+        select(Notification.id).where(Notification.dedup_key.startswith(f"{key}:dest:")).limit(1)
     )
-    if not originals:
+    if exists is None:
         await _queue(
             session,
             settings=settings,
@@ -254,29 +273,46 @@ async def responder_alert(
             values=values,
             ctx=render_context(settings),
         )
+    else:
+        await responder_alerts_due(session, cluster_ids=[cluster_id], now=now)
+
+
+async def responder_alerts_due(
+    session: AsyncSession, *, cluster_ids: Sequence[int], now: datetime
+) -> None:
+    """New reports in alerted clusters: each alert message gets an edit, at most one per 30 s,
+    never a new post. An alert not posted yet, or one with an edit already due, needs
+    nothing: either goes out rendered with the cluster as it is then. A flood's every batch
+    costs two queries here, whatever the number of clusters."""
+    originals = list(
+        (
+            await session.scalars(
+                select(Notification).where(
+                    or_(
+                        *(
+                            Notification.dedup_key.startswith(f"cluster:{cid}:alert:dest:")
+                            for cid in cluster_ids
+                        )
+                    )
+                )
+            )
+        ).all()
+    )
+    posted = [o.id for o in originals if o.state is not NotificationState.PENDING]
+    if not posted:
         return
-    spec = registry_for(settings).get("internal-responder-alert")
-    rendered = render(
-        spec,
-        validate_values(spec, {k: v for k, v in values.items() if v}),
-        render_context(settings),
+    pending = set(
+        (
+            await session.scalars(
+                select(Notification.edit_of_id).where(
+                    Notification.edit_of_id.in_(posted),
+                    Notification.state == NotificationState.PENDING,
+                )
+            )
+        ).all()
     )
     for original in originals:
-        platform = original.destination.platform
-        text = "\n\n".join(
-            rendered.discord if platform == Platform.DISCORD.value else rendered.telegram
-        )
-        if original.state is NotificationState.PENDING:
-            original.text = text  # not posted yet: it will go out up to date
-            continue
-        pending = await session.scalar(
-            select(Notification).where(
-                Notification.edit_of_id == original.id,
-                Notification.state == NotificationState.PENDING,
-            )
-        )
-        if pending is not None:
-            pending.text = text
+        if original.state is NotificationState.PENDING or original.id in pending:
             continue
         last_edit = await session.scalar(
             select(func.max(Notification.sent_at)).where(Notification.edit_of_id == original.id)
@@ -287,12 +323,13 @@ async def responder_alert(
             .select_from(Notification)
             .where(Notification.edit_of_id == original.id)
         )
+        key = original.dedup_key.split(":dest:")[0]
         session.add(
             Notification(
                 kind="responder_alert_edit",
                 dedup_key=f"{key}:edit:{original.id}:{int(edits or 0) + 1}",
                 destination_id=original.destination_id,
-                text=text,
+                text=original.text,  # replaced by the cluster's state when it is sent
                 ping_role=original.ping_role,
                 edit_of_id=original.id,
                 next_attempt_at=max(now, last + EDIT_SPACING),

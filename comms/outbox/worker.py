@@ -12,9 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from comms.db import Database
+from comms.detections import alerts
 from comms.enums import Platform
 from comms.jobs.runner import Runner, RunnerConfig
 from comms.jobs.scheduled import JobHandler, JobQueue
+from comms.outbox import notify
 from comms.outbox.deliver import PLATFORM_CHECK, DeliveryQueue, PlatformCheck
 from comms.outbox.notifications import NotificationQueue
 from comms.outbox.ports import Publisher
@@ -52,7 +54,10 @@ class Worker(Runner):
         self.deliveries = DeliveryQueue(
             settings=settings, publishers=self.publishers, batch=chosen.batch_size
         )
-        self.notifications = NotificationQueue(self.publishers)
+        refresh = alerts.refresher(settings)
+        self.notifications = NotificationQueue(
+            self.publishers, refreshers=dict.fromkeys(notify.ALERT_KINDS, refresh)
+        )
         handlers: dict[str, JobHandler] = {
             PLATFORM_CHECK: PlatformCheck(settings=settings, publishers=self.publishers),
             **(jobs or {}),
