@@ -11,7 +11,8 @@ migrated database:
 - ``webhook``: ``POST /api/v1/detections`` (a ``detections:write`` token) on the panel started
   with the real command (``comms serve --no-worker``, a child process), 16 requests in flight;
   the detection is stored when the POST returns. Meanwhile a signed-in responder loads the
-  Reports inbox (``/reports``) every 0.25 s: its latency during the flood.
+  Reports inbox (``/reports``) and a new draft's page in turn, every 0.125 s: their latency
+  during the flood.
 - ``telegram``: the sandbox in a child process (as ``bench/fanout.py`` runs it), the real
   ``TelegramListener`` (long polling) and ``Intake`` in this process, members posting
   ``/report@<bot> …`` into the community supergroup and a few more groups through the sandbox's
@@ -57,7 +58,8 @@ from comms.auth.sessions import Stage
 from comms.db import Database
 from comms.detections.intake import Intake
 from comms.detections.models import Cluster, Detection
-from comms.enums import Role
+from comms.enums import Role, Severity
+from comms.incidents import service as incidents
 from comms.migrate import upgrade_async
 from comms.settings import Settings, load_settings
 from comms.users import service as users
@@ -318,8 +320,15 @@ async def run_webhook(
                 session, username="monitor", password=password, roles=[Role.RESPONDER]
             )
             reader = await users.create(
-                session, username="rita", password=password, roles=[Role.RESPONDER]
+                session,
+                username="rita",
+                password=password,
+                roles=[Role.RESPONDER, Role.INCIDENT_LEADER, Role.COMMS_MANAGER],
             )
+            incident = await incidents.open_incident(
+                session, title="Bridge exploit", severity=Severity.P1, actor=reader
+            )
+            draft_page = f"/incidents/{incident.key}/drafts/new"
             raw_token, _ = await tokens.create(
                 session,
                 user=monitor,
@@ -335,6 +344,8 @@ async def run_webhook(
     statuses: Counter[int | str] = Counter()
     inbox: list[float] = []
     inbox_statuses: Counter[int | str] = Counter()
+    drafting: list[float] = []
+    drafting_statuses: Counter[int | str] = Counter()
     async with panel_process(url, processes=1, secret=secrets.token_urlsafe(48)) as (base, _):
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         headers = {"Authorization": f"Bearer {raw_token}"}
@@ -346,21 +357,27 @@ async def run_webhook(
                     headers=headers,
                 )
             await client.get(base + "/reports", cookies={"comms_session": cookie})
+            await client.get(base + draft_page, cookies={"comms_session": cookie})
             done = asyncio.Event()
 
             async def reader_loop() -> None:
+                pages = [
+                    ("/reports", inbox, inbox_statuses),
+                    (draft_page, drafting, drafting_statuses),
+                ]
+                turn = 0
                 while not done.is_set():
+                    path, times, counted = pages[turn % 2]
+                    turn += 1
                     began = time.perf_counter()
                     try:
-                        response = await client.get(
-                            base + "/reports", cookies={"comms_session": cookie}
-                        )
+                        response = await client.get(base + path, cookies={"comms_session": cookie})
                     except httpx.HTTPError as error:
-                        inbox_statuses[type(error).__name__] += 1
+                        counted[type(error).__name__] += 1
                     else:
-                        inbox_statuses[response.status_code] += 1
-                    inbox.append(time.perf_counter() - began)
-                    await asyncio.sleep(0.25)
+                        counted[response.status_code] += 1
+                    times.append(time.perf_counter() - began)
+                    await asyncio.sleep(0.125)
 
             def body_of(i: int) -> dict[str, Any]:
                 return {
@@ -418,6 +435,8 @@ async def run_webhook(
         "statuses": {str(k): v for k, v in statuses.items()},
         "panel_inbox_during_flood": percentiles(inbox)
         | {"statuses": {str(k): v for k, v in inbox_statuses.items()}},
+        "panel_draft_page_during_flood": percentiles(drafting)
+        | {"statuses": {str(k): v for k, v in drafting_statuses.items()}},
     }
     result |= await evaluate(url, items, external, events, posted_at)
     return result
@@ -665,7 +684,6 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             file=sys.stderr,
             flush=True,
         )
-    document["not_measured_yet"] = ["panel p99 of a draft page during the flood"]
     return document
 
 

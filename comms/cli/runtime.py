@@ -226,6 +226,12 @@ def serve(
     """Apply migrations, then serve the panel and JSON API, with the outbox worker and the
     community-report listeners."""
     configure_logging(app.settings.log_level)
+    if processes > 1 and not no_bots and app.settings.telegram_webhook_url:
+        fail(
+            "COMMS_TELEGRAM_WEBHOOK_URL is set: Telegram's updates reach the listener only in "
+            "the panel's own process, so serve with --workers 1 (or unset it to poll)",
+            EXIT_USAGE,
+        )
     try:
         if processes == 1:
             asyncio.run(

@@ -92,8 +92,11 @@ class _Live:
     settings: Settings
     since: datetime
     clusters_of: dict[tuple[str, str], set[Cluster]] = field(default_factory=dict)
-    keys_of: dict[Cluster, set[tuple[str, str]]] = field(default_factory=dict)
-    texts: dict[str, Cluster] = field(default_factory=dict)  # content words, oldest first
+    # Text candidates: a cluster this batch has loaded or opened, or the id of a live one not
+    # loaded (a flood's recent texts name hundreds of clusters; one of them is chosen).
+    keys_of: dict[Cluster | int, set[tuple[str, str]]] = field(default_factory=dict)
+    texts: dict[str, Cluster | int] = field(default_factory=dict)  # content words, oldest first
+    live_ids: set[int] = field(default_factory=set)  # live report clusters among those ids
     opened: list[Cluster] = field(default_factory=list)  # by this batch
 
     def by_values(self, keys: set[tuple[str, str]], kind: ClusterKind) -> Cluster | None:
@@ -114,7 +117,7 @@ class _Live:
             return cluster.id
         return 2**62 + self.opened.index(cluster)
 
-    def by_text(self, words: list[str], keys: set[tuple[str, str]]) -> Cluster | None:
+    def by_text(self, words: list[str], keys: set[tuple[str, str]]) -> Cluster | int | None:
         """The cluster of the most similar recent text; never one that names values when this
         report names others (two drainer addresses, or a drainer and an unrelated transaction,
         are two events however alike the wording: the responders can merge two clusters, but
@@ -136,12 +139,22 @@ class _Live:
         )
         return None if found is None else choices[found[2]][1]
 
-    def _conflicts(self, cluster: Cluster, keys: set[tuple[str, str]]) -> bool:
+    def _conflicts(self, cluster: Cluster | int, keys: set[tuple[str, str]]) -> bool:
         theirs = self.keys_of.get(cluster, set())
         return bool(keys) and bool(theirs) and not keys & theirs
 
-    def _live(self, cluster: Cluster, kind: ClusterKind) -> bool:
+    def _live(self, cluster: Cluster | int, kind: ClusterKind) -> bool:
+        if isinstance(cluster, int):
+            return kind is ClusterKind.REPORTS and cluster in self.live_ids
         return cluster.kind is kind and cluster.status in LIVE and cluster.last_seen >= self.since
+
+    def adopt(self, cluster: Cluster) -> None:
+        """``cluster`` was chosen by its id and is now loaded: it stands for that id."""
+        for text, owner in self.texts.items():
+            if owner == cluster.id and isinstance(owner, int):
+                self.texts[text] = cluster
+        self.keys_of.setdefault(cluster, set()).update(self.keys_of.pop(cluster.id, set()))
+        self.live_ids.discard(cluster.id)
 
     def placed(
         self, cluster: Cluster, keys: set[tuple[str, str]], words: list[str], now: datetime
@@ -184,7 +197,13 @@ async def assign_batch(
         words = content_words(f"{detection.title}\n{detection.text}")
         cluster = live.by_values(lookalikes or keys, kind)
         if cluster is None and not lookalikes:
-            cluster = live.by_text(words, keys)
+            chosen = live.by_text(words, keys)
+            if isinstance(chosen, int):
+                cluster = await session.get(Cluster, chosen)
+                if cluster is not None:
+                    live.adopt(cluster)
+            else:
+                cluster = chosen
         if cluster is None:
             cluster = Cluster(
                 kind=kind,
@@ -240,17 +259,22 @@ async def _read_live(
         return live
     index = index if index is not None else TextIndex()
     await index.refresh(session, settings=settings, since=live.since)
-    clusters = {
-        cluster.id: cluster
-        for cluster in await session.scalars(
-            select(Cluster).where(Cluster.id.in_(set(index.texts.values())), live_clusters)
-        )
-    }
+    live.live_ids = set(
+        (
+            await session.scalars(
+                select(Cluster.id).where(
+                    Cluster.id.in_(set(index.texts.values())),
+                    Cluster.kind == ClusterKind.REPORTS,
+                    live_clusters,
+                )
+            )
+        ).all()
+    )
     for text, cluster_id in index.texts.items():  # oldest first
-        if cluster_id in clusters:
-            live.texts[text] = clusters[cluster_id]
-    for cluster_id, cluster in clusters.items():
-        live.keys_of[cluster] = set(index.keys_of.get(cluster_id, ()))
+        if cluster_id in live.live_ids:
+            live.texts[text] = cluster_id
+    for cluster_id in live.live_ids:
+        live.keys_of[cluster_id] = set(index.keys_of.get(cluster_id, ()))
     return live
 
 

@@ -31,6 +31,25 @@ def test_serve_refuses_to_start_without_a_secret_key(
     assert "COMMS_SECRET_KEY" in result.output
 
 
+def test_serve_refuses_several_processes_in_telegram_webhook_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telegram's pushed updates must reach the listener in the panel's own process: with
+    several panel processes every update would be answered 503 and retried for a day."""
+    for key in list(os.environ):
+        if key.startswith("COMMS_") and key != "COMMS_TEST_DATABASE_URL":
+            monkeypatch.delenv(key)
+    database = tmp_path / "c.db"
+    monkeypatch.setenv("COMMS_DATABASE_URL", f"sqlite+aiosqlite:///{database}")
+    monkeypatch.setenv("COMMS_SECRET_KEY", SECRET)
+    monkeypatch.setenv("COMMS_TELEGRAM_TOKEN", "123:abc")
+    monkeypatch.setenv("COMMS_TELEGRAM_WEBHOOK_URL", "https://comms.example.org/telegram/webhook")
+    result = CliRunner().invoke(cli, ["serve", "--workers", "2"])
+    assert result.exit_code == 2, result.output
+    assert "COMMS_TELEGRAM_WEBHOOK_URL" in result.output and "--workers 1" in result.output
+    assert not database.exists()  # refused before anything started
+
+
 def test_server_applies_migrations_first(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
     configured = server(load_settings(database_url=url, secret_key=SECRET), port=8766)
