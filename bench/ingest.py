@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -41,7 +42,7 @@ import secrets
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -308,10 +309,14 @@ async def _pump(count: int, job: Any, concurrency: int = CONCURRENCY) -> None:
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def run_webhook(
-    url: str, items: list[Item], events: int, *, batch: int = 1
-) -> dict[str, Any]:
-    await upgrade_async(url)
+@dataclass(frozen=True)
+class PanelUsers:
+    cookie: str  # a signed-in Incident Leader and Communication Manager
+    draft_page: str  # a P1 incident's new-draft page
+    token: str  # a monitor's detections:write token
+
+
+async def panel_users(url: str) -> PanelUsers:
     db = Database(url)
     try:
         async with db.transaction() as session:
@@ -328,7 +333,6 @@ async def run_webhook(
             incident = await incidents.open_incident(
                 session, title="Bridge exploit", severity=Severity.P1, actor=reader
             )
-            draft_page = f"/incidents/{incident.key}/drafts/new"
             raw_token, _ = await tokens.create(
                 session,
                 user=monitor,
@@ -339,16 +343,68 @@ async def run_webhook(
             cookie, _ = await sessions.create(session, user=reader, stage=Stage.FULL)
     finally:
         await db.dispose()
+    return PanelUsers(cookie, f"/incidents/{incident.key}/drafts/new", raw_token)
+
+
+@contextlib.asynccontextmanager
+async def watched_panel(url: str, people: PanelUsers) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """The panel (``comms serve --no-worker``, a child process) loaded by a responder while
+    the flood runs: the Reports inbox and the new-draft page in turn, one every 0.125 s.
+    Yields the base URL and a dict that holds their latencies once the block ends."""
+    figures: dict[str, Any] = {}
+    times: dict[str, list[float]] = {"inbox": [], "draft": []}
+    counted: dict[str, Counter[int | str]] = {"inbox": Counter(), "draft": Counter()}
+    pages = [("inbox", "/reports"), ("draft", people.draft_page)]
+    cookies = {"comms_session": people.cookie}
+    async with (
+        panel_process(url, processes=1, secret=secrets.token_urlsafe(48)) as (base, _),
+        httpx.AsyncClient(timeout=60) as client,
+    ):
+        for _, path in pages:  # warm-up
+            await client.get(base + path, cookies=cookies)
+        done = asyncio.Event()
+
+        async def reader_loop() -> None:
+            turn = 0
+            while not done.is_set():
+                name, path = pages[turn % 2]
+                turn += 1
+                began = time.perf_counter()
+                try:
+                    response = await client.get(base + path, cookies=cookies)
+                except httpx.HTTPError as error:
+                    counted[name][type(error).__name__] += 1
+                else:
+                    counted[name][response.status_code] += 1
+                times[name].append(time.perf_counter() - began)
+                await asyncio.sleep(0.125)
+
+        reading = asyncio.create_task(reader_loop())
+        try:
+            yield base, figures
+        finally:
+            done.set()
+            await reading
+    for name, key in (
+        ("inbox", "panel_inbox_during_flood"),
+        ("draft", "panel_draft_page_during_flood"),
+    ):
+        figures[key] = percentiles(times[name]) | {
+            "statuses": {str(k): v for k, v in counted[name].items()}
+        }
+
+
+async def run_webhook(
+    url: str, items: list[Item], events: int, *, batch: int = 1
+) -> dict[str, Any]:
+    await upgrade_async(url)
+    watchers = await panel_users(url)
     posted_at: dict[int, float] = {}
     request_seconds: list[float] = []
     statuses: Counter[int | str] = Counter()
-    inbox: list[float] = []
-    inbox_statuses: Counter[int | str] = Counter()
-    drafting: list[float] = []
-    drafting_statuses: Counter[int | str] = Counter()
-    async with panel_process(url, processes=1, secret=secrets.token_urlsafe(48)) as (base, _):
+    async with watched_panel(url, watchers) as (base, panel):
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        headers = {"Authorization": f"Bearer {raw_token}"}
+        headers = {"Authorization": f"Bearer {watchers.token}"}
         async with httpx.AsyncClient(timeout=60, limits=limits) as client:
             for i in range(3):  # warm-up: first statements compiled (not in the corpus)
                 await client.post(
@@ -356,28 +412,6 @@ async def run_webhook(
                     json={"id": f"warm-{i}", "title": "warm-up", "text": "warm-up report"},
                     headers=headers,
                 )
-            await client.get(base + "/reports", cookies={"comms_session": cookie})
-            await client.get(base + draft_page, cookies={"comms_session": cookie})
-            done = asyncio.Event()
-
-            async def reader_loop() -> None:
-                pages = [
-                    ("/reports", inbox, inbox_statuses),
-                    (draft_page, drafting, drafting_statuses),
-                ]
-                turn = 0
-                while not done.is_set():
-                    path, times, counted = pages[turn % 2]
-                    turn += 1
-                    began = time.perf_counter()
-                    try:
-                        response = await client.get(base + path, cookies={"comms_session": cookie})
-                    except httpx.HTTPError as error:
-                        counted[type(error).__name__] += 1
-                    else:
-                        counted[response.status_code] += 1
-                    times.append(time.perf_counter() - began)
-                    await asyncio.sleep(0.125)
 
             def body_of(i: int) -> dict[str, Any]:
                 return {
@@ -417,12 +451,9 @@ async def run_webhook(
                         statuses[response.status_code] += len(indexes)
                 request_seconds.append(time.perf_counter() - began)
 
-            reading = asyncio.create_task(reader_loop())
             started = time.perf_counter()
             await _pump(-(-len(items) // batch), post, concurrency=CONCURRENCY if batch == 1 else 4)
             wall = time.perf_counter() - started
-            done.set()
-            await reading
     external = {f"bench-{i}": i for i in range(len(items))}
     result = {
         "path": "webhook" if batch == 1 else "webhook-batch",
@@ -433,10 +464,7 @@ async def run_webhook(
         "reports_per_second": round(statuses.get(201, 0) / wall, 1),
         "request_latency": percentiles(request_seconds),
         "statuses": {str(k): v for k, v in statuses.items()},
-        "panel_inbox_during_flood": percentiles(inbox)
-        | {"statuses": {str(k): v for k, v in inbox_statuses.items()}},
-        "panel_draft_page_during_flood": percentiles(drafting)
-        | {"statuses": {str(k): v for k, v in drafting_statuses.items()}},
+        **panel,
     }
     result |= await evaluate(url, items, external, events, posted_at)
     return result
@@ -446,6 +474,7 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
     from bots.telegram_listener import TelegramListener
 
     await upgrade_async(url)
+    watchers = await panel_users(url)
     async with (
         sandbox_endpoint("process", seed=7, request_log=None) as info,
         httpx.AsyncClient(timeout=60) as client,
@@ -479,45 +508,46 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
         db = Database(url)
         intake = Intake(db, settings)
         listener = TelegramListener(settings, intake, poll_timeout=1, combined_interval=1.0)
-        before = await control.call("GET", "/stats")
-        await listener.start()
-        posted_at: dict[int, float] = {}
-        external: dict[str, int] = {}
-        post_errors: Counter[str] = Counter()
-        undelivered = 0
-        try:
+        async with watched_panel(url, watchers) as (_, panel):
+            before = await control.call("GET", "/stats")
+            await listener.start()
+            posted_at: dict[int, float] = {}
+            external: dict[str, int] = {}
+            post_errors: Counter[str] = Counter()
+            undelivered = 0
+            try:
 
-            async def post(i: int) -> None:
-                nonlocal undelivered
-                item = items[i]
-                chat = chats[item.member % len(chats)]
-                body = {"user": people[item.member], "text": f"/report@{bot} {item.text}"}
-                posted_at[i] = time.time()
-                try:
-                    view = await control.call("POST", f"/telegram/chats/{chat}/messages", body)
-                except RuntimeError as error:
-                    post_errors[str(error)[:80]] += 1
-                    return
-                undelivered += not view["delivered_to_bot"]
-                external[f"{chat}:{view['id']}"] = i
+                async def post(i: int) -> None:
+                    nonlocal undelivered
+                    item = items[i]
+                    chat = chats[item.member % len(chats)]
+                    body = {"user": people[item.member], "text": f"/report@{bot} {item.text}"}
+                    posted_at[i] = time.time()
+                    try:
+                        view = await control.call("POST", f"/telegram/chats/{chat}/messages", body)
+                    except RuntimeError as error:
+                        post_errors[str(error)[:80]] += 1
+                        return
+                    undelivered += not view["delivered_to_bot"]
+                    external[f"{chat}:{view['id']}"] = i
 
-            started = time.perf_counter()
-            await _pump(len(items), post)
-            posting = time.perf_counter() - started
-            expected = len(external) - undelivered
-            stored = 0
-            deadline = time.perf_counter() + 300
-            while time.perf_counter() < deadline:
-                async with db.transaction() as session:
-                    stored = len((await session.scalars(select(Detection.id))).all())
-                if stored + sum(intake.dropped.values()) >= expected:
-                    break
-                await asyncio.sleep(0.05)
-            wall = time.perf_counter() - started
-            await asyncio.sleep(2.5)  # the combined answers of the last minute's flood, if due
-        finally:
-            await listener.stop()
-            await db.dispose()
+                started = time.perf_counter()
+                await _pump(len(items), post)
+                posting = time.perf_counter() - started
+                expected = len(external) - undelivered
+                stored = 0
+                deadline = time.perf_counter() + 300
+                while time.perf_counter() < deadline:
+                    async with db.transaction() as session:
+                        stored = len((await session.scalars(select(Detection.id))).all())
+                    if stored + sum(intake.dropped.values()) >= expected:
+                        break
+                    await asyncio.sleep(0.05)
+                wall = time.perf_counter() - started
+                await asyncio.sleep(2.5)  # the combined answers of the last minute's flood, if due
+            finally:
+                await listener.stop()
+                await db.dispose()
         after = await control.call("GET", "/stats")
         acks = combined = 0
         for chat in chats:
@@ -546,6 +576,7 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
         "combined_answers_sent": combined,
         "rate_limited_429s": {"total": sum(limited.values()), "by_scope": limited},
     }
+    result |= panel
     result |= await evaluate(url, items, external, events, posted_at)
     return result
 
@@ -554,6 +585,7 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
     from bots.discord_listener import DiscordListener
 
     await upgrade_async(url)
+    watchers = await panel_users(url)
     async with (
         sandbox_endpoint("process", seed=7, request_log=None) as info,
         httpx.AsyncClient(timeout=60) as client,
@@ -577,40 +609,43 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
         db = Database(url)
         intake = Intake(db, settings)
         listener = DiscordListener(settings, intake, guild_ready_timeout=0.05, ready_timeout=30)
-        before = await control.call("GET", "/stats")
-        await listener.start()
-        posted_at: dict[int, float] = {}
-        external: dict[str, int] = {}
-        post_errors: Counter[str] = Counter()
-        try:
+        async with watched_panel(url, watchers) as (_, panel):
+            before = await control.call("GET", "/stats")
+            await listener.start()
+            posted_at: dict[int, float] = {}
+            external: dict[str, int] = {}
+            post_errors: Counter[str] = Counter()
+            try:
 
-            async def post(i: int) -> None:
-                item = items[i]
-                body = {"username": people[item.member], "content": f"<@{bot_id}> {item.text}"}
-                posted_at[i] = time.time()
-                try:
-                    view = await control.call("POST", f"/discord/channels/{channel}/messages", body)
-                except RuntimeError as error:
-                    post_errors[str(error)[:80]] += 1
-                    return
-                external[str(view["id"])] = i
+                async def post(i: int) -> None:
+                    item = items[i]
+                    body = {"username": people[item.member], "content": f"<@{bot_id}> {item.text}"}
+                    posted_at[i] = time.time()
+                    try:
+                        view = await control.call(
+                            "POST", f"/discord/channels/{channel}/messages", body
+                        )
+                    except RuntimeError as error:
+                        post_errors[str(error)[:80]] += 1
+                        return
+                    external[str(view["id"])] = i
 
-            started = time.perf_counter()
-            await _pump(len(items), post)
-            posting = time.perf_counter() - started
-            expected = len(external)
-            stored = 0
-            deadline = time.perf_counter() + 300
-            while time.perf_counter() < deadline:
-                async with db.transaction() as session:
-                    stored = len((await session.scalars(select(Detection.id))).all())
-                if stored + sum(intake.dropped.values()) >= expected:
-                    break
-                await asyncio.sleep(0.05)
-            wall = time.perf_counter() - started
-        finally:
-            await listener.stop()
-            await db.dispose()
+                started = time.perf_counter()
+                await _pump(len(items), post)
+                posting = time.perf_counter() - started
+                expected = len(external)
+                stored = 0
+                deadline = time.perf_counter() + 300
+                while time.perf_counter() < deadline:
+                    async with db.transaction() as session:
+                        stored = len((await session.scalars(select(Detection.id))).all())
+                    if stored + sum(intake.dropped.values()) >= expected:
+                        break
+                    await asyncio.sleep(0.05)
+                wall = time.perf_counter() - started
+            finally:
+                await listener.stop()
+                await db.dispose()
         after = await control.call("GET", "/stats")
         acks = sum(
             1
@@ -634,6 +669,7 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
         "acks_sent": acks,
         "rate_limited_429s": {"total": sum(limited.values()), "by_scope": limited},
     }
+    result |= panel
     result |= await evaluate(url, items, external, events, posted_at)
     return result
 
