@@ -67,6 +67,9 @@ from comms.users import service as users
 
 CONCURRENCY = 16
 EXTRA_GROUPS = 3  # groups besides the sandbox's community supergroup
+# The members' client: as many connections as posts in flight. httpcore checks every pooled
+# connection on every request, and the members share this process with the listener measured.
+MEMBERS_POOL = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
 
 # ---------------------------------------------------------------------------------- the corpus
 
@@ -477,7 +480,7 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
     watchers = await panel_users(url)
     async with (
         sandbox_endpoint("process", seed=7, request_log=None) as info,
-        httpx.AsyncClient(timeout=60) as client,
+        httpx.AsyncClient(timeout=60, limits=MEMBERS_POOL) as client,
     ):
         control = Control(client, info["control_url"])
         bot = info["telegram_bot_username"]
@@ -588,7 +591,7 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
     watchers = await panel_users(url)
     async with (
         sandbox_endpoint("process", seed=7, request_log=None) as info,
-        httpx.AsyncClient(timeout=60) as client,
+        httpx.AsyncClient(timeout=60, limits=MEMBERS_POOL) as client,
     ):
         control = Control(client, info["control_url"])
         bot_id = str(info["discord_bot_user_id"])
