@@ -266,6 +266,9 @@ class MeOut(BaseModel):
 
 
 _HOST = r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+# Printable ASCII but space: not ``\S``, which JSON Schema's (ECMA) regexes, Python's and
+# pydantic's (Rust) read differently (U+0085 is whitespace to the last two only).
+_URL_CHAR = "[!-~]"
 
 
 class AddressIn(Strict):
@@ -280,7 +283,7 @@ class TxIn(Strict):
 
 class UrlIn(Strict):
     type: Literal["url"]
-    value: str = Field(max_length=2000, pattern=rf"^https?://{_HOST}([/?#]\S*)?$")
+    value: str = Field(max_length=2000, pattern=rf"^https?://{_HOST}([/?#]{_URL_CHAR}*)?$")
 
 
 class DomainIn(Strict):
@@ -312,7 +315,12 @@ class DetectionIn(Strict):
     source: Line = Field(
         default="", max_length=64, description="The monitoring system's name (e.g. forta)"
     )
-    url: str | None = Field(default=None, max_length=2000, pattern=r"^https?://\S+$")
+    url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=rf"^https?://{_URL_CHAR}+$",
+        description="http(s), in ASCII: percent-encode anything else",
+    )
     entities: list[EntityIn] = Field(default_factory=list, max_length=50)
 
 

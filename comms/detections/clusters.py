@@ -381,24 +381,33 @@ async def refresh_counts_of(session: AsyncSession, clusters: Sequence[Cluster]) 
 async def entities_of(
     session: AsyncSession, cluster_ids: Sequence[int]
 ) -> dict[int, list[dict[str, Any]]]:
-    """Each cluster's distinct entities ``{type, value, flags}``, in order of first report."""
+    """Each cluster's distinct entities ``{type, value, flags}``, in order of first report
+    (the flags as first found). Made distinct by the database: a flood's clusters hold
+    thousands of entity rows and only a handful of distinct values."""
+    first = (
+        select(
+            Detection.cluster_id.label("cluster_id"),
+            func.min(DetectionEntity.id).label("first_id"),
+        )
+        .join(Detection, Detection.id == DetectionEntity.detection_id)
+        .where(Detection.cluster_id.in_(cluster_ids))
+        .group_by(Detection.cluster_id, DetectionEntity.type, DetectionEntity.value)
+        .subquery()
+    )
     rows = (
         await session.execute(
             select(
-                Detection.cluster_id,
+                first.c.cluster_id,
                 DetectionEntity.type,
                 DetectionEntity.value,
                 DetectionEntity.flags,
             )
-            .join(Detection, Detection.id == DetectionEntity.detection_id)
-            .where(Detection.cluster_id.in_(cluster_ids))
-            .order_by(DetectionEntity.id)
+            .join(DetectionEntity, DetectionEntity.id == first.c.first_id)
+            .order_by(first.c.first_id)
         )
     ).all()
     found: dict[int, list[dict[str, Any]]] = {cid: [] for cid in cluster_ids}
-    seen: set[tuple[int, str, str]] = set()
     for cluster_id, kind, value, flags in rows:
-        if cluster_id is not None and (cluster_id, kind, value) not in seen:
-            seen.add((cluster_id, kind, value))
+        if cluster_id is not None:
             found[cluster_id].append({"type": kind, "value": value, "flags": list(flags)})
     return found
