@@ -473,6 +473,27 @@ async def run_webhook(
     return result
 
 
+async def _until_stored(db: Database, intake: Intake, expected: int) -> int:
+    """Wait (at most 5 minutes) until the listener has stored or dropped ``expected`` reports;
+    how many it stored."""
+    stored = 0
+    deadline = time.perf_counter() + 300
+    while time.perf_counter() < deadline:
+        async with db.transaction() as session:
+            stored = len((await session.scalars(select(Detection.id))).all())
+        if stored + sum(intake.dropped.values()) >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return stored
+
+
+def _rate_limited(before: dict[str, Any], after: dict[str, Any], platform: str) -> dict[str, int]:
+    """The sandbox's 429s per scope between two ``/stats`` readings."""
+    was = before.get("rate_limited", {}).get(platform, {})
+    now = after.get("rate_limited", {}).get(platform, {})
+    return {scope: n - was.get(scope, 0) for scope, n in now.items() if n - was.get(scope, 0)}
+
+
 async def run_telegram(url: str, items: list[Item], members: int, events: int) -> dict[str, Any]:
     from bots.telegram_listener import TelegramListener
 
@@ -537,15 +558,7 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
                 started = time.perf_counter()
                 await _pump(len(items), post)
                 posting = time.perf_counter() - started
-                expected = len(external) - undelivered
-                stored = 0
-                deadline = time.perf_counter() + 300
-                while time.perf_counter() < deadline:
-                    async with db.transaction() as session:
-                        stored = len((await session.scalars(select(Detection.id))).all())
-                    if stored + sum(intake.dropped.values()) >= expected:
-                        break
-                    await asyncio.sleep(0.05)
+                stored = await _until_stored(db, intake, len(external) - undelivered)
                 wall = time.perf_counter() - started
                 await asyncio.sleep(2.5)  # the combined answers of the last minute's flood, if due
             finally:
@@ -559,12 +572,7 @@ async def run_telegram(url: str, items: list[Item], members: int, events: int) -
                 if author.get("bot"):
                     combined += message["text"].startswith("We have received")
                     acks += not message["text"].startswith("We have received")
-    limited_before = before.get("rate_limited", {}).get("telegram", {})
-    limited = {
-        scope: n - limited_before.get(scope, 0)
-        for scope, n in after.get("rate_limited", {}).get("telegram", {}).items()
-        if n - limited_before.get(scope, 0)
-    }
+    limited = _rate_limited(before, after, "telegram")
     result = {
         "path": "telegram",
         "reports": len(items),
@@ -636,15 +644,7 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
                 started = time.perf_counter()
                 await _pump(len(items), post)
                 posting = time.perf_counter() - started
-                expected = len(external)
-                stored = 0
-                deadline = time.perf_counter() + 300
-                while time.perf_counter() < deadline:
-                    async with db.transaction() as session:
-                        stored = len((await session.scalars(select(Detection.id))).all())
-                    if stored + sum(intake.dropped.values()) >= expected:
-                        break
-                    await asyncio.sleep(0.05)
+                stored = await _until_stored(db, intake, len(external))
                 wall = time.perf_counter() - started
             finally:
                 await listener.stop()
@@ -655,12 +655,7 @@ async def run_discord(url: str, items: list[Item], members: int, events: int) ->
             for message in await control.call("GET", f"/discord/channels/{channel}/messages")
             if str((message.get("author") or {}).get("id")) == bot_id
         )
-    limited_before = before.get("rate_limited", {}).get("discord", {})
-    limited = {
-        scope: n - limited_before.get(scope, 0)
-        for scope, n in after.get("rate_limited", {}).get("discord", {}).items()
-        if n - limited_before.get(scope, 0)
-    }
+    limited = _rate_limited(before, after, "discord")
     result = {
         "path": "discord",
         "reports": len(items),
