@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from approvals.rules import Gate, Rule, rule_of
+from approvals.rules import Gate, Rule, rule_of, writes_apart_of
 from approvals.security import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -80,15 +80,22 @@ def panel(request: Request) -> PanelState:
     return state
 
 
+async def _panel(request: Request) -> PanelState:
+    """``panel`` as a dependency. FastAPI runs a plain ``def`` dependency in its thread pool,
+    a thread hop per request for a lookup: every dependency here is ``async`` for that."""
+    return panel(request)
+
+
 async def db_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the endpoint returns, rolled back on error.
 
     GET and HEAD read in a read-only transaction (``Database.read``): a page view takes no
-    write lock and cannot write. Any other method writes in a transaction of its own, which also
+    write lock and cannot write. So do the endpoints that write through a shared writer
+    (``writes_apart``). Any other method writes in a transaction of its own, which also
     carries the visits noted since the last flush (``Touches``).
     """
     state = panel(request)
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS or writes_apart_of(request.scope.get("endpoint")):
         async with state.database.read() as session:
             yield session
         return
@@ -213,21 +220,21 @@ async def _guard_panel(request: Request, session: AsyncSession, rule: Rule) -> N
         require(row.user, rule.action)
 
 
-def _current_user(request: Request) -> User:
+async def _current_user(request: Request) -> User:
     user = getattr(request.state, "user", None)
     if not isinstance(user, User):
         raise AuthenticationRequired("log in to continue")
     return user
 
 
-def _current_session(request: Request) -> WebSession:
+async def _current_session(request: Request) -> WebSession:
     row = getattr(request.state, "web_session", None)
     if not isinstance(row, WebSession):
         raise AuthenticationRequired("log in to continue")
     return row
 
 
-def _current_token(request: Request) -> ApiToken:
+async def _current_token(request: Request) -> ApiToken:
     token = getattr(request.state, "token", None)
     if not isinstance(token, ApiToken):
         raise AuthenticationRequired("send an API token: Authorization: Bearer <token>")
@@ -237,4 +244,4 @@ def _current_token(request: Request) -> ApiToken:
 CurrentUser = Annotated[User, Depends(_current_user)]
 CurrentSession = Annotated[WebSession, Depends(_current_session)]
 CurrentToken = Annotated[ApiToken, Depends(_current_token)]
-Panel = Annotated[PanelState, Depends(panel)]
+Panel = Annotated[PanelState, Depends(_panel)]

@@ -18,6 +18,7 @@ from comms.permissions import Action
 
 F = TypeVar("F", bound=Callable[..., Any])
 RULE_ATTR = "__comms_rule__"
+APART_ATTR = "__comms_writes_apart__"
 
 
 class Gate(StrEnum):
@@ -51,3 +52,15 @@ def allow(rule: Action | Gate) -> Callable[[F], F]:
 def rule_of(endpoint: Any) -> Rule | None:
     found = getattr(endpoint, RULE_ATTR, None)
     return found if isinstance(found, Rule) else None
+
+
+def writes_apart(func: F) -> F:
+    """Declare that an endpoint writes through one of the app's shared writers (a group
+    commit in ``PanelState``), not in its request's transaction. Its request then reads in a
+    read-only transaction: on SQLite it must not hold the write lock the writer waits for."""
+    setattr(func, APART_ATTR, True)
+    return func
+
+
+def writes_apart_of(endpoint: Any) -> bool:
+    return getattr(endpoint, APART_ATTR, False) is True

@@ -2,6 +2,10 @@
 
 Monitoring retries on errors and timeouts, so a POST that carries an ``id`` is idempotent: the
 first one creates the detection (201), a repeat returns it unchanged (200).
+
+Single detections are written by the app's shared writer: during a flood, monitors POST one
+alert at a time from many connections, and the requests that arrive together share one
+transaction (and one read of the live clusters) instead of queueing for the write lock.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from fastapi import APIRouter, Query, Security
 from fastapi.responses import JSONResponse
 
 from approvals.deps import CurrentUser, DbSession, Panel, bearer_scheme
-from approvals.rules import allow
+from approvals.rules import allow, writes_apart
 from approvals.schemas import (
     ERRORS,
     AlertmanagerIn,
@@ -40,17 +44,10 @@ router = APIRouter(
     responses={200: {"model": DetectionOut, "description": "Already received (same id)"}},
 )
 @allow(Action.DETECTION_WRITE)
-async def post_detection(
-    session: DbSession, state: Panel, user: CurrentUser, body: DetectionIn
-) -> Any:
-    ((detection, created),) = await detections.record_many(
-        session,
-        [_report(body, state.settings)],
-        settings=state.settings,
-        actor=user,
-        index=state.report_texts,
-    )
-    document = detections.detection_document(detection)
+@writes_apart
+async def post_detection(state: Panel, user: CurrentUser, body: DetectionIn) -> Any:
+    report = _report(body, state.settings, submitted_by_id=user.id)
+    document, created = await state.detection_writer.submit(report)
     if created:
         return document
     return JSONResponse(DetectionOut.model_validate(document).model_dump(mode="json"))
@@ -78,7 +75,11 @@ async def post_detections(
 
 
 def _report(
-    body: DetectionIn, settings: Settings, *, field_name: str = "entities"
+    body: DetectionIn,
+    settings: Settings,
+    *,
+    field_name: str = "entities",
+    submitted_by_id: int | None = None,
 ) -> detections.Report:
     given = [
         detections.entity_named(
@@ -95,6 +96,7 @@ def _report(
         severity=DetectionSeverity(body.severity),
         url=body.url or "",
         given_entities=given,
+        submitted_by_id=submitted_by_id,
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from comms.clock import utcnow
 from comms.detections import alerts, clusters
@@ -57,6 +58,7 @@ class Report:
     hidden_urls: Sequence[str] = ()  # links the platform carried outside the text
     given_entities: Sequence[Entity] = ()  # named by a monitoring system
     details: Mapping[str, Any] = field(default_factory=dict)
+    submitted_by_id: int | None = None  # the API token's user (``actor`` overrides it)
 
 
 def entity_named(kind: str, value: str, *, settings: Settings, field_name: str) -> Entity:
@@ -133,6 +135,25 @@ async def record_many(
     return [result for result in results if result is not None]
 
 
+async def record_documents(
+    session: AsyncSession,
+    reports: Sequence[Report],
+    *,
+    settings: Settings,
+    index: clusters.TextIndex | None = None,
+) -> list[tuple[dict[str, Any], bool]]:
+    """``record_many``, answered as ``detection_document``s made inside the transaction: a
+    shared writer's callers resume after its session has closed, when a detection can no
+    longer load its submitter."""
+    stored = await record_many(session, reports, settings=settings, index=index)
+    wanted = {d.submitted_by_id for d, _ in stored if d.submitted_by_id is not None}
+    users = {u.id: u for u in await session.scalars(select(User).where(User.id.in_(wanted)))}
+    for detection, _ in stored:
+        if detection.submitted_by_id is not None:
+            set_committed_value(detection, "submitted_by", users[detection.submitted_by_id])
+    return [(detection_document(detection), created) for detection, created in stored]
+
+
 async def _record_alone(
     session: AsyncSession, report: Report, *, settings: Settings, actor: User | None
 ) -> tuple[Detection, bool]:
@@ -180,7 +201,7 @@ def _detection(
         message_url=report.message_url,
         entities=[entity.as_json() for entity in entities],
         details=dict(report.details),
-        submitted_by_id=actor.id if actor is not None else None,
+        submitted_by_id=actor.id if actor is not None else report.submitted_by_id,
         status=DetectionStatus.NEW,
         received_at=now,
         updated_at=now,
