@@ -11,14 +11,21 @@ from starlette.responses import Response
 
 from approvals.deps import CurrentUser, DbSession, Panel
 from approvals.rules import allow
-from approvals.web import form_error, page, redirect_to
+from approvals.web import RowId, form_error, page, redirect_to
 from comms import flows
 from comms.drafts import service as drafts
 from comms.enums import Role, Severity
-from comms.errors import CommsError
-from comms.incidents import export
+from comms.errors import CommsError, NotFound
+from comms.incidents import export, tasks
 from comms.incidents import service as incidents
-from comms.incidents.models import Incident, IncidentRole, IncidentStatus, LogKind
+from comms.incidents.models import (
+    Incident,
+    IncidentRole,
+    IncidentStatus,
+    IncidentTask,
+    LogKind,
+    TaskStatus,
+)
 from comms.permissions import Action
 from comms.users import service as users
 
@@ -84,7 +91,23 @@ async def incident_create(
 
 async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -> dict[str, Any]:
     people = await users.list_users(session)
+    incident_tasks = await tasks.list_tasks(session, incident=incident)
+    busy = await tasks.busy_owners(session)
+    owners = {t.owner_id: t.owner for t in incident_tasks if t.status.is_open}
     return {
+        "tasks": incident_tasks,
+        "task_statuses": [(s.value, s.value.replace("_", " ")) for s in TaskStatus],
+        # The policy's "one task per person at a time": who on this incident holds more.
+        "overloaded": [(u, busy[i]) for i, u in owners.items() if busy.get(i, 0) > 1],
+        "task_people": [
+            (
+                u.username,
+                f"{u.display_name} ({u.username})"
+                + (f" — {busy[u.id]} open task(s)" if busy.get(u.id) else ""),
+            )
+            for u in people
+            if u.active
+        ],
         "incident": incident,
         "entries": list(reversed(await incidents.entries(session, incident=incident))),
         "drafts": await drafts.list_drafts(session, incident=incident),
@@ -248,3 +271,76 @@ async def incident_export(session: DbSession, incident: CurrentIncident) -> Resp
         media_type="text/markdown; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
+
+
+async def incident_task(
+    session: DbSession, incident: CurrentIncident, task_id: RowId
+) -> IncidentTask:
+    """The task named in the path, if it is this incident's (else a 404 naming it)."""
+    found = await tasks.get_task(session, task_id=task_id)
+    if found.incident_id != incident.id:
+        raise NotFound(f"no task #{task_id} on {incident.key}", field="task")
+    return found
+
+
+CurrentTask = Annotated[IncidentTask, Depends(incident_task)]
+
+
+@router.post("/incidents/{key}/tasks")
+@allow(Action.INCIDENT_MANAGE)
+async def task_add(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    title: Short = "",
+    assignee: Short = "",
+) -> Response:
+    ctx = await _detail_ctx(session, incident, task_form={"title": title, "assignee": assignee})
+    try:
+        owner_user = await users.require_user(session, username=assignee, field="assignee")
+        await tasks.assign_task(
+            session, incident=incident, title=title, owner=owner_user, actor=user
+        )
+    except CommsError as exc:
+        raise form_error(request, "incidents/get.html", ctx, exc) from exc
+    return redirect_to(request, "incidents:get", key=incident.key, fragment="tasks")
+
+
+@router.post("/incidents/{key}/tasks/{task_id}/status")
+@allow(Action.READ)  # the service checks that you own the task or lead incidents
+async def task_status(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    task: CurrentTask,
+    status: Short = "",
+) -> Response:
+    ctx = await _detail_ctx(session, incident)
+    try:
+        await tasks.set_status(
+            session, task=task, status=tasks.parse_task_status(status), actor=user
+        )
+    except CommsError as exc:
+        raise form_error(request, "incidents/get.html", ctx, exc) from exc
+    return redirect_to(request, "incidents:get", key=incident.key, fragment="tasks")
+
+
+@router.post("/incidents/{key}/tasks/{task_id}/owner")
+@allow(Action.INCIDENT_MANAGE)
+async def task_reassign(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    task: CurrentTask,
+    owner: Short = "",
+) -> Response:
+    ctx = await _detail_ctx(session, incident)
+    try:
+        owner_user = await users.require_user(session, username=owner, field="owner")
+        await tasks.reassign(session, task=task, owner=owner_user, actor=user)
+    except CommsError as exc:
+        raise form_error(request, "incidents/get.html", ctx, exc) from exc
+    return redirect_to(request, "incidents:get", key=incident.key, fragment="tasks")

@@ -16,6 +16,7 @@ from comms.cli import (  # noqa: F401 - each module registers its commands on ``
     drafts,
     incidents,
     runtime,
+    tasks,
     templates,
     tokens,
     users,

@@ -70,6 +70,19 @@ class LogKind(StrEnum):
     SEVERITY = "severity"
     ROLE = "role"
     COMMS = "comms"
+    TASK = "task"
+
+
+class TaskStatus(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        """Still someone's work: the policy's "one task per person at a time" counts these."""
+        return self in (TaskStatus.OPEN, TaskStatus.IN_PROGRESS)
 
 
 class Incident(Base):
@@ -171,3 +184,28 @@ class IncidentLogEntry(Base):
 
     actor: Mapped[User | None] = relationship(foreign_keys=[actor_id], lazy="joined")
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="joined")
+
+
+class IncidentTask(Base):
+    """One piece of work the Incident Leader gave one person during an incident."""
+
+    __tablename__ = "incident_tasks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    status: Mapped[TaskStatus] = mapped_column(
+        str_enum(TaskStatus, length=16), default=TaskStatus.OPEN
+    )
+    created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    incident: Mapped[Incident] = relationship(lazy="joined")
+    owner: Mapped[User] = relationship(foreign_keys=[owner_id], lazy="joined")
+    created_by: Mapped[User] = relationship(foreign_keys=[created_by_id], lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<IncidentTask #{self.id} {self.status} {self.title!r}>"
