@@ -54,6 +54,20 @@ def ago(moment: datetime | None) -> str:
     return f"{seconds // 86400} d ago"
 
 
+def until(moment: datetime) -> str:
+    """'in 12 min' or 'overdue by 3 min': a deadline, to the minute (``panel.js`` keeps it
+    counting down to the second)."""
+    seconds = int((moment - utcnow()).total_seconds())
+    span = abs(seconds)
+    if span < 60:
+        text = f"{span} s"
+    elif span < 3600:
+        text = f"{span // 60} min"
+    else:
+        text = f"{span // 3600} h {span % 3600 // 60} min"
+    return f"in {text}" if seconds >= 0 else f"overdue by {text}"
+
+
 def utc(moment: datetime | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "-"
 
@@ -64,6 +78,7 @@ def make_templates() -> Jinja2Templates:
     env.autoescape = True
     env.filters["ago"] = ago
     env.filters["utc"] = utc
+    env.filters["until"] = until
     env.globals["Action"] = Action
     env.globals["render_preview"] = preview.render
     env.globals["choice_options"] = lambda choices: [(c, c.replace("_", " ")) for c in choices]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -10,12 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms import canonical
 from comms.audit import service as audit
 from comms.audit.models import AuditEvent
+from comms.clock import utcnow
 from comms.destinations import service as destinations
 from comms.destinations.models import Destination
 from comms.drafts import gate
 from comms.drafts import service as drafts
 from comms.drafts.models import Draft
 from comms.enums import Role, Severity
+from comms.errors import RuleViolation
+from comms.incidents import cadence
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident
 from comms.outbox import notify
@@ -133,3 +137,57 @@ async def update_destination(
     await destinations.update(session, destination=destination, actor=actor, **changes)
     await drafts.recheck_destination(session, destination=destination, settings=settings)
     return destination
+
+
+NO_NEWS_TEMPLATE = "active-exploit-update"
+NO_NEWS_TEXT = (
+    "There is no new information since our last update. The team is still working on it, "
+    "and the advice in our earlier messages still stands."
+)
+
+
+def _next_slot(moment: datetime) -> datetime:
+    """``moment`` rounded up to the next 5 minutes: a time people read at a glance."""
+    base = moment.replace(second=0, microsecond=0)
+    if base < moment:
+        base += timedelta(minutes=1)
+    return base + timedelta(minutes=-base.minute % 5)
+
+
+async def no_news_draft(
+    session: AsyncSession, *, incident: Incident, actor: User, settings: Settings
+) -> Draft:
+    """A "no new information; next update at T" draft from ``active-exploit-update``, to the
+    destinations of the incident's last announcement that went out (it still needs approval).
+
+    The policy wants updates on time even when nothing changed: this is the one-click version
+    the Communication Manager gets when an update is due. T is one cadence interval from now
+    (30 minutes when the severity has none); the user-funds line repeats the last one.
+    """
+    last = await session.scalar(
+        select(Draft)
+        .where(Draft.incident_id == incident.id, Draft.status.in_(cadence.SENT))
+        .order_by(Draft.approved_at.desc(), Draft.id.desc())
+        .limit(1)
+    )
+    if last is None:
+        raise RuleViolation(
+            "draft.no_news",
+            f"no announcement about {incident.key} went out yet: write the first one",
+            field="template",
+        )
+    interval = cadence.interval_for(settings, Severity(incident.severity)) or timedelta(minutes=30)
+    funds = last.variables.get("funds_status") or "under_review"
+    return await drafts.create(
+        session,
+        incident=incident,
+        template=NO_NEWS_TEMPLATE,
+        variables={
+            "update": NO_NEWS_TEXT,
+            "funds_status": funds,
+            "next_update": _next_slot(utcnow() + interval).strftime("%Y-%m-%dT%H:%MZ"),
+        },
+        destinations=list(last.destinations),
+        actor=actor,
+        settings=settings,
+    )

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     protocol_name: str = Field(default="Example Protocol", min_length=1, max_length=80)
 
     approval_quorum: Annotated[dict[Severity, int], NoDecode] = Field(default_factory=dict)
+    # Minutes between public updates per severity (the policy's cadence); 0 or absent: none.
+    update_cadence: Annotated[dict[Severity, int], NoDecode] = Field(
+        default_factory=lambda: {Severity.P1: 30, Severity.P2: 60, Severity.P3: 240}
+    )
     allow_self_approval: bool = False
     approval_ttl_minutes: int | None = Field(default=None, gt=0)
     # Approvals needed to grant the decision_maker role from the panel (default: the P1 quorum).
@@ -224,6 +228,30 @@ class Settings(BaseSettings):
                 if number < 1:
                     raise ValueError(f"{sev}: quorum must be at least 1, got {number}")
                 parsed[sev] = number
+            return parsed
+        return value
+
+    @field_validator("update_cadence", mode="before")
+    @classmethod
+    def _parse_cadence(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = dict(_split_pairs(value, "severity=minutes"))
+        if isinstance(value, dict):
+            parsed: dict[str, int] = {}
+            for key, minutes in value.items():
+                sev = str(key).strip().upper()
+                if sev not in Severity.__members__:
+                    raise ValueError(f"unknown severity {key!r} (use P1..P5)")
+                try:
+                    number = int(minutes)
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        f"{sev}: minutes between updates must be a whole number, got {minutes!r}"
+                    ) from None
+                if number < 0:
+                    raise ValueError(f"{sev}: minutes between updates cannot be negative")
+                if number:
+                    parsed[sev] = number
             return parsed
         return value
 

@@ -9,14 +9,15 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from approvals.deps import CurrentUser, DbSession, Panel
+from approvals.deps import CurrentUser, DbSession, Panel, panel
 from approvals.rules import allow
 from approvals.web import RowId, form_error, page, redirect_to
 from comms import flows
+from comms.clock import utcnow
 from comms.drafts import service as drafts
 from comms.enums import Role, Severity
 from comms.errors import CommsError, NotFound
-from comms.incidents import export, tasks
+from comms.incidents import cadence, export, tasks
 from comms.incidents import service as incidents
 from comms.incidents.models import (
     Incident,
@@ -45,10 +46,16 @@ CurrentIncident = Annotated[Incident, Depends(current_incident)]
 
 @router.get("/incidents")
 @allow(Action.READ)
-async def incident_list(request: Request, session: DbSession) -> HTMLResponse:
-    return page(
-        request, "incidents/list.html", {"incidents": await incidents.list_incidents(session)}
-    )
+async def incident_list(request: Request, session: DbSession, state: Panel) -> HTMLResponse:
+    """Every incident; those that owe a public update say when, and who is overdue."""
+    rows = await incidents.list_incidents(session)
+    now = utcnow()
+    dues: dict[int, tuple[cadence.Due, cadence.Stage | None]] = {}
+    for row in rows:
+        due = await cadence.next_update(session, row, state.settings)
+        if due is not None:
+            dues[row.id] = (due, due.stage(now))
+    return page(request, "incidents/list.html", {"incidents": rows, "dues": dues})
 
 
 def _new_ctx(**extra: Any) -> dict[str, Any]:
@@ -89,12 +96,17 @@ async def incident_create(
     return redirect_to(request, "incidents:get", key=created.key)
 
 
-async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -> dict[str, Any]:
+async def _detail_ctx(
+    request: Request, session: AsyncSession, incident: Incident, **extra: Any
+) -> dict[str, Any]:
     people = await users.list_users(session)
     incident_tasks = await tasks.list_tasks(session, incident=incident)
     busy = await tasks.busy_owners(session)
     owners = {t.owner_id: t.owner for t in incident_tasks if t.status.is_open}
+    due = await cadence.next_update(session, incident, panel(request).settings)
     return {
+        "due": due,
+        "due_stage": due.stage(utcnow()) if due else None,
         "tasks": incident_tasks,
         "task_statuses": [(s.value, s.value.replace("_", " ")) for s in TaskStatus],
         # The policy's "one task per person at a time": who on this incident holds more.
@@ -133,7 +145,7 @@ async def _detail_ctx(session: AsyncSession, incident: Incident, **extra: Any) -
 async def incident_get(
     request: Request, session: DbSession, incident: CurrentIncident
 ) -> HTMLResponse:
-    return page(request, "incidents/get.html", await _detail_ctx(session, incident))
+    return page(request, "incidents/get.html", await _detail_ctx(request, session, incident))
 
 
 @router.post("/incidents/{key}/severity")
@@ -147,7 +159,7 @@ async def incident_severity(
     severity: Short = "",
     rationale: Long = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident)
+    ctx = await _detail_ctx(request, session, incident)
     try:
         await flows.change_severity(
             session,
@@ -172,7 +184,7 @@ async def incident_status(
     status: Short = "",
     rationale: Long = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident)
+    ctx = await _detail_ctx(request, session, incident)
     try:
         await incidents.change_status(
             session,
@@ -196,7 +208,7 @@ async def incident_assign(
     role: Short = "",
     username: Short = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident)
+    ctx = await _detail_ctx(request, session, incident)
     try:
         assignee = await users.require_user(session, username=username, field="username")
         await incidents.assign(
@@ -233,6 +245,7 @@ async def incident_log(
     owner: Short = "",
 ) -> Response:
     ctx = await _detail_ctx(
+        request,
         session,
         incident,
         log_form={"kind": kind, "text": text, "rationale": rationale, "owner": owner},
@@ -296,7 +309,9 @@ async def task_add(
     title: Short = "",
     assignee: Short = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident, task_form={"title": title, "assignee": assignee})
+    ctx = await _detail_ctx(
+        request, session, incident, task_form={"title": title, "assignee": assignee}
+    )
     try:
         owner_user = await users.require_user(session, username=assignee, field="assignee")
         await tasks.assign_task(
@@ -317,7 +332,7 @@ async def task_status(
     task: CurrentTask,
     status: Short = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident)
+    ctx = await _detail_ctx(request, session, incident)
     try:
         await tasks.set_status(
             session, task=task, status=tasks.parse_task_status(status), actor=user
@@ -337,10 +352,30 @@ async def task_reassign(
     task: CurrentTask,
     owner: Short = "",
 ) -> Response:
-    ctx = await _detail_ctx(session, incident)
+    ctx = await _detail_ctx(request, session, incident)
     try:
         owner_user = await users.require_user(session, username=owner, field="owner")
         await tasks.reassign(session, task=task, owner=owner_user, actor=user)
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
     return redirect_to(request, "incidents:get", key=incident.key, fragment="tasks")
+
+
+@router.post("/incidents/{key}/no-news")
+@allow(Action.DRAFT_WRITE)
+async def incident_no_news(
+    request: Request,
+    session: DbSession,
+    state: Panel,
+    user: CurrentUser,
+    incident: CurrentIncident,
+) -> Response:
+    """One click when an update is due and nothing changed: the draft still needs approval."""
+    ctx = await _detail_ctx(request, session, incident)
+    try:
+        draft = await flows.no_news_draft(
+            session, incident=incident, actor=user, settings=state.settings
+        )
+    except CommsError as exc:
+        raise form_error(request, "incidents/get.html", ctx, exc) from exc
+    return redirect_to(request, "drafts:get", draft_id=draft.id)

@@ -1,6 +1,7 @@
 // Progressive enhancement only: every page works without this file.
 // 1. [data-poll] elements refresh from their URL (new drafts appear for Decision Makers).
 // 2. [data-preview] forms refresh the live preview as you type.
+// 3. [data-countdown] elements count down to their deadline (the next public update).
 // No inline scripts anywhere: the CSP allows only this file.
 (function () {
   "use strict";
@@ -64,7 +65,26 @@
     form.addEventListener("change", schedule);
   }
 
+  // Same words as the server's ``until`` filter, to the second.
+  function countdown(el) {
+    var due = Date.parse(el.getAttribute("data-countdown"));
+    if (isNaN(due)) { return; }
+    function span(seconds) {
+      if (seconds < 60) { return seconds + " s"; }
+      if (seconds < 3600) { return Math.floor(seconds / 60) + " min " + (seconds % 60) + " s"; }
+      return Math.floor(seconds / 3600) + " h " + Math.floor(seconds % 3600 / 60) + " min";
+    }
+    function tick() {
+      var seconds = Math.round((due - Date.now()) / 1000);
+      el.textContent = seconds >= 0 ? "in " + span(seconds) : "overdue by " + span(-seconds);
+      el.classList.toggle("warn-text", seconds < 0);
+    }
+    tick();
+    setInterval(tick, 1000);
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-countdown]"), countdown);
     Array.prototype.forEach.call(document.querySelectorAll("[data-poll]"), poll);
     Array.prototype.forEach.call(document.querySelectorAll("form[data-preview]"), livePreview);
   });

@@ -14,8 +14,9 @@ from comms.cli.base import (
     emit,
     in_session,
 )
+from comms.clock import utcnow
 from comms.drafts import service as drafts
-from comms.incidents import export
+from comms.incidents import cadence, export
 from comms.incidents import service as incidents
 from comms.incidents.models import LogKind
 from comms.users import service as users
@@ -46,6 +47,19 @@ def _incident_document(inc: Any) -> dict[str, Any]:
             for a in inc.assignments
             if a.ended_at is None
         ],
+    }
+
+
+def _due_document(due: cadence.Due | None) -> dict[str, Any] | None:
+    if due is None:
+        return None
+    stage = due.stage(utcnow())
+    return {
+        "due_at": due.at.isoformat(),
+        "basis": "promised" if due.promised else "cadence",
+        "interval_minutes": int(due.interval.total_seconds() // 60) if due.interval else None,
+        "overdue_at": due.overdue_at.isoformat(),
+        "stage": stage.value if stage else None,
     }
 
 
@@ -103,6 +117,8 @@ async def incident_show(app: AppContext, session: AsyncSession, key: str, as_jso
 
     inc = await incidents.require_incident(session, key=key)
     document = _incident_document(inc)
+    due = await cadence.next_update(session, inc, app.settings)
+    document["next_update"] = _due_document(due)
     document["drafts"] = [
         {"id": d.id, "template": d.template, "version": d.version, "status": d.status}
         for d in await drafts.list_drafts(session, incident=inc)
@@ -122,6 +138,16 @@ async def incident_show(app: AppContext, session: AsyncSession, key: str, as_jso
                 or "none"
             )
         )
+        if due is not None:
+            lines.append(
+                f"next public update due {due.at:%Y-%m-%d %H:%M} UTC"
+                + (" (promised)" if due.promised else "")
+                + (
+                    f", {document['next_update']['stage']}"
+                    if document["next_update"]["stage"]
+                    else ""
+                )
+            )
         lines += [
             f"draft #{d['id']} v{d['version']} {d['template']} {d['status']}"
             for d in document["drafts"]
@@ -293,3 +319,17 @@ async def incident_note(
         owner=owner_user,
     )
     click.echo(f"logged {kind} on {inc.key}")
+
+
+@incident.command("no-news")
+@click.argument("key")
+@click.option("--by", "by", required=True, help="Who writes it (a Communication Manager).")
+@in_session
+async def incident_no_news(app: AppContext, session: AsyncSession, key: str, by: str) -> None:
+    """Prepare a "no new information; next update at T" draft (it still needs approval);
+    prints its id."""
+
+    actor = await users.require_user(session, username=by, field="by")
+    inc = await incidents.require_incident(session, key=key)
+    draft = await flows.no_news_draft(session, incident=inc, actor=actor, settings=app.settings)
+    click.echo(draft.id)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -12,6 +13,7 @@ from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.enums import Role, Severity
 from comms.errors import FieldProblem, InvalidInput, NotFound, PermissionDenied, RuleViolation
+from comms.incidents import cadence
 from comms.incidents.models import (
     Incident,
     IncidentAssignment,
@@ -20,6 +22,7 @@ from comms.incidents.models import (
     IncidentStatus,
     LogKind,
 )
+from comms.jobs.scheduled import schedule
 from comms.permissions import Action, require
 from comms.text import clean_text, is_storable_name
 from comms.users.models import User
@@ -54,6 +57,16 @@ ROLE_REQUIREMENT: dict[IncidentRole, Role | None] = {
 TITLE_MAX = 200
 TEXT_MAX = 5000
 
+# Notices the worker sends for incidents (``comms.incidents.notices`` handles the job kind):
+# scheduled in the transaction of the event, so they exist exactly when the event does.
+INCIDENT_NOTICE = cadence.JOB_KIND
+# The policy: an offered Incident Leader acknowledges within minutes on a critical incident;
+# after this long the worker reminds them and alerts the other Incident Leaders.
+HANDOFF_ACK_WITHIN: dict[Severity, timedelta] = {
+    Severity.P1: timedelta(minutes=5),
+    Severity.P2: timedelta(minutes=15),
+}
+
 
 def parse_severity(value: str, *, field: str = "severity") -> Severity:
     try:
@@ -86,6 +99,41 @@ def _check_text(
     field: str, value: str, *, required: bool, limit: int, multiline: bool = True
 ) -> str:
     return clean_text(field, value, limit=limit, required=required, multiline=multiline)
+
+
+async def _notice(
+    session: AsyncSession,
+    *,
+    notice: str,
+    key: str,
+    due_at: datetime | None = None,
+    **payload: Any,
+) -> None:
+    await schedule(
+        session,
+        kind=INCIDENT_NOTICE,
+        due_at=due_at or utcnow(),
+        payload={"notice": notice, **payload},
+        dedup_key=f"{INCIDENT_NOTICE}:{notice}:{key}",
+    )
+
+
+async def _p1_notice(session: AsyncSession, incident: Incident, *, event: str, by: str) -> None:
+    """The policy: on a P1 the Decision Makers are alerted at once."""
+    await _notice(
+        session,
+        notice="p1",
+        key=f"{incident.id}:{utcnow():%Y%m%dT%H%M%S%f}",
+        incident_id=incident.id,
+        event=event,
+        by=by,
+    )
+
+
+async def _replan_updates(session: AsyncSession, incident: Incident) -> None:
+    """The next public update's due time may have moved: the worker plans its reminders."""
+    now = utcnow()
+    await cadence.plan_soon(session, incident_id=incident.id, key=f"{now:%Y%m%dT%H%M%S%f}", at=now)
 
 
 async def get_by_key(session: AsyncSession, *, key: str) -> Incident | None:
@@ -238,6 +286,9 @@ async def open_incident(
         target=f"incident:{key}",
         details={"severity": severity.value, "title": clean_title},
     )
+    if severity is Severity.P1:
+        await _p1_notice(session, incident, event="opened", by=actor.username)
+    await _replan_updates(session, incident)
     return incident
 
 
@@ -305,6 +356,7 @@ async def change_status(
         target=f"incident:{incident.key}",
         details={"from": current.value, "to": status.value, "rationale": why},
     )
+    await _replan_updates(session, incident)
     return incident
 
 
@@ -341,6 +393,9 @@ async def change_severity(
         target=f"incident:{incident.key}",
         details={"from": old.value, "to": severity.value, "rationale": why},
     )
+    if severity is Severity.P1:
+        await _p1_notice(session, incident, event="raised", by=actor.username)
+    await _replan_updates(session, incident)
     return old
 
 
@@ -403,6 +458,7 @@ async def assign(
             actor=actor,
             text=f"Incident Leader hand-off offered to {user.username}; awaiting acknowledgment",
         )
+        await _handoff_notices(session, incident=incident, assignment=assignment)
     else:
         await log(
             session,
@@ -419,6 +475,28 @@ async def assign(
         details={"role": role.value, "user": user.username},
     )
     return assignment
+
+
+async def _handoff_notices(
+    session: AsyncSession, *, incident: Incident, assignment: IncidentAssignment
+) -> None:
+    """Ask the offered leader now; on P1 and P2, check again after the policy's window."""
+    await _notice(
+        session,
+        notice="handoff_offered",
+        key=str(assignment.id),
+        assignment_id=assignment.id,
+    )
+    window = HANDOFF_ACK_WITHIN.get(Severity(incident.severity))
+    if window is not None:
+        await _notice(
+            session,
+            notice="handoff_overdue",
+            key=str(assignment.id),
+            due_at=assignment.assigned_at + window,
+            assignment_id=assignment.id,
+            minutes=int(window.total_seconds() // 60),
+        )
 
 
 async def _complete_handoff(

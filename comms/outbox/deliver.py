@@ -57,6 +57,7 @@ from comms.drafts.models import Approval, Draft, DraftStatus, DraftVersion
 from comms.drafts.payload import content_hash
 from comms.drafts.plan import AnnouncementPlan, PlanError, PlannedDelivery
 from comms.enums import Platform, Severity
+from comms.incidents import cadence
 from comms.incidents import service as incidents
 from comms.incidents.models import Incident, LogKind
 from comms.jobs.leases import Lease, LeasedTable
@@ -824,6 +825,10 @@ class DeliveryQueue:
                 )
                 .values(last_public_update_at=moment)
                 .execution_options(synchronize_session=False)
+            )
+            # The next public update is due later now (or when this one promised).
+            await cadence.plan_soon(
+                session, incident_id=incident_id, key=f"sent:{moment:%Y%m%dT%H%M%S%f}", at=now
             )
         for incident_id, moment in earliest.items():  # time to first public announcement
             await session.execute(

@@ -67,7 +67,10 @@ async def _queue(
     template: str,
     values: dict[str, str],
     ctx: RenderContext,
+    ping: bool = True,
 ) -> list[Notification]:
+    """``ping``: whether a responders notice pings the destination's responders role (an
+    escalation does; a routine notice does not)."""
     targets = await destinations.for_internal_use(session, use=use)
     if not targets:
         log.info("no private destination receives %s notifications (%s)", use.value, dedup_key)
@@ -90,7 +93,9 @@ async def _queue(
             dedup_key=key,
             destination_id=destination.id,
             text="\n\n".join(texts),
-            ping_role=destination.responders_role_id if use is InternalUse.RESPONDERS else "",
+            ping_role=destination.responders_role_id
+            if use is InternalUse.RESPONDERS and ping
+            else "",
         )
         session.add(note)
         queued.append(note)
@@ -219,6 +224,105 @@ async def platform_status(
         )
     except CommsError:
         log.exception("could not queue the %s notice for %s", event, platform)
+
+
+async def incident_p1(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    incident: Incident,
+    event: str,
+    by: str,
+    leader: str,
+    key: str,
+) -> None:
+    """Tell the Decision Makers at once that an incident is P1 (opened so, or raised)."""
+    try:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.APPROVERS,
+            kind="incident_p1",
+            dedup_key=f"incident:{incident.id}:p1:{key}",
+            template="internal-incident-p1",
+            values={"event": event, "by": by, "leader": leader},
+            ctx=render_context(settings, incident),
+        )
+    except CommsError:
+        log.exception("could not queue the P1 notice for %s", incident.key)
+
+
+async def leader_handoff(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    incident: Incident,
+    event: str,
+    leader: str,
+    by: str,
+    key: str,
+    minutes: str = "",
+    others: str = "",
+) -> None:
+    """Ask the offered Incident Leader to acknowledge (``offered``); remind them and alert the
+    other Incident Leaders when they have not (``overdue``, which pings the responders role)."""
+    try:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.RESPONDERS,
+            kind="leader_handoff",
+            dedup_key=f"handoff:{key}:{event}",
+            template="internal-leader-handoff",
+            values={
+                "event": event,
+                "leader": leader,
+                "by": by,
+                "minutes": minutes,
+                "others": others,
+            },
+            ctx=render_context(settings, incident),
+            ping=event == "overdue",
+        )
+    except CommsError:
+        log.exception("could not queue the hand-off notice for %s", incident.key)
+
+
+async def update_due(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    incident: Incident,
+    stage: str,
+    due: datetime,
+    promised: bool,
+    cadence: str,
+) -> None:
+    """The public-update cadence: the Communication Manager before and when due; when overdue,
+    the Decision Makers and the responders (pinged: the community is waiting)."""
+    overdue = stage == "overdue"
+    # One key for both uses: a destination that serves both gets one notice (the pinged one).
+    uses = (InternalUse.RESPONDERS, InternalUse.APPROVERS) if overdue else (InternalUse.COMMS,)
+    for use in uses:
+        try:
+            await _queue(
+                session,
+                settings=settings,
+                use=use,
+                kind="update_due",
+                dedup_key=f"cadence:{incident.id}:{due:%Y%m%dT%H%M%S}:{stage}",
+                template="internal-update-due",
+                values={
+                    "stage": stage,
+                    "due": due.strftime("%Y-%m-%dT%H:%MZ"),
+                    "basis": "promised" if promised else "cadence",
+                    "cadence": cadence,
+                },
+                ctx=render_context(settings, incident),
+                ping=overdue,
+            )
+        except CommsError:
+            log.exception("could not queue the %s update reminder for %s", stage, incident.key)
 
 
 EDIT_SPACING = timedelta(seconds=30)  # a kept-up-to-date alert is edited at most this often

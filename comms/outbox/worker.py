@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from comms.db import Database
 from comms.detections import alerts
 from comms.enums import Platform
+from comms.incidents import service as incidents
+from comms.incidents.notices import IncidentNotices
 from comms.jobs.runner import Runner, RunnerConfig
 from comms.jobs.scheduled import JobHandler, JobQueue
 from comms.outbox import notify
@@ -60,6 +62,7 @@ class Worker(Runner):
         )
         handlers: dict[str, JobHandler] = {
             PLATFORM_CHECK: PlatformCheck(settings=settings, publishers=self.publishers),
+            incidents.INCIDENT_NOTICE: IncidentNotices(settings=settings),
             **(jobs or {}),
         }
         super().__init__(

@@ -23,7 +23,7 @@ from comms.detections.models import (
 )
 from comms.drafts.models import Approval, Decision, Draft, DraftStatus
 from comms.incidents import service as incidents
-from comms.incidents.models import Incident, IncidentStatus
+from comms.incidents.models import Incident, IncidentStatus, IncidentTask, TaskStatus
 from comms.jobs.models import Job, JobState
 from comms.models import Base
 from comms.outbox.models import Delivery, DeliveryState, Notification, NotificationState
@@ -44,6 +44,7 @@ STATUS_COLUMNS: list[tuple[InstrumentedAttribute[Any], type[StrEnum], int]] = [
     (Detection.status, DetectionStatus, 16),
     (Cluster.kind, ClusterKind, 16),
     (Cluster.status, ClusterStatus, 16),
+    (IncidentTask.status, TaskStatus, 16),
 ]
 
 

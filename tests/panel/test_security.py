@@ -93,7 +93,19 @@ async def ids(world: dict[str, Any], db: Database, panel_settings: Settings) -> 
             detections.Report(source=DetectionSource.DISCORD, text="drainer", reporter_id="m1"),
             settings=panel_settings,
         )
+    async with db.transaction() as session:
+        from comms.incidents import service as incidents
+        from comms.incidents import tasks
+
+        given = await tasks.assign_task(
+            session,
+            incident=await incidents.require_incident(session, key=world["incident"].key),
+            title="Pause the bridge",
+            owner=world["users"]["responder"],
+            actor=world["users"]["lead"],
+        )
     return {
+        "task_id": given.task.id,
         "cluster_id": report.cluster_id,
         "key": world["incident"].key,
         "draft_id": draft_id,

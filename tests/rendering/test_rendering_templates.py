@@ -60,9 +60,12 @@ INTERNAL = [
     "internal-delivery-problem",
     "internal-gate-change",
     "internal-gate-settings",
+    "internal-incident-p1",
+    "internal-leader-handoff",
     "internal-platform-status",
     "internal-report-ack",
     "internal-responder-alert",
+    "internal-update-due",
 ]
 ALL = PUBLIC + INTERNAL
 
