@@ -131,7 +131,7 @@ async def _detail_ctx(
             )
         ],
         "incident_roles": [
-            (r.value, r.title) for r in IncidentRole if r is not IncidentRole.DETECTOR
+            (r.value, r.label) for r in IncidentRole if r is not IncidentRole.DETECTOR
         ],
         "people": [(u.username, f"{u.display_name} ({u.username})") for u in people if u.active],
         "current_roles": [a for a in incident.assignments if a.ended_at is None],

@@ -20,6 +20,9 @@ async def test_incident_pages_and_log(world: dict[str, Any], make_client: Any) -
     await lead.login("leo")
     page = await lead.get(f"/incidents/{key}")
     assert page.status_code == 200 and "Incident Log" in page.text
+    # The role list names the policy's roles (it once showed a Python method's repr).
+    assert '<option value="incident_leader">Incident Leader</option>' in page.text
+    assert "built-in method" not in page.text
     ok = await lead.post(f"/incidents/{key}/severity", {"severity": "P2", "rationale": "Contained"})
     assert ok.status_code == 303
     missing = await lead.post(f"/incidents/{key}/severity", {"severity": "P1", "rationale": ""})
