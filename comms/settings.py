@@ -14,6 +14,7 @@ import hmac
 import ipaddress
 import os
 import re
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     protocol_name: str = Field(default="Example Protocol", min_length=1, max_length=80)
 
     approval_quorum: Annotated[dict[Severity, int], NoDecode] = Field(default_factory=dict)
+    # The policy's minimum monitoring after mitigation; ending it sooner needs a rationale.
+    monitoring_min_days: int = Field(default=7, ge=0, le=365)
     # Minutes between public updates per severity (the policy's cadence); 0 or absent: none.
     update_cadence: Annotated[dict[Severity, int], NoDecode] = Field(
         default_factory=lambda: {Severity.P1: 30, Severity.P2: 60, Severity.P3: 240}
@@ -386,6 +389,10 @@ class Settings(BaseSettings):
         for sev in Severity:
             self.approval_quorum.setdefault(sev, 1)
         return self
+
+    @property
+    def min_monitoring(self) -> timedelta:
+        return timedelta(days=self.monitoring_min_days)
 
     def telegram_webhook_token(self) -> str | None:
         """The secret Telegram must send in ``X-Telegram-Bot-Api-Secret-Token``: the configured

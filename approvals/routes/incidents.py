@@ -17,7 +17,7 @@ from comms.clock import utcnow
 from comms.drafts import service as drafts
 from comms.enums import Role, Severity
 from comms.errors import CommsError, NotFound
-from comms.incidents import cadence, export, tasks
+from comms.incidents import cadence, export, resolution, tasks
 from comms.incidents import service as incidents
 from comms.incidents.models import (
     Incident,
@@ -105,6 +105,8 @@ async def _detail_ctx(
     owners = {t.owner_id: t.owner for t in incident_tasks if t.status.is_open}
     due = await cadence.next_update(session, incident, panel(request).settings)
     return {
+        "checklist": await resolution.items(session, incident),
+        "min_monitoring_days": panel(request).settings.monitoring_min_days,
         "due": due,
         "due_stage": due.stage(utcnow()) if due else None,
         "tasks": incident_tasks,
@@ -192,6 +194,7 @@ async def incident_status(
             status=incidents.parse_status(status),
             actor=user,
             rationale=rationale,
+            min_monitoring=panel(request).settings.min_monitoring,
         )
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
@@ -379,3 +382,21 @@ async def incident_no_news(
     except CommsError as exc:
         raise form_error(request, "incidents/get.html", ctx, exc) from exc
     return redirect_to(request, "drafts:get", draft_id=draft.id)
+
+
+@router.post("/incidents/{key}/checklist")
+@allow(Action.INCIDENT_LOG)
+async def incident_tick(
+    request: Request,
+    session: DbSession,
+    user: CurrentUser,
+    incident: CurrentIncident,
+    item: Short = "",
+    note: Long = "",
+) -> Response:
+    ctx = await _detail_ctx(request, session, incident, checklist_form={"item": item, "note": note})
+    try:
+        await incidents.tick_checklist(session, incident=incident, item=item, actor=user, note=note)
+    except CommsError as exc:
+        raise form_error(request, "incidents/get.html", ctx, exc) from exc
+    return redirect_to(request, "incidents:get", key=incident.key, fragment="checklist")

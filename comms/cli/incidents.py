@@ -16,7 +16,7 @@ from comms.cli.base import (
 )
 from comms.clock import utcnow
 from comms.drafts import service as drafts
-from comms.incidents import cadence, export
+from comms.incidents import cadence, export, resolution
 from comms.incidents import service as incidents
 from comms.incidents.models import LogKind
 from comms.users import service as users
@@ -214,6 +214,7 @@ async def incident_status(
         status=incidents.parse_status(status),
         actor=actor,
         rationale=rationale,
+        min_monitoring=app.settings.min_monitoring,
     )
     click.echo(f"{inc.key} is now {inc.status}")
 
@@ -289,7 +290,9 @@ async def incident_ack(app: AppContext, session: AsyncSession, key: str, by: str
 @incident.command("note")
 @click.argument("key")
 @click.argument("text")
-@click.option("--kind", type=click.Choice(["note", "decision", "action"]), default="note")
+@click.option(
+    "--kind", type=click.Choice(["note", "decision", "action", "monitoring"]), default="note"
+)
 @click.option("--rationale", default="")
 @click.option("--owner", default=None, help="Owner of an action.")
 @click.option("--by", "by", required=True)
@@ -304,7 +307,8 @@ async def incident_note(
     owner: str | None,
     by: str,
 ) -> None:
-    """Add a note, a decision (with rationale) or an action (with owner) to the Incident Log."""
+    """Add a note, a decision (with rationale), an action (with owner) or monitoring added
+    after mitigation to the Incident Log."""
 
     actor = await users.require_user(session, username=by, field="by")
     inc = await incidents.require_incident(session, key=key)
@@ -333,3 +337,57 @@ async def incident_no_news(app: AppContext, session: AsyncSession, key: str, by:
     inc = await incidents.require_incident(session, key=key)
     draft = await flows.no_news_draft(session, incident=inc, actor=actor, settings=app.settings)
     click.echo(draft.id)
+
+
+@incident.command("checklist")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True)
+@in_session
+async def incident_checklist(
+    app: AppContext, session: AsyncSession, key: str, as_json: bool
+) -> None:
+    """The resolution checklist: each item, and who ticked it when."""
+
+    inc = await incidents.require_incident(session, key=key)
+    rows = await resolution.items(session, inc)
+    document = [
+        {
+            "item": row.key,
+            "label": row.label,
+            "ticked_by": row.tick.ticked_by.username if row.tick else None,
+            "ticked_at": row.tick.ticked_at.isoformat() if row.tick else None,
+            "note": row.tick.note if row.tick else "",
+        }
+        for row in rows
+    ]
+    emit(
+        document,
+        as_json,
+        lambda: "\n".join(
+            f"[{'x' if row.tick else ' '}] {row.key:<22} {row.label}"
+            + (
+                f"  ({row.tick.ticked_by.username}, {row.tick.ticked_at:%Y-%m-%d %H:%M} UTC)"
+                if row.tick
+                else ""
+            )
+            for row in rows
+        ),
+    )
+
+
+@incident.command("tick")
+@click.argument("key")
+@click.argument("item")
+@click.option("--note", default="", help="Required for permanent_fix_planned: owner, timeline.")
+@click.option("--by", "by", required=True)
+@in_session
+async def incident_tick(
+    app: AppContext, session: AsyncSession, key: str, item: str, note: str, by: str
+) -> None:
+    """Tick a resolution checklist item (mitigation_applied, mitigation_verified,
+    stakeholders_notified, permanent_fix_planned)."""
+
+    actor = await users.require_user(session, username=by, field="by")
+    inc = await incidents.require_incident(session, key=key)
+    tick = await incidents.tick_checklist(session, incident=inc, item=item, actor=actor, note=note)
+    click.echo(f"ticked {tick.item} on {inc.key}")

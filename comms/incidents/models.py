@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from comms.clock import utcnow
@@ -71,6 +71,8 @@ class LogKind(StrEnum):
     ROLE = "role"
     COMMS = "comms"
     TASK = "task"
+    MONITORING = "monitoring"  # monitoring added after mitigation (the policy's step)
+    CHECKLIST = "checklist"  # a resolution checklist item ticked
 
 
 class TaskStatus(StrEnum):
@@ -109,6 +111,8 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     last_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     first_public_update_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # When the incident last entered ``monitoring`` (the policy's week starts here).
+    monitoring_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     opened_by: Mapped[User] = relationship(lazy="joined")
     assignments: Mapped[list[IncidentAssignment]] = relationship(
@@ -209,3 +213,19 @@ class IncidentTask(Base):
 
     def __repr__(self) -> str:
         return f"<IncidentTask #{self.id} {self.status} {self.title!r}>"
+
+
+class ChecklistTick(Base):
+    """One item of the policy's resolution checklist, ticked by someone (never unticked)."""
+
+    __tablename__ = "incident_checklist"
+    __table_args__ = (UniqueConstraint("incident_id", "item"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    item: Mapped[str] = mapped_column(String(40))
+    note: Mapped[str] = mapped_column(Text, default="")
+    ticked_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    ticked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    ticked_by: Mapped[User] = relationship(lazy="joined")

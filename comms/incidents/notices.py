@@ -6,7 +6,9 @@
 - ``handoff_overdue``: still unacknowledged after the window (5 minutes on a P1, 15 on a
   P2), they are reminded and the other Incident Leaders are alerted, and the Incident Log
   says so;
-- ``cadence_plan`` and ``cadence``: the public-update reminders (``comms.incidents.cadence``).
+- ``cadence_plan`` and ``cadence``: the public-update reminders (``comms.incidents.cadence``);
+- ``monitoring_due``: the minimum monitoring period is over; the Incident Leader is told, with
+  the monitoring recorded as added.
 
 Each runs in one transaction and queues internal notifications (their dedup keys make a
 rerun after a crash send nothing twice). A hand-off acknowledged, superseded or on a closed
@@ -23,9 +25,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.enums import Role
-from comms.incidents import cadence
+from comms.incidents import cadence, resolution
 from comms.incidents import service as incidents
-from comms.incidents.models import Incident, IncidentAssignment, IncidentLogEntry, LogKind
+from comms.incidents.models import (
+    Incident,
+    IncidentAssignment,
+    IncidentLogEntry,
+    IncidentStatus,
+    LogKind,
+)
 from comms.jobs.scheduled import JobRun
 from comms.outbox import notify
 from comms.settings import Settings
@@ -56,6 +64,8 @@ class IncidentNotices:
                     await cadence.plan(session, incident, self.settings)
             elif notice == "cadence":
                 await self._cadence(session, run)
+            elif notice == "monitoring_due":
+                await self._monitoring(session, run)
             else:
                 raise ValueError(f"unknown incident notice {notice!r}")
 
@@ -163,6 +173,23 @@ class IncidentNotices:
                 actor=None,
                 text=f"{said}; Decision Makers and responders reminded",
             )
+
+    async def _monitoring(self, session: AsyncSession, run: JobRun) -> None:
+        incident = await session.get(Incident, run.payload["incident_id"])
+        if incident is None or incident.status is not IncidentStatus.MONITORING:
+            return  # moved on (or back) meanwhile
+        since = incident.monitoring_since
+        if since is None or since.isoformat() != run.payload["since"]:
+            return  # it left monitoring and entered again: that period has its own job
+        added = await resolution.monitoring_added(session, incident)
+        await notify.monitoring_due(
+            session,
+            settings=self.settings,
+            incident=incident,
+            since=since,
+            days=self.settings.monitoring_min_days,
+            added="\n".join(f"- {e.text}" for e in added),
+        )
 
     @staticmethod
     async def _logged(

@@ -13,8 +13,9 @@ from comms.audit import service as audit
 from comms.clock import utcnow
 from comms.enums import Role, Severity
 from comms.errors import FieldProblem, InvalidInput, NotFound, PermissionDenied, RuleViolation
-from comms.incidents import cadence
+from comms.incidents import cadence, resolution
 from comms.incidents.models import (
+    ChecklistTick,
     Incident,
     IncidentAssignment,
     IncidentLogEntry,
@@ -62,6 +63,8 @@ TEXT_MAX = 5000
 INCIDENT_NOTICE = cadence.JOB_KIND
 # The policy: an offered Incident Leader acknowledges within minutes on a critical incident;
 # after this long the worker reminds them and alerts the other Incident Leaders.
+# The policy: monitor for at least a week after mitigation (COMMS_MONITORING_MIN_DAYS).
+MIN_MONITORING = timedelta(days=7)
 HANDOFF_ACK_WITHIN: dict[Severity, timedelta] = {
     Severity.P1: timedelta(minutes=5),
     Severity.P2: timedelta(minutes=15),
@@ -299,7 +302,11 @@ async def change_status(
     status: IncidentStatus,
     actor: User,
     rationale: str = "",
+    min_monitoring: timedelta = MIN_MONITORING,
 ) -> Incident:
+    """Move through the status machine. Going back, closing early, moving to monitoring with
+    the resolution checklist incomplete and ending monitoring before ``min_monitoring`` each
+    need a rationale, which the Incident Log keeps."""
     require(actor, Action.INCIDENT_MANAGE)
     current = incident.status
     why = _check_text("rationale", rationale, required=False, limit=TEXT_MAX)
@@ -333,8 +340,41 @@ async def change_status(
             field="status",
         )
     now = utcnow()
+    skipped: list[str] = []
+    if current is S.MITIGATED and status is S.MONITORING:
+        skipped = await resolution.missing(session, incident)
+        if skipped and not why:
+            raise InvalidInput(
+                FieldProblem(
+                    "rationale",
+                    "is required while the resolution checklist is incomplete (not ticked: "
+                    + "; ".join(skipped)
+                    + ")",
+                )
+            )
+    since = incident.monitoring_since
+    if current is S.MONITORING and status in (S.POST_INCIDENT, S.CLOSED) and since is not None:
+        may_end = since + min_monitoring
+        if now < may_end and not why:
+            raise InvalidInput(
+                FieldProblem(
+                    "rationale",
+                    f"is required to end monitoring before {may_end:%Y-%m-%d %H:%M} UTC "
+                    f"(the policy: at least {min_monitoring.days} days)",
+                )
+            )
     incident.status = status
     incident.updated_at = utcnow()
+    if status is S.MONITORING:
+        incident.monitoring_since = now
+        await _notice(
+            session,
+            notice="monitoring_due",
+            key=f"{incident.id}:{now:%Y%m%dT%H%M%S%f}",
+            due_at=now + min_monitoring,
+            incident_id=incident.id,
+            since=now.isoformat(),
+        )
     if status is S.MITIGATED and incident.mitigated_at is None:
         incident.mitigated_at = now
     if status in (S.POST_INCIDENT, S.CLOSED) and incident.resolved_at is None:
@@ -347,7 +387,8 @@ async def change_status(
         kind=LogKind.STATUS,
         actor=actor,
         rationale=why,
-        text=f"Status {current.value} → {status.value}",
+        text=f"Status {current.value} → {status.value}"
+        + (f" (resolution checklist not complete: {'; '.join(skipped)})" if skipped else ""),
     )
     await audit.record(
         session,
@@ -559,8 +600,8 @@ async def add_entry(
 ) -> IncidentLogEntry:
     """A person's entry: a note, a decision (rationale required) or an action (owner)."""
     require(actor, Action.INCIDENT_LOG)
-    if kind not in (LogKind.NOTE, LogKind.DECISION, LogKind.ACTION):
-        raise InvalidInput(FieldProblem("kind", "choose note, decision or action"))
+    if kind not in (LogKind.NOTE, LogKind.DECISION, LogKind.ACTION, LogKind.MONITORING):
+        raise InvalidInput(FieldProblem("kind", "choose note, decision, action or monitoring"))
     body = _check_text("text", text, required=True, limit=TEXT_MAX)
     why = _check_text("rationale", rationale, required=kind is LogKind.DECISION, limit=TEXT_MAX)
     if owner is not None and kind is not LogKind.ACTION:
@@ -584,3 +625,47 @@ async def entries(session: AsyncSession, *, incident: Incident) -> list[Incident
         .order_by(IncidentLogEntry.at, IncidentLogEntry.id)
     )
     return list((await session.scalars(query)).all())
+
+
+async def tick_checklist(
+    session: AsyncSession, *, incident: Incident, item: str, actor: User, note: str = ""
+) -> ChecklistTick:
+    """Tick one item of the resolution checklist: who and when are recorded, never undone."""
+    require(actor, Action.INCIDENT_LOG)
+    key = resolution.parse_item(item)
+    if not incident.is_open:
+        raise RuleViolation("incident.closed", f"{incident.key} is closed")
+    done = await session.scalar(
+        select(ChecklistTick).where(
+            ChecklistTick.incident_id == incident.id, ChecklistTick.item == key
+        )
+    )
+    if done is not None:
+        raise RuleViolation(
+            "incident.checklist",
+            f"{resolution.LABELS[key]!r} was ticked by {done.ticked_by.username} at "
+            f"{done.ticked_at:%Y-%m-%d %H:%M} UTC",
+            field="item",
+        )
+    said = _check_text("note", note, required=key in resolution.NOTE_REQUIRED, limit=TEXT_MAX)
+    tick = ChecklistTick(
+        incident_id=incident.id, item=key, note=said, ticked_by_id=actor.id, ticked_at=utcnow()
+    )
+    session.add(tick)
+    await session.flush()
+    await session.refresh(tick, ["ticked_by"])
+    await log(
+        session,
+        incident=incident,
+        kind=LogKind.CHECKLIST,
+        actor=actor,
+        text=f"Resolution checklist: {resolution.LABELS[key]}" + (f": {said}" if said else ""),
+    )
+    await audit.record(
+        session,
+        actor=actor.username,
+        action="incident.checklist",
+        target=f"incident:{incident.key}",
+        details={"item": key, "note": said},
+    )
+    return tick

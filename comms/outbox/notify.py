@@ -325,6 +325,36 @@ async def update_due(
             log.exception("could not queue the %s update reminder for %s", stage, incident.key)
 
 
+async def monitoring_due(
+    session: AsyncSession,
+    *,
+    settings: Settings,
+    incident: Incident,
+    since: datetime,
+    days: int,
+    added: str,
+) -> None:
+    """Tell the responders (the Incident Leader) that the monitoring period may end."""
+    try:
+        await _queue(
+            session,
+            settings=settings,
+            use=InternalUse.RESPONDERS,
+            kind="monitoring_due",
+            dedup_key=f"monitoring:{incident.id}:{since:%Y%m%dT%H%M%S%f}",
+            template="internal-monitoring-due",
+            values={
+                "since": since.strftime("%Y-%m-%dT%H:%MZ"),
+                "days": str(days),
+                "added": added[:1500],
+            },
+            ctx=render_context(settings, incident),
+            ping=False,
+        )
+    except CommsError:
+        log.exception("could not queue the monitoring notice for %s", incident.key)
+
+
 EDIT_SPACING = timedelta(seconds=30)  # a kept-up-to-date alert is edited at most this often
 
 

@@ -39,7 +39,7 @@ async def test_opener_is_detector_and_opening_is_logged(db: Database) -> None:
     assert entries[0].at.tzinfo is not None and entries[0].at.utcoffset().total_seconds() == 0
 
 
-async def test_the_full_lifecycle(db: Database) -> None:
+async def test_the_full_lifecycle(db: Database, clock: FrozenClock) -> None:
     async with db.transaction() as session:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"])
@@ -51,6 +51,20 @@ async def test_the_full_lifecycle(db: Database) -> None:
             S.POST_INCIDENT,
             S.CLOSED,
         ):
+            if status is S.MONITORING:  # the resolution checklist, ticked
+                for item in ("mitigation_applied", "mitigation_verified", "stakeholders_notified"):
+                    await incidents.tick_checklist(
+                        session, incident=inc, item=item, actor=team["lead"]
+                    )
+                await incidents.tick_checklist(
+                    session,
+                    incident=inc,
+                    item="permanent_fix_planned",
+                    actor=team["lead"],
+                    note="leo, audit of the bridge by 15 Jan",
+                )
+            if status is S.POST_INCIDENT:
+                clock.advance(days=7)  # the policy's week of monitoring
             await incidents.change_status(session, incident=inc, status=status, actor=team["lead"])
         assert inc.status == "closed" and inc.resolved_at is not None and inc.mitigated_at
 
@@ -110,7 +124,9 @@ async def test_p1_cannot_skip_the_post_mortem(db: Database) -> None:
         team = await make_team(session)
         inc = await make_incident(session, team["lead"], Severity.P2)
         for status in (S.INVESTIGATING, S.MITIGATED, S.MONITORING):
-            await incidents.change_status(session, incident=inc, status=status, actor=team["lead"])
+            await incidents.change_status(
+                session, incident=inc, status=status, actor=team["lead"], rationale="drill"
+            )
         with pytest.raises(RuleViolation) as caught:
             await incidents.change_status(
                 session, incident=inc, status=S.CLOSED, actor=team["lead"], rationale="done"
@@ -118,7 +134,9 @@ async def test_p1_cannot_skip_the_post_mortem(db: Database) -> None:
         assert caught.value.rule == "incident.post_mortem_required"
         low = await make_incident(session, team["lead"], Severity.P4)
         for status in (S.INVESTIGATING, S.MITIGATED, S.MONITORING):
-            await incidents.change_status(session, incident=low, status=status, actor=team["lead"])
+            await incidents.change_status(
+                session, incident=low, status=status, actor=team["lead"], rationale="drill"
+            )
         await incidents.change_status(
             session,
             incident=low,

@@ -105,7 +105,7 @@ async def test_who_may_give_and_change_tasks(db: Database) -> None:
             IncidentStatus.CLOSED,
         ):
             await incidents.change_status(
-                session, incident=incident, status=step, actor=team["lead"]
+                session, incident=incident, status=step, actor=team["lead"], rationale="drill"
             )
         with pytest.raises(RuleViolation, match="closed"):
             await tasks.assign_task(

@@ -191,7 +191,13 @@ async def test_report_and_edit_arrive_by_webhook(
 
     after = await eventually(updated)
     assert after["id"] == detection["id"]
-    pushes = list(sandbox.telegram.webhook_pushes)
+
+    async def answered() -> list[dict[str, Any]] | None:
+        # The edit is stored before the panel's answer reaches the sandbox: wait for it.
+        pushes = list(sandbox.telegram.webhook_pushes)
+        return pushes if all(p["status"] is not None for p in pushes) else None
+
+    pushes = await eventually(answered)
     assert [p["status"] for p in pushes] == [200, 200]
     assert all(p["secret_sent"] for p in pushes)
     assert [next(k for k in p["update"] if k != "update_id") for p in pushes] == [

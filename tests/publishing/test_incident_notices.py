@@ -12,7 +12,7 @@ from comms.db import Database
 from comms.destinations.models import Destination, InternalUse
 from comms.enums import Role, Severity
 from comms.incidents import service as incidents
-from comms.incidents.models import Incident
+from comms.incidents.models import Incident, LogKind
 from comms.outbox.worker import Worker
 from comms.users import service as users
 from tests.factories import make_user
@@ -135,3 +135,37 @@ async def test_an_acknowledged_hand_off_sends_no_reminder_and_p2_waits_15_minute
     await worker.run_until_settled(within=20)
     (overdue,) = [t for t in await _texts(control, world) if "not acknowledged" in t]
     assert second.key in overdue and "after 15 minutes" in overdue
+
+
+async def test_the_leader_is_told_when_monitoring_may_end_with_what_was_added(
+    clock: FrozenClock, db: Database, world: World, control: Control, worker: Worker
+) -> None:
+    await _also_responders(db, world)
+    lead = world.team["lead"]
+    async with db.transaction() as session:
+        incident = await session.get(Incident, world.incident.id)
+        assert incident is not None
+        for step in ("investigating", "mitigated", "monitoring"):
+            await incidents.change_status(
+                session,
+                incident=incident,
+                status=incidents.parse_status(step),
+                actor=lead,
+                rationale="drill",
+            )
+        await incidents.add_entry(
+            session,
+            incident=incident,
+            kind=LogKind.MONITORING,
+            text="Alert on bridge outflows over 100 ETH",
+            actor=lead,
+        )
+    await worker.run_until_settled(within=20)
+    clock.advance(days=6, hours=23, minutes=59)
+    await worker.run_until_settled(within=20)
+    assert not [t for t in await _texts(control, world) if "Monitoring may end" in t]
+    clock.advance(minutes=1)
+    await worker.run_until_settled(within=20)
+    (told,) = [t for t in await _texts(control, world) if "Monitoring may end" in t]
+    assert world.incident.key in told and "- Alert on bridge outflows over 100 ETH" in told
+    assert "Minimum period (days): 7" in told

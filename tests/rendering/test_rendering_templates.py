@@ -62,6 +62,7 @@ INTERNAL = [
     "internal-gate-settings",
     "internal-incident-p1",
     "internal-leader-handoff",
+    "internal-monitoring-due",
     "internal-platform-status",
     "internal-report-ack",
     "internal-responder-alert",
